@@ -1,0 +1,153 @@
+"""Atom Modeling: each data point is an atom built from its components (DESIGN section 2).
+
+Reading order: roles -> composition -> nucleus (the embedding) -> electron shell (the radius)
+-> AtomModel (encoder + atom head + classifier) -> the loss.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import AtomConfig
+from .encoders import ComponentEncoder
+from .potentials import batch_potential_energy
+
+
+@dataclass
+class AtomOutput:
+    embedding: torch.Tensor  # (B, k) nucleus position, on the sphere of radius config.sphere_radius
+    roles: torch.Tensor  # (B, n, 3) electron/proton/neutron probabilities, 0 at padding
+    composition: torch.Tensor  # (B, 6) electrons, protons, neutrons, mass, charge, radius
+    logits: torch.Tensor  # (B, C)
+
+    @property
+    def charge(self) -> torch.Tensor:
+        return self.composition[:, 4]
+
+    @property
+    def radius(self) -> torch.Tensor:
+        return self.composition[:, 5]
+
+
+class AtomHead(nn.Module):
+    """Maps contextual component states h (B, n, d) to an atom: roles, composition, z, R."""
+
+    def __init__(self, config: AtomConfig):
+        super().__init__()
+        self.config = config
+        self.role = nn.Linear(config.d_model, 3)  # W_r
+        self.nucleus = nn.Linear(config.d_model, config.embedding_dim)  # W_z
+        self.shell = nn.Linear(config.d_model, config.embedding_dim)  # W_u, electron offsets
+
+    def roles(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        logits = self.role(h) / self.config.role_temperature  # (B, n, 3)
+        if self.training and self.config.gumbel:
+            # hard one-hot forward, soft gradient backward (straight-through)
+            pi = F.gumbel_softmax(logits, tau=1.0, hard=True)
+        else:
+            pi = torch.softmax(logits, dim=-1)
+        return pi * mask[..., None]
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        config = self.config
+        mask = mask.to(h.dtype)
+        pi = self.roles(h, mask)  # (B, n, 3)
+        electrons, protons, neutrons = pi.sum(dim=1).unbind(-1)  # soft counts, (B,) each
+        n_real = mask.sum(dim=1).clamp(min=1.0)
+        mass = protons + neutrons
+        charge = (protons - electrons) / n_real  # normalised: long inputs do not dominate
+
+        # Nucleus: nucleon-weighted mean of the components, projected and put on a fixed sphere
+        # (a free scale would let the potential be satisfied by rescaling the whole space).
+        weight = mask * (pi[..., 1] + pi[..., 2] + config.nucleon_floor)  # (B, n)
+        pooled = (weight[..., None] * h).sum(1) / weight.sum(1, keepdim=True)  # (B, d)
+        z = self.nucleus(pooled)
+        z = config.sphere_radius * z / torch.sqrt((z * z).sum(-1, keepdim=True) + 1e-12)  # (B, k)
+
+        # Electron shell: RMS length of the electrons' offsets sets the radius, bounded in
+        # [r_min, r_max] so atoms cannot grow without limit to satisfy the exclusion term.
+        offsets_sq = (self.shell(h) ** 2).sum(-1)  # (B, n)
+        shell_ms = (pi[..., 0] * offsets_sq).sum(1) / (electrons + config.nucleon_floor)
+        shell_rms = torch.sqrt(shell_ms / config.embedding_dim + 1e-12)  # per-dimension RMS
+        radius = config.r_min + (config.r_max - config.r_min) * torch.tanh(shell_rms)
+
+        composition = torch.stack([electrons, protons, neutrons, mass, charge, radius], dim=-1)  # (B, 6)
+        return z, pi, composition
+
+
+class AtomModel(nn.Module):
+    """Encoder + atom head + a linear classifier on the atom.
+
+    The classifier reads the nucleus position and the atom's composition fractions: an
+    element is identified by what it is made of, which also gives the role head a task signal.
+    head="plain" swaps the atom head for mean pooling (the outside baseline, no roles).
+    """
+
+    def __init__(self, config: AtomConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = ComponentEncoder(config)
+        if config.head == "atom":
+            self.atom = AtomHead(config)
+            self.classifier = nn.Linear(config.embedding_dim + 3, config.num_classes)
+            # z is on a fixed sphere, so the classifier needs a learnable temperature
+            self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+        elif config.head == "plain":
+            self.classifier = nn.Linear(config.d_model, config.num_classes)
+        else:
+            raise ValueError(f"unknown head {config.head!r}")
+
+    def forward(self, inputs: torch.Tensor, mask: torch.Tensor) -> AtomOutput:
+        h = self.encoder(inputs, mask)  # (B, n, d)
+        if self.config.head == "plain":
+            m = mask.to(h.dtype)[..., None]
+            pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, d)
+            batch, n = mask.shape
+            roles = torch.zeros(batch, n, 3, dtype=h.dtype, device=h.device)
+            composition = torch.zeros(batch, 6, dtype=h.dtype, device=h.device)
+            return AtomOutput(pooled, roles, composition, self.classifier(pooled))
+        z, pi, composition = self.atom(h, mask)
+        n_real = mask.to(h.dtype).sum(1, keepdim=True).clamp(min=1.0)
+        fractions = composition[:, :3] / n_real  # (B, 3) electron/proton/neutron fractions
+        features = torch.cat([z / self.config.sphere_radius, fractions], dim=-1)
+        logits = self.logit_scale.exp() * self.classifier(features)
+        return AtomOutput(z, pi, composition, logits)
+
+
+def role_usage(roles: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Share of all real components assigned to each role: (3,), sums to 1."""
+    totals = roles.sum(dim=(0, 1))
+    return totals / mask.to(roles.dtype).sum().clamp(min=1.0)
+
+
+def bond_weights(labels: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor:
+    """(B, B) how strongly each pair should bond: same label when labels are known, else the
+    agreement p_a . p_b of the predicted class distributions (unsupervised)."""
+    if labels is not None:
+        return (labels[:, None] == labels[None, :]).to(logits.dtype)
+    probs = torch.softmax(logits, dim=-1)
+    return probs @ probs.T
+
+
+def atom_loss(
+    output: AtomOutput, labels: torch.Tensor, mask: torch.Tensor, config: AtomConfig, supervised_bonds: bool = True
+) -> dict[str, torch.Tensor]:
+    """L = CE + lambda * (U + w_usage * KL(role usage || uniform)); lambda = 0 is exactly CE."""
+    task = F.cross_entropy(output.logits, labels)
+    zero = task.new_zeros(())
+    if config.head == "plain":
+        return {"loss": task, "task": task, "potential": zero, "role_balance": zero}
+    bond = bond_weights(labels if supervised_bonds else None, output.logits.detach())
+    potential = batch_potential_energy(output.embedding, output.radius, output.charge, bond, config)
+    usage = role_usage(output.roles, mask)
+    role_balance = (usage * torch.log(usage.clamp(min=1e-8) * 3.0)).sum()  # KL to uniform, >= 0
+    if config.potential_weight == 0.0:
+        total = task
+    else:
+        total = task + config.potential_weight * (potential + config.role_usage_weight * role_balance)
+    return {"loss": total, "task": task, "potential": potential.detach(), "role_balance": role_balance.detach()}

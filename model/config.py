@@ -1,0 +1,66 @@
+"""The frozen configuration every checkpoint carries, so a later program can rebuild the model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+ROLE_NAMES = ("electron", "proton", "neutron")
+# Columns of the `composition` output, in order; the bundle manifest repeats this list.
+COMPOSITION_FIELDS = ("electrons", "protons", "neutrons", "mass", "charge", "radius")
+
+
+@dataclass(frozen=True)
+class AtomConfig:
+    modality: Literal["text", "numeric"] = "text"
+    vocab_size: int = 1000  # text only: tokenizer vocabulary, id 0 is padding
+    component_dim: int = 1  # numeric only: features per component (pixels per patch)
+    max_components: int = 64  # length of the learned position table
+    num_classes: int = 2
+    d_model: int = 64  # small: tests and CPU benchmarks train in seconds
+    n_layers: int = 2
+    n_heads: int = 4
+    dropout: float = 0.1
+    embedding_dim: int = 32  # k, the atomized embedding
+    # "plain" = encoder + mean pooling + linear classifier, no atom head (the outside baseline).
+    head: Literal["atom", "plain"] = "atom"
+    input_scale: float = 1.0  # numeric inputs are multiplied by this inside the graph (e.g. 1/255)
+    # Roles
+    role_temperature: float = 1.0  # tau in softmax(W_r h / tau)
+    gumbel: bool = False  # hard straight-through Gumbel roles during training
+    role_usage_weight: float = 0.1  # keeps role usage from collapsing to one type
+    nucleon_floor: float = 1e-3  # delta: an atom with no nucleons still has a nucleus position
+    # Geometry: z lives on a hypersphere of fixed radius (removes the scale degeneracy) and the
+    # radius is bounded, so the potential cannot be satisfied by rescaling the space.
+    sphere_radius: float = 1.0
+    r_min: float = 0.05
+    r_max: float = 0.35
+    # Potential
+    potential: Literal["morse", "lj"] = "morse"
+    potential_weight: float = 1.0  # lambda; 0 gives the baseline
+    well_depth: float = 1.0  # D
+    morse_alpha: float = 6.0  # width of the Morse well, in 1/units of distance
+    cutoff_widths: float = 3.0  # the bond well is switched off smoothly this many 1/alpha past r_e
+    lj_force_cap_ratio: float = 0.8  # LJ is replaced by its tangent below this fraction of sigma
+    coulomb_strength: float = 0.0  # k of the screened Coulomb term between net charges (0 = off)
+    coulomb_screening: float = 2.0  # kappa
+    coulomb_softening: float = 0.1  # s
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AtomConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown AtomConfig fields: {sorted(unknown)}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> "AtomConfig":
+        return dataclasses.replace(self, **changes)

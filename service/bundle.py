@@ -1,0 +1,260 @@
+"""The model bundle: the one contract between training (torch) and serving (no torch).
+
+A bundle is a folder:
+
+    manifest.json      this module's `Manifest`, with the sha256 of every other file
+    encoder.onnx       inputs (text) input_ids int64 (B, n), attention_mask int64 (B, n)
+                              (numeric) components float32 (B, n, f), attention_mask int64 (B, n)
+                       outputs embedding (B, k), roles (B, n, 3), composition (B, 6)
+    encoder.fp16.onnx  optional, for GPU
+    tokenizer.json     text bundles only
+    atoms.npz          reference bank: embedding (M, k) float32, radius (M,), charge (M,), id (M,), label (M,)
+    report/            plots and report.html (checksummed like the rest)
+
+The exporter writes a `Manifest`; `load_bundle` validates one. Both import this module, so
+the schema version is checked the same way on both sides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SCHEMA_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+ROLE_NAMES = ("electron", "proton", "neutron")
+COMPOSITION_FIELDS = ("electrons", "protons", "neutrons", "mass", "charge", "radius")
+BANK_ARRAYS = ("embedding", "radius", "charge", "id", "label")
+
+
+class BundleError(Exception):
+    """A bundle that cannot be served; the message is one line naming the file and the problem."""
+
+    def __init__(self, path: Path | str, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorSpec(_Strict):
+    name: str
+    dtype: Literal["int64", "float32", "float16"]
+    shape: list[int | str]  # str = a dynamic axis ("batch", "components")
+
+
+class InputSpec(_Strict):
+    modality: Literal["text", "numeric"]
+    max_components: int = Field(gt=0)
+    vocab_size: int = Field(ge=0)  # text: tokenizer vocabulary; 0 for numeric
+    component_dim: int = Field(gt=0)  # numeric: features per component; 1 for text
+    # numeric image data: {"kind": "patches", "image_shape": [H, W], "patch_shape": [ph, pw]}
+    preprocess: dict[str, Any] = Field(default_factory=lambda: {"kind": "none"})
+
+
+class PotentialSpec(_Strict):
+    """Everything the service needs to compute a pair energy without torch."""
+
+    kind: Literal["morse", "lj"]
+    well_depth: float
+    morse_alpha: float
+    cutoff_widths: float
+    lj_force_cap_ratio: float
+    coulomb_strength: float
+    coulomb_screening: float
+    coulomb_softening: float
+    weight: float  # lambda used in training (0 = baseline)
+
+
+class TrainingSummary(_Strict):
+    dataset: str
+    seed: int
+    epochs: int
+    metrics: dict[str, float | None] = Field(default_factory=dict)
+
+
+class Manifest(_Strict):
+    schema_version: int
+    name: str
+    version: str
+    created_at: str  # ISO 8601, UTC
+    input: InputSpec
+    onnx_inputs: list[TensorSpec]
+    onnx_outputs: list[TensorSpec]
+    embedding_dim: int = Field(gt=0)
+    role_names: list[str] = Field(default_factory=lambda: list(ROLE_NAMES))
+    composition_fields: list[str] = Field(default_factory=lambda: list(COMPOSITION_FIELDS))
+    label_names: list[str]
+    potential: PotentialSpec
+    radius_range: list[float]  # [r_min, r_max]
+    training: TrainingSummary
+    files: dict[str, str]  # relative path -> sha256 hex, every file of the bundle but the manifest
+
+    def write(self, bundle_dir: Path) -> Path:
+        path = Path(bundle_dir) / MANIFEST_FILE
+        path.write_text(self.model_dump_json(indent=2) + "\n")
+        return path
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checksum_tree(bundle_dir: Path) -> dict[str, str]:
+    """sha256 of every file under bundle_dir except the manifest, keyed by POSIX relative path."""
+    bundle_dir = Path(bundle_dir)
+    return {
+        path.relative_to(bundle_dir).as_posix(): sha256_file(path)
+        for path in sorted(bundle_dir.rglob("*"))
+        if path.is_file() and path.name != MANIFEST_FILE
+    }
+
+
+@dataclass(frozen=True)
+class Bank:
+    embedding: np.ndarray  # (M, k) float32
+    radius: np.ndarray  # (M,) float32
+    charge: np.ndarray  # (M,) float32
+    id: np.ndarray  # (M,)
+    label: np.ndarray  # (M,) int64
+
+    def __len__(self) -> int:
+        return int(self.embedding.shape[0])
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    manifest: Manifest
+    bank: Bank
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.path / "encoder.onnx"
+
+    @property
+    def fp16_onnx_path(self) -> Path | None:
+        path = self.path / "encoder.fp16.onnx"
+        return path if path.exists() else None
+
+    @property
+    def tokenizer_path(self) -> Path | None:
+        path = self.path / "tokenizer.json"
+        return path if path.exists() else None
+
+
+def read_manifest(bundle_dir: Path) -> Manifest:
+    path = Path(bundle_dir) / MANIFEST_FILE
+    if not path.is_file():
+        raise BundleError(path, "missing file")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BundleError(path, f"not valid JSON ({exc})") from None
+    version = raw.get("schema_version") if isinstance(raw, dict) else None
+    if version != SCHEMA_VERSION:
+        raise BundleError(path, f"schema_version {version!r} is not supported (expected {SCHEMA_VERSION})")
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise BundleError(path, f"invalid field {where}: {first['msg']}") from None
+
+
+def verify_checksums(bundle_dir: Path, manifest: Manifest) -> None:
+    bundle_dir = Path(bundle_dir)
+    required = {"encoder.onnx", "atoms.npz"} | ({"tokenizer.json"} if manifest.input.modality == "text" else set())
+    for name in sorted(required - set(manifest.files)):
+        raise BundleError(bundle_dir / name, "required file is not listed in the manifest")
+    for name, expected in sorted(manifest.files.items()):
+        path = bundle_dir / name
+        if not path.is_file():
+            raise BundleError(path, "missing file")
+        if sha256_file(path) != expected:
+            raise BundleError(path, "checksum mismatch (file changed after export)")
+
+
+def _spec_shape_matches(declared: list[int | str], actual: list[Any]) -> bool:
+    if len(declared) != len(actual):
+        return False
+    # A named (dynamic) axis in the manifest must be dynamic or any size in the model; a number must match.
+    return all(isinstance(d, str) or not isinstance(a, int) or d == a for d, a in zip(declared, actual))
+
+
+def verify_onnx_signature(onnx_path: Path, manifest: Manifest) -> None:
+    """Compare the ONNX graph's inputs/outputs with the manifest (names, element types, ranks)."""
+    import onnxruntime as ort  # local: keeps `import service.bundle` light for the exporter
+
+    try:
+        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise BundleError(onnx_path, f"cannot be loaded by ONNX Runtime ({str(exc).splitlines()[0]})") from None
+    type_names = {"int64": "tensor(int64)", "float32": "tensor(float)", "float16": "tensor(float16)"}
+    for kind, declared, actual in (
+        ("input", manifest.onnx_inputs, session.get_inputs()),
+        ("output", manifest.onnx_outputs, session.get_outputs()),
+    ):
+        actual_by_name = {node.name: node for node in actual}
+        if sorted(actual_by_name) != sorted(spec.name for spec in declared):
+            raise BundleError(
+                onnx_path,
+                f"{kind}s {sorted(actual_by_name)} disagree with the manifest's {sorted(s.name for s in declared)}",
+            )
+        for spec in declared:
+            node = actual_by_name[spec.name]
+            if node.type != type_names[spec.dtype] and not spec.dtype == "float16":
+                raise BundleError(onnx_path, f"{kind} {spec.name} has type {node.type}, manifest says {spec.dtype}")
+            if not _spec_shape_matches(spec.shape, list(node.shape)):
+                raise BundleError(onnx_path, f"{kind} {spec.name} has shape {node.shape}, manifest says {spec.shape}")
+
+
+def load_bank(path: Path, manifest: Manifest) -> Bank:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in BANK_ARRAYS}
+    except KeyError as exc:
+        raise BundleError(path, f"missing array {exc}") from None
+    except (OSError, ValueError) as exc:
+        raise BundleError(path, f"cannot be read ({exc})") from None
+    rows = arrays["embedding"].shape[0]
+    if arrays["embedding"].ndim != 2 or arrays["embedding"].shape[1] != manifest.embedding_dim:
+        raise BundleError(
+            path, f"embedding has shape {arrays['embedding'].shape}, expected (M, {manifest.embedding_dim})"
+        )
+    for name in BANK_ARRAYS[1:]:
+        if arrays[name].shape != (rows,):
+            raise BundleError(path, f"{name} has shape {arrays[name].shape}, expected ({rows},)")
+    return Bank(
+        embedding=np.ascontiguousarray(arrays["embedding"], dtype=np.float32),
+        radius=arrays["radius"].astype(np.float32),
+        charge=arrays["charge"].astype(np.float32),
+        id=arrays["id"],
+        label=arrays["label"].astype(np.int64),
+    )
+
+
+def load_bundle(bundle_dir: Path | str, *, check_onnx: bool = True) -> Bundle:
+    """Validate and load a bundle; raises BundleError with one line naming the file and problem."""
+    bundle_dir = Path(bundle_dir)
+    if not bundle_dir.is_dir():
+        raise BundleError(bundle_dir, "bundle folder does not exist")
+    manifest = read_manifest(bundle_dir)
+    verify_checksums(bundle_dir, manifest)
+    if check_onnx:
+        verify_onnx_signature(bundle_dir / "encoder.onnx", manifest)
+    bank = load_bank(bundle_dir / "atoms.npz", manifest)
+    return Bundle(path=bundle_dir, manifest=manifest, bank=bank)

@@ -1,0 +1,112 @@
+"""Invariants of the atom model: padding, roles, composition, permutation, the baseline loss."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model import AtomConfig, AtomModel, atom_loss
+
+torch.manual_seed(0)
+
+
+def tiny(modality: str, **overrides) -> AtomModel:
+    config = AtomConfig(
+        modality=modality, vocab_size=40, component_dim=3, max_components=20, num_classes=3,
+        d_model=16, n_layers=2, n_heads=2, embedding_dim=8, dropout=0.0, **overrides,
+    )
+    return AtomModel(config).eval()
+
+
+def batch(modality: str, lengths=(5, 9, 3, 7)):
+    n = max(lengths)
+    mask = torch.arange(n)[None, :] < torch.tensor(lengths)[:, None]  # (B, n)
+    if modality == "text":
+        inputs = torch.randint(2, 40, (len(lengths), n)) * mask
+    else:
+        inputs = torch.randn(len(lengths), n, 3) * mask[..., None]
+    return inputs, mask
+
+
+@pytest.mark.parametrize("modality", ["text", "numeric"])
+def test_appending_padding_changes_no_output_and_padding_has_zero_role_mass(modality):
+    model = tiny(modality)
+    inputs, mask = batch(modality)
+    pad = 6
+    if modality == "text":
+        padded = F.pad(inputs, (0, pad))
+    else:
+        padded = F.pad(inputs, (0, 0, 0, pad), value=7.0)  # junk values under the mask must not leak
+    padded_mask = F.pad(mask, (0, pad))
+    with torch.no_grad():
+        a, b = model(inputs, mask), model(padded, padded_mask)
+    assert torch.allclose(a.embedding, b.embedding, atol=1e-5)
+    assert torch.allclose(a.composition, b.composition, atol=1e-5)
+    assert torch.allclose(a.logits, b.logits, atol=1e-5)
+    assert torch.allclose(a.roles, b.roles[:, : inputs.shape[1]], atol=1e-6)
+    assert float(b.roles[~padded_mask].abs().sum()) == 0.0
+
+
+@pytest.mark.parametrize("modality", ["text", "numeric"])
+def test_roles_sum_to_one_and_soft_counts_sum_to_component_count(modality):
+    model = tiny(modality)
+    inputs, mask = batch(modality)
+    with torch.no_grad():
+        out = model(inputs, mask)
+    sums = out.roles.sum(-1)
+    assert torch.allclose(sums[mask], torch.ones(int(mask.sum())), atol=1e-6)
+    electrons, protons, neutrons, mass, charge, radius = out.composition.unbind(-1)
+    n_real = mask.sum(1).float()
+    assert torch.allclose(electrons + protons + neutrons, n_real, atol=1e-5)
+    assert torch.allclose(mass, protons + neutrons)
+    assert torch.allclose(charge, (protons - electrons) / n_real, atol=1e-6)
+    config = model.config
+    assert ((radius >= config.r_min) & (radius <= config.r_max)).all()
+    assert torch.allclose(out.embedding.norm(dim=1), torch.full((4,), config.sphere_radius), atol=1e-5)
+
+
+@pytest.mark.parametrize("modality", ["text", "numeric"])
+def test_permuting_the_batch_permutes_the_outputs(modality):
+    model = tiny(modality)
+    inputs, mask = batch(modality)
+    perm = torch.tensor([2, 0, 3, 1])
+    with torch.no_grad():
+        a, b = model(inputs, mask), model(inputs[perm], mask[perm])
+    for name in ("embedding", "roles", "composition", "logits"):
+        assert torch.allclose(getattr(a, name)[perm], getattr(b, name), atol=1e-5), name
+
+
+def test_lambda_zero_loss_is_plain_cross_entropy_and_lambda_adds_energy():
+    inputs, mask = batch("text")
+    labels = torch.tensor([0, 1, 2, 1])
+    baseline = tiny("text", potential_weight=0.0)
+    out = baseline(inputs, mask)
+    losses = atom_loss(out, labels, mask, baseline.config)
+    assert float(losses["loss"]) == pytest.approx(float(F.cross_entropy(out.logits, labels)), abs=1e-7)
+    atom = tiny("text", potential_weight=0.5)
+    atom.load_state_dict(baseline.state_dict())
+    losses = atom_loss(atom(inputs, mask), labels, mask, atom.config)
+    expected = losses["task"] + 0.5 * (losses["potential"] + atom.config.role_usage_weight * losses["role_balance"])
+    assert float(losses["loss"]) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_plain_head_is_mean_pooling_with_no_roles():
+    model = tiny("numeric", head="plain")
+    inputs, mask = batch("numeric")
+    with torch.no_grad():
+        out = model(inputs, mask)
+        h = model.encoder(inputs, mask)
+    expected = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+    assert torch.allclose(out.embedding, expected, atol=1e-6)
+    assert float(out.roles.abs().sum()) == 0.0
+
+
+def test_gumbel_roles_are_one_hot_in_training_and_soft_in_eval():
+    model = tiny("text", gumbel=True)
+    inputs, mask = batch("text")
+    model.train()
+    roles = model(inputs, mask).roles[mask]
+    assert set(roles.unique().tolist()) <= {0.0, 1.0} and torch.allclose(roles.sum(-1), torch.ones(len(roles)))
+    model.eval()
+    with torch.no_grad():
+        soft = model(inputs, mask).roles[mask]
+    assert ((soft > 0) & (soft < 1)).any()

@@ -1,0 +1,99 @@
+"""The `atomize` command line: train, evaluate, export, serve.
+
+Heavy imports (torch, the training package) happen inside the commands, so `atomize serve`
+works in a serving image that has no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train, export and serve atom-modeled encoders.")
+
+
+@app.callback()
+def configure(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def train(
+    dataset: Annotated[str, typer.Option(help="synthetic, digits, mnist5k, tweets, csv:PATH or npz:PATH")] = "tweets",
+    out: Annotated[Path, typer.Option(help="run folder")] = Path("runs/tweets"),
+    epochs: int = 10,
+    max_steps: Annotated[Optional[int], typer.Option(help="stop after this many steps")] = None,
+    seed: int = 0,
+    potential: Annotated[str, typer.Option(help="morse or lj")] = "morse",
+    lambda_: Annotated[Optional[float], typer.Option("--lambda", help="potential weight; 0 = baseline")] = None,
+    head: Annotated[str, typer.Option(help="atom, or plain (mean pooling, no atom head)")] = "atom",
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    limit: Annotated[Optional[int], typer.Option(help="subsample the dataset to this many items")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    resume: Annotated[bool, typer.Option(help="continue from the run folder's last state")] = False,
+    model: Annotated[Optional[str], typer.Option(help='JSON of AtomConfig overrides, e.g. \'{"d_model": 128}\'')] = None,
+    progress: bool = True,
+) -> None:
+    """Train an atom-modeled encoder (or its baselines) and keep the best-on-validation weights."""
+    from .train import TrainOptions, train as run_training
+
+    if potential not in ("morse", "lj"):
+        raise typer.BadParameter(f"--potential must be morse or lj, got {potential!r}")
+    if head not in ("atom", "plain"):
+        raise typer.BadParameter(f"--head must be atom or plain, got {head!r}")
+    options = TrainOptions(
+        dataset=dataset, out=out, epochs=epochs, max_steps=max_steps, seed=seed, potential=potential,
+        potential_weight=lambda_, head=head, batch_size=batch_size, lr=lr, limit=limit, device=device,
+        resume=resume, progress=progress, model_overrides=json.loads(model) if model else {},
+    )
+    run_dir = run_training(options)
+    typer.echo(f"trained: {run_dir}")
+
+
+@app.command()
+def evaluate(
+    run_dir: Path,
+    device: str = "cpu",
+) -> None:
+    """Test accuracy, kNN accuracy, silhouette, uniformity, neighbour distances, role recovery."""
+    from .evaluate import evaluate_run
+
+    results = evaluate_run(run_dir, device=device)
+    typer.echo(json.dumps(results, indent=2))
+
+
+@app.command()
+def export(
+    run_dir: Path,
+    out: Annotated[Path, typer.Option(help="bundle folder to write")] = Path("bundles/tweets"),
+    fp16: Annotated[bool, typer.Option(help="also write encoder.fp16.onnx for GPUs")] = False,
+) -> None:
+    """Export a run to a self-describing, self-verified ONNX bundle."""
+    from .export import export_bundle
+
+    bundle = export_bundle(run_dir, out, fp16=fp16)
+    typer.echo(f"bundle: {bundle}")
+
+
+def _register_serve() -> None:
+    try:
+        from service.cli import serve
+    except ImportError:  # the serving extra is not installed
+        return
+    app.command("serve")(serve)
+
+
+_register_serve()
+
+
+def main(argv: list[str] | None = None) -> None:
+    app(args=argv)
+
+
+if __name__ == "__main__":
+    main()

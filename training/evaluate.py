@@ -1,0 +1,114 @@
+"""Evaluation of a trained run: accuracy, the embedding's geometry, and role recovery.
+
+Geometry is measured on L2-normalised embeddings for every method, so the plain model's
+unnormalised pooled states and the atom model's sphere are compared on the same footing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import silhouette_score
+from sklearn.neighbors import KNeighborsClassifier
+
+from .checkpoint import load_json, load_model, save_json
+from .data import Dataset, encode_texts, load_dataset
+from .train import predict
+
+log = logging.getLogger(__name__)
+
+KNN_NEIGHBORS = 5
+GEOMETRY_SAMPLE = 2000  # silhouette and uniformity are O(N^2): a seeded sample keeps them quick
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def uniformity(embedding: np.ndarray) -> float:
+    """log E exp(-2 ||x - y||^2) over distinct pairs of unit vectors (lower = more uniform)."""
+    x = normalise(embedding.astype(np.float64))
+    sq = np.maximum(2.0 - 2.0 * (x @ x.T), 0.0)
+    upper = np.triu_indices(len(x), k=1)
+    return float(np.log(np.mean(np.exp(-2.0 * sq[upper]))))
+
+
+def knn_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> float:
+    knn = KNeighborsClassifier(n_neighbors=KNN_NEIGHBORS).fit(normalise(train_x), train_y)
+    return float((knn.predict(normalise(test_x)) == test_y).mean())
+
+
+def nearest_neighbour_stats(
+    train_x: np.ndarray, train_radius: np.ndarray, test_x: np.ndarray, test_radius: np.ndarray
+) -> dict[str, float]:
+    """Distance from each test atom to its nearest training atom, in units of their contact distance."""
+    sq = (test_x**2).sum(1)[:, None] + (train_x**2).sum(1)[None, :] - 2.0 * test_x @ train_x.T
+    nearest = sq.argmin(1)
+    distance = np.sqrt(np.maximum(sq[np.arange(len(test_x)), nearest], 0.0))
+    ratio = distance / (test_radius + train_radius[nearest])
+    return {
+        "nn_distance_median": float(np.median(distance)),
+        "nn_contact_ratio_median": float(np.median(ratio)),
+        "nn_contact_ratio_p10": float(np.percentile(ratio, 10)),
+        "nn_overlap_fraction": float((ratio < 1.0).mean()),
+    }
+
+
+def role_recovery(roles: np.ndarray, mask: np.ndarray, token_ids: np.ndarray, true_roles: np.ndarray) -> float:
+    """Agreement of argmax roles with the ground truth, best over the 6 role permutations."""
+    predicted = roles.argmax(-1)[mask]  # (components,)
+    truth = true_roles[token_ids[mask]]
+    keep = truth >= 0
+    predicted, truth = predicted[keep], truth[keep]
+    return max(float((np.array(perm)[predicted] == truth).mean()) for perm in itertools.permutations(range(3)))
+
+
+def evaluate_run(run_dir: Path, data: Dataset | None = None, device: str = "cpu") -> dict:
+    """Compute every metric for a run on its test split; writes run_dir/evaluation.json."""
+    run_dir = Path(run_dir)
+    info = load_json(run_dir / "run.json")
+    options = info["options"]
+    data = data or load_dataset(options["dataset"], split_seed=options["split_seed"], limit=options["limit"])
+    if data.tokenizer is not None and (run_dir / "tokenizer.json").exists():
+        # encode with the run's own tokenizer, so evaluation sees exactly what training saw
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(run_dir / "tokenizer.json"))
+        for split in (data.train, data.test):
+            split.inputs, split.mask = encode_texts(tokenizer, split.texts, data.max_components)
+    model = load_model(run_dir)
+    config = model.config
+    torch_device = torch.device(device)
+    model.to(torch_device)
+    train = predict(model, data.train, config.modality, torch_device)
+    test = predict(model, data.test, config.modality, torch_device)
+
+    rng = np.random.default_rng(0)
+    sample = rng.choice(len(data.test.labels), size=min(GEOMETRY_SAMPLE, len(data.test.labels)), replace=False)
+    test_labels = data.test.labels
+    results: dict = {
+        "dataset": data.name,
+        "head": config.head,
+        "potential_weight": config.potential_weight,
+        "test_accuracy": float((test["logits"].argmax(1) == test_labels).mean()),
+        "knn_accuracy": knn_accuracy(train["embedding"], data.train.labels, test["embedding"], test_labels),
+        "silhouette": float(silhouette_score(normalise(test["embedding"][sample]), test_labels[sample]))
+        if len(np.unique(test_labels[sample])) > 1
+        else None,
+        "uniformity": uniformity(test["embedding"][sample]),
+        "role_recovery": None,
+        "role_usage": None,
+    }
+    if config.head == "atom":
+        train_radius, test_radius = train["composition"][:, 5], test["composition"][:, 5]
+        results.update(nearest_neighbour_stats(train["embedding"], train_radius, test["embedding"], test_radius))
+        usage = test["roles"].sum((0, 1)) / max(float(data.test.mask.sum()), 1.0)
+        results["role_usage"] = [float(u) for u in usage]
+        if data.true_roles is not None:
+            results["role_recovery"] = role_recovery(test["roles"], data.test.mask, data.test.inputs, data.true_roles)
+    save_json(run_dir / "evaluation.json", results)
+    return results
