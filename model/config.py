@@ -41,6 +41,7 @@ class AtomConfig:
     potential: Literal["morse", "lj"] = "morse"
     potential_weight: float = 1.0  # lambda; 0 gives the baseline
     well_depth: float = 1.0  # D
+    nonbonded_scale: float = 1.0  # atoms that do not bond are excluded within this multiple of r_e
     morse_alpha: float = 6.0  # width of the Morse well, in 1/units of distance
     cutoff_widths: float = 3.0  # the bond well is switched off smoothly this many 1/alpha past r_e
     lj_force_cap_ratio: float = 0.8  # LJ is replaced by its tangent below this fraction of sigma

@@ -94,10 +94,12 @@ def pair_energy(
     """V_ab = exclusion (every pair) + bond * well + screened Coulomb (when enabled).
 
     `bond` in [0, 1] says how strongly a pair should bond (1 = same label). Serving uses bond = 1:
-    the energy of the two atoms as if they bonded.
+    the energy of the two atoms as if they bonded. As with covalent versus van der Waals radii,
+    atoms that do not bond are kept apart at a larger distance: nonbonded_scale * r_e.
     """
     r_e = radius_a + radius_b
-    energy = exclusion(r, r_e, config.well_depth) + bond * bond_well(r, r_e, config)
+    exclusion_distance = r_e * (1.0 + (config.nonbonded_scale - 1.0) * (1.0 - bond))
+    energy = exclusion(r, exclusion_distance, config.well_depth) + bond * bond_well(r, r_e, config)
     if config.coulomb_strength:
         energy = energy + screened_coulomb(
             r, charge_a, charge_b, config.coulomb_strength, config.coulomb_screening, config.coulomb_softening

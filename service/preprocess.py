@@ -21,7 +21,10 @@ import numpy as np
 if TYPE_CHECKING:  # imported lazily so that numeric-only callers need no tokenizers install
     from tokenizers import Tokenizer
 
-__all__ = ["patchify", "unpatchify", "load_tokenizer", "tokenize"]
+__all__ = ["PAD_ID", "patchify", "unpatchify", "load_tokenizer", "tokenize"]
+
+# Token id 0 is padding in every tokenizer of this project ("[PAD]").
+PAD_ID = 0
 
 
 def _check_patch_shape(image_shape: tuple[int, int], patch_shape: Sequence[int]) -> tuple[int, int]:
@@ -92,6 +95,10 @@ def tokenize(tokenizer: "Tokenizer", texts: Sequence[str]) -> list[list[int]]:
     Truncation is whatever the tokenizer carries (saved in ``tokenizer.json``); the project's
     tokenizers have no post-processor, so no special tokens are added. An empty list of ids is
     possible (e.g. an empty string); callers decide what to do with it.
+
+    Id 0 is reserved for padding, so an id 0 produced by the text itself (the literal "[PAD]"
+    in a vocabulary-based tokenizer) is removed: padding never appears inside a sequence, and
+    masks can be derived from lengths alone.
     """
     if isinstance(texts, str):
         # A bare string would otherwise be tokenized character by character.
@@ -102,4 +109,5 @@ def tokenize(tokenizer: "Tokenizer", texts: Sequence[str]) -> list[list[int]]:
             raise TypeError(f"tokenize: texts[{i}] is {type(t).__name__}, not str")
     if not texts:
         return []
-    return [enc.ids for enc in tokenizer.encode_batch(texts, add_special_tokens=False)]
+    seqs = [enc.ids for enc in tokenizer.encode_batch(texts, add_special_tokens=False)]
+    return [[i for i in ids if i != PAD_ID] if PAD_ID in ids else ids for ids in seqs]

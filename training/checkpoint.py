@@ -71,3 +71,19 @@ def load_model(run_dir: Path, weights: str = "best.safetensors") -> AtomModel:
     model = AtomModel(config)
     model.load_state_dict(load_file(str(run_dir / weights)))
     return model.eval()
+
+
+def load_run_dataset(run_dir: Path):
+    """The dataset a run was trained on, with text re-encoded by the run's own tokenizer."""
+    from tokenizers import Tokenizer
+
+    from .data import encode_texts, load_dataset
+
+    run_dir = Path(run_dir)
+    options = load_json(run_dir / "run.json")["options"]
+    data = load_dataset(options["dataset"], split_seed=options["split_seed"], limit=options["limit"])
+    if data.tokenizer is not None and (run_dir / "tokenizer.json").exists():
+        data.tokenizer = Tokenizer.from_file(str(run_dir / "tokenizer.json"))
+        for split in (data.train, data.validation, data.test):
+            split.inputs, split.mask = encode_texts(data.tokenizer, split.texts, data.max_components)
+    return data

@@ -15,8 +15,8 @@ import torch
 from sklearn.metrics import silhouette_score
 from sklearn.neighbors import KNeighborsClassifier
 
-from .checkpoint import load_json, load_model, save_json
-from .data import Dataset, encode_texts, load_dataset
+from .checkpoint import load_model, load_run_dataset, save_json
+from .data import Dataset
 from .train import predict
 
 log = logging.getLogger(__name__)
@@ -70,16 +70,7 @@ def role_recovery(roles: np.ndarray, mask: np.ndarray, token_ids: np.ndarray, tr
 def evaluate_run(run_dir: Path, data: Dataset | None = None, device: str = "cpu") -> dict:
     """Compute every metric for a run on its test split; writes run_dir/evaluation.json."""
     run_dir = Path(run_dir)
-    info = load_json(run_dir / "run.json")
-    options = info["options"]
-    data = data or load_dataset(options["dataset"], split_seed=options["split_seed"], limit=options["limit"])
-    if data.tokenizer is not None and (run_dir / "tokenizer.json").exists():
-        # encode with the run's own tokenizer, so evaluation sees exactly what training saw
-        from tokenizers import Tokenizer
-
-        tokenizer = Tokenizer.from_file(str(run_dir / "tokenizer.json"))
-        for split in (data.train, data.test):
-            split.inputs, split.mask = encode_texts(tokenizer, split.texts, data.max_components)
+    data = data or load_run_dataset(run_dir)
     model = load_model(run_dir)
     config = model.config
     torch_device = torch.device(device)

@@ -78,7 +78,7 @@ def generate(
     per_role = n_types // 3
     roles = np.empty(n_types, dtype=np.int64)
     roles[perm] = np.repeat(np.arange(3), per_role)
-    types_of_role = [np.flatnonzero(roles == r) for r in range(3)]
+    by_role = np.stack([np.flatnonzero(roles == r) for r in range(3)])  # (3, per_role) type ids
 
     texts: list[str] = []
     labels = np.empty(n_samples, dtype=np.int64)
@@ -89,7 +89,8 @@ def generate(
             c = rng.multinomial(n, rng.dirichlet((1.0, 1.0, 1.0)))
             if c[PROTON] != c[ELECTRON]:
                 break
-        tokens = np.concatenate([rng.choice(types_of_role[r], size=c[r]) for r in range(3)])
+        role_seq = np.repeat(np.arange(3), c)  # (n,) e.g. [0,0,1,2,2,2]
+        tokens = by_role[role_seq, rng.integers(0, per_role, size=n)]  # uniform type within role
         rng.shuffle(tokens)
         texts.append(" ".join(names[t] for t in tokens))
         counts[i] = c

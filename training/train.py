@@ -219,7 +219,7 @@ def train(options: TrainOptions, data: Dataset | None = None) -> Path:
                 bar.update(1)
                 if metrics_file and step % options.log_every == 0:
                     record = {"kind": "step", "epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"]}
-                    record.update({k: float(v) for k, v in losses.items()})
+                    record.update({k: float(v.detach()) for k, v in losses.items()})
                     metrics_file.write(json_line(record))
                     bar.set_postfix(loss=f"{record['loss']:.3f}", task=f"{record['task']:.3f}")
             train_seconds += time.perf_counter() - epoch_start

@@ -1,0 +1,1 @@
+"""Dataset loaders behind ``training.data`` (import the public API from there)."""

@@ -1,0 +1,272 @@
+"""Export a training run to a model bundle (DESIGN section 4), verified before it is written.
+
+Steps: ONNX export with the dynamo exporter (dynamic batch and component axes) -> ONNX Runtime
+basic graph optimisation (provider-independent, so the same file serves CPU and CUDA) ->
+parity check against PyTorch -> optional fp16 copy -> reference bank from the training split
+-> report -> manifest with a checksum of every file. The bundle is built in a temporary folder
+and moved into place only when everything passed, so a failed export leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from service.bundle import (
+    COMPOSITION_FIELDS,
+    ROLE_NAMES,
+    SCHEMA_VERSION,
+    InputSpec,
+    Manifest,
+    PotentialSpec,
+    TensorSpec,
+    TrainingSummary,
+    checksum_tree,
+)
+
+from .checkpoint import load_json, load_model, load_run_dataset
+from .data import Dataset, Split
+from .train import predict
+
+log = logging.getLogger(__name__)
+
+PARITY_TOLERANCE = 1e-4  # max |onnx - torch| for fp32
+FP16_TOLERANCE = 5e-2  # fp16 is checked loosely; it is an optional GPU copy
+OUTPUT_NAMES = ("embedding", "roles", "composition")
+
+
+class ExportError(Exception):
+    pass
+
+
+class OnnxEncoder(nn.Module):
+    """The serving signature: (inputs, attention_mask int64) -> (embedding, roles, composition)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: torch.Tensor, attention_mask: torch.Tensor):
+        out = self.model(inputs, attention_mask != 0)
+        return out.embedding, out.roles, out.composition
+
+
+def input_names(modality: str) -> tuple[str, str]:
+    return ("input_ids" if modality == "text" else "components", "attention_mask")
+
+
+def export_onnx(model: nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: Path) -> None:
+    config = model.config
+    batch = torch.export.Dim("batch")
+    components = torch.export.Dim("components", max=config.max_components)
+    program = torch.onnx.export(
+        OnnxEncoder(model).eval(),
+        example,
+        dynamo=True,
+        input_names=list(input_names(config.modality)),
+        output_names=list(OUTPUT_NAMES),
+        dynamic_shapes={"inputs": {0: batch, 1: components}, "attention_mask": {0: batch, 1: components}},
+        verbose=False,
+    )
+    # The exporter may give an inner value the same name as a graph output (aten.embedding is
+    # named "embedding"), which ONNX Runtime rejects as a duplicate definition: rename the inner one.
+    graph = program.model.graph
+    output_ids = {id(value) for value in graph.outputs}
+    for node in graph:
+        for value in node.outputs:
+            if value.name in OUTPUT_NAMES and id(value) not in output_ids:
+                value.name = f"{value.name}_inner"
+    program.save(str(path))
+
+
+def optimise(source: Path, target: Path) -> None:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(target)
+    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+
+
+def parity_batches(split: Split, modality: str, max_components: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """batch 1, a middle batch of mixed lengths with padding, and the maximum length."""
+    dtype = torch.long if modality == "text" else torch.float32
+    inputs = torch.as_tensor(split.inputs, dtype=dtype)
+    mask = torch.as_tensor(split.mask, dtype=torch.long)
+    lengths = mask.sum(1)
+    order = torch.argsort(lengths)
+    mixed = order[torch.linspace(0, len(order) - 1, min(7, len(order))).long()]  # short to long
+    longest = int(lengths[mixed].max())
+    cases = {
+        "batch 1": (inputs[:1, : max(int(lengths[0]), 1)], mask[:1, : max(int(lengths[0]), 1)]),
+        "mixed lengths with padding": (inputs[mixed, :longest], mask[mixed, :longest]),
+        "maximum length": (inputs[:3, :max_components], mask[:3, :max_components]),
+    }
+    if modality == "numeric":
+        # junk under the padding must not leak: the mask, not the values, defines padding
+        padded_inputs, padded_mask = cases["mixed lengths with padding"]
+        cases["mixed lengths with padding"] = (padded_inputs + (padded_mask == 0)[..., None] * 3.0, padded_mask)
+    return cases
+
+
+def check_parity(model: nn.Module, onnx_path: Path, cases: dict, tolerance: float) -> dict[str, float]:
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    names = input_names(model.config.modality)
+    wrapper = OnnxEncoder(model).eval()
+    worst: dict[str, float] = {}
+    for label, (inputs, mask) in cases.items():
+        with torch.no_grad():
+            expected = [t.numpy() for t in wrapper(inputs, mask)]
+        got = session.run(list(OUTPUT_NAMES), {names[0]: inputs.numpy(), names[1]: mask.numpy()})
+        diff = max(float(np.abs(g - e).max()) for g, e in zip(got, expected))
+        worst[label] = diff
+        if not diff <= tolerance:
+            raise ExportError(f"{onnx_path.name}: {label}: max |onnx - torch| = {diff:.2e} > {tolerance:.0e}")
+    return worst
+
+
+def write_fp16(source: Path, target: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    # keep_io_types: clients send and receive float32 whatever copy the service runs
+    onnx.save(convert_float_to_float16(onnx.load(str(source)), keep_io_types=True), str(target))
+
+
+def build_bank(model: nn.Module, data: Dataset, path: Path) -> dict[str, np.ndarray]:
+    """The reference atoms: every training item; ids are training-split row indices."""
+    pred = predict(model, data.train, model.config.modality, torch.device("cpu"))
+    bank = {
+        "embedding": pred["embedding"].astype(np.float32),
+        "radius": pred["composition"][:, COMPOSITION_FIELDS.index("radius")].astype(np.float32),
+        "charge": pred["composition"][:, COMPOSITION_FIELDS.index("charge")].astype(np.float32),
+        "id": np.arange(len(data.train.labels), dtype=np.int64),
+        "label": data.train.labels.astype(np.int64),
+    }
+    np.savez(path, **bank)
+    bank["roles"] = pred["roles"]
+    return bank
+
+
+def tensor_specs(config, k: int) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    first, mask = input_names(config.modality)
+    if config.modality == "text":
+        inputs = [TensorSpec(name=first, dtype="int64", shape=["batch", "components"])]
+    else:
+        inputs = [TensorSpec(name=first, dtype="float32", shape=["batch", "components", config.component_dim])]
+    inputs.append(TensorSpec(name=mask, dtype="int64", shape=["batch", "components"]))
+    outputs = [
+        TensorSpec(name="embedding", dtype="float32", shape=["batch", k]),
+        TensorSpec(name="roles", dtype="float32", shape=["batch", "components", 3]),
+        TensorSpec(name="composition", dtype="float32", shape=["batch", len(COMPOSITION_FIELDS)]),
+    ]
+    return inputs, outputs
+
+
+def bundle_name(dataset: str) -> str:
+    return Path(dataset.split(":", 1)[1]).stem if ":" in dataset else dataset
+
+
+def export_bundle(run_dir: Path | str, out_dir: Path | str, *, fp16: bool = False, report: bool = True) -> Path:
+    """Turn a run folder into a verified bundle folder; returns out_dir."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    model = load_model(run_dir)
+    config = model.config
+    if config.head != "atom":
+        raise ExportError(f"{run_dir}: only atom models can be exported (this run has head={config.head!r})")
+    info = load_json(run_dir / "run.json")
+    data = load_run_dataset(run_dir)
+    staging = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+
+    cases = parity_batches(data.train, config.modality, config.max_components)
+    raw = staging / "encoder.raw.onnx"
+    export_onnx(model, cases["mixed lengths with padding"], raw)
+    optimise(raw, staging / "encoder.onnx")
+    raw.unlink()
+    parity = check_parity(model, staging / "encoder.onnx", cases, PARITY_TOLERANCE)
+    log.info("ONNX parity (max abs diff): %s", parity)
+    if fp16:
+        write_fp16(staging / "encoder.onnx", staging / "encoder.fp16.onnx")
+        log.info("fp16 parity: %s", check_parity(model, staging / "encoder.fp16.onnx", cases, FP16_TOLERANCE))
+    if data.tokenizer is not None:
+        shutil.copy(run_dir / "tokenizer.json", staging / "tokenizer.json")
+    bank = build_bank(model, data, staging / "atoms.npz")
+    evaluation = load_json(run_dir / "evaluation.json") if (run_dir / "evaluation.json").exists() else None
+    if report:
+        write_bundle_report(staging / "report", run_dir, data, bank, evaluation)
+
+    onnx_inputs, onnx_outputs = tensor_specs(config, config.embedding_dim)
+    best = load_json(run_dir / "state.json")["best_val_accuracy"] if (run_dir / "state.json").exists() else None
+    metrics = {"best_val_accuracy": best, **{k: v for k, v in (evaluation or {}).items() if isinstance(v, float)}}
+    metrics.update({f"parity_{key.replace(' ', '_')}": value for key, value in parity.items()})
+    created = dt.datetime.now(dt.timezone.utc)
+    manifest = Manifest(
+        schema_version=SCHEMA_VERSION,
+        name=f"{bundle_name(data.name)}-atom",
+        version=created.strftime("%Y.%m.%d.%H%M%S"),
+        created_at=created.isoformat(timespec="seconds"),
+        input=InputSpec(
+            modality=config.modality,
+            max_components=config.max_components,
+            vocab_size=config.vocab_size if config.modality == "text" else 0,
+            component_dim=config.component_dim if config.modality == "numeric" else 1,
+            preprocess=data.preprocess,
+        ),
+        onnx_inputs=onnx_inputs,
+        onnx_outputs=onnx_outputs,
+        embedding_dim=config.embedding_dim,
+        role_names=list(ROLE_NAMES),
+        composition_fields=list(COMPOSITION_FIELDS),
+        label_names=list(data.label_names),
+        potential=PotentialSpec(
+            kind=config.potential,
+            well_depth=config.well_depth,
+            morse_alpha=config.morse_alpha,
+            cutoff_widths=config.cutoff_widths,
+            lj_force_cap_ratio=config.lj_force_cap_ratio,
+            coulomb_strength=config.coulomb_strength,
+            coulomb_screening=config.coulomb_screening,
+            coulomb_softening=config.coulomb_softening,
+            weight=config.potential_weight,
+        ),
+        radius_range=[config.r_min, config.r_max],
+        training=TrainingSummary(
+            dataset=data.name, seed=info["options"]["seed"], epochs=info["options"]["epochs"], metrics=metrics
+        ),
+        files=checksum_tree(staging),
+    )
+    manifest.write(staging)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    staging.rename(out_dir)
+    log.info("bundle written to %s", out_dir)
+    return out_dir
+
+
+def write_bundle_report(report_dir: Path, run_dir: Path, data: Dataset, bank: dict, evaluation: dict | None) -> None:
+    from .report import write_report
+
+    sample = slice(0, min(2000, len(data.train.labels)))
+    tokenizer = data.tokenizer
+    write_report(
+        report_dir,
+        title=f"{data.name} atom model",
+        metrics_path=run_dir / "metrics.jsonl",
+        bank_embedding=bank["embedding"],
+        bank_radius=bank["radius"],
+        bank_label=bank["label"],
+        label_names=list(data.label_names),
+        roles=bank["roles"][sample],
+        mask=data.train.mask[sample],
+        token_ids=data.train.inputs[sample] if data.modality == "text" else None,
+        id_to_token=tokenizer.id_to_token if tokenizer is not None else None,
+        preprocess=data.preprocess,
+        evaluation=evaluation,
+    )
