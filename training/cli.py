@@ -6,6 +6,7 @@ works in a serving image that has no torch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -13,12 +14,29 @@ from typing import Annotated, Optional
 
 import typer
 
+@contextlib.contextmanager
+def user_errors():
+    """Errors a user can fix (bad dataset, bad file, failed export check) end in one line, exit 2."""
+    from service.bundle import BundleError
+
+    from .data import DatasetError
+    from .export import ExportError
+
+    try:
+        yield
+    except (DatasetError, ExportError, BundleError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train, export and serve atom-modeled encoders.")
 
 
 @app.callback()
 def configure(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one line per rewritten initializer
 
 
 @app.command()
@@ -51,7 +69,8 @@ def train(
         potential_weight=lambda_, head=head, batch_size=batch_size, lr=lr, limit=limit, device=device,
         resume=resume, progress=progress, model_overrides=json.loads(model) if model else {},
     )
-    run_dir = run_training(options)
+    with user_errors():
+        run_dir = run_training(options)
     typer.echo(f"trained: {run_dir}")
 
 
@@ -63,7 +82,8 @@ def evaluate(
     """Test accuracy, kNN accuracy, silhouette, uniformity, neighbour distances, role recovery."""
     from .evaluate import evaluate_run
 
-    results = evaluate_run(run_dir, device=device)
+    with user_errors():
+        results = evaluate_run(run_dir, device=device)
     typer.echo(json.dumps(results, indent=2))
 
 
@@ -76,7 +96,8 @@ def export(
     """Export a run to a self-describing, self-verified ONNX bundle."""
     from .export import export_bundle
 
-    bundle = export_bundle(run_dir, out, fp16=fp16)
+    with user_errors():
+        bundle = export_bundle(run_dir, out, fp16=fp16)
     typer.echo(f"bundle: {bundle}")
 
 
