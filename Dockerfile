@@ -32,8 +32,9 @@ ARG ONNXRUNTIME_GPU_VERSION=1.31.1
 
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_BASE_IMAGE} AS python-base
-ENV DEBIAN_FRONTEND=noninteractive \
-    PYTHONDONTWRITEBYTECODE=1 \
+# ARG, not ENV: only apt-get during the build needs it, the running container must not inherit it.
+ARG DEBIAN_FRONTEND=noninteractive
+ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
@@ -54,7 +55,7 @@ COPY service ./service
 # The ORT pin keeps the wheel's CUDA major in step with CUDA_RUNTIME_IMAGE (see above).
 RUN /opt/venv/bin/pip install ".[serve]" "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}" \
     && /opt/venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is not None)" \
-    && /opt/venv/bin/python -c "import service.bundle, fastapi, uvicorn, onnxruntime, prometheus_client"
+    && /opt/venv/bin/python -c "import service.app, service.cli"
 
 # ---------------------------------------------------------------------------------------------
 # Training image. torch==2.13.0 from PyPI is the CUDA build and carries its own CUDA runtime,
@@ -65,9 +66,10 @@ RUN /opt/venv/bin/pip install ".[serve]" "onnxruntime-gpu==${ONNXRUNTIME_GPU_VER
 FROM python-base AS train
 WORKDIR /work
 RUN python3.12 -m venv /opt/venv \
-    && useradd --system --uid 10001 --create-home --home-dir /home/atom atom \
+    && groupadd --system --gid 10001 atom \
+    && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/atom atom \
     && mkdir -p /models /work/runs \
-    && chown atom:atom /models /work/runs
+    && chown 10001:10001 /models /work/runs
 COPY pyproject.toml README.md ./
 COPY model ./model
 COPY training ./training
@@ -77,7 +79,7 @@ RUN /opt/venv/bin/pip install ".[train,serve]" \
 COPY --chmod=0755 deploy/build_bundle.sh /usr/local/bin/build-bundle
 ENV PATH=/opt/venv/bin:$PATH \
     MPLCONFIGDIR=/tmp/matplotlib
-USER atom
+USER 10001:10001
 # `docker run atomizer-train:0.1.0 train --dataset tweets --out runs/tweets`, or the one-shot
 # `build-bundle` (what docker compose's trainer runs) to train and export into /models/bundle.
 ENTRYPOINT ["atomize"]
@@ -93,16 +95,17 @@ COPY --from=bundle-trained /tmp/bundle/ /
 
 # ---------------------------------------------------------------------------------------------
 FROM ${CUDA_RUNTIME_IMAGE} AS runtime
-ENV DEBIAN_FRONTEND=noninteractive
+ARG DEBIAN_FRONTEND=noninteractive
 # tini is PID 1: it forwards SIGTERM to the Python process and reaps zombies, so
 # `docker stop` / a Kubernetes termination reach uvicorn, which stops accepting connections,
 # finishes in-flight requests and runs the app's shutdown (queue drain) before exiting.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3.12 tini \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --create-home --home-dir /home/atom atom \
+    && groupadd --system --gid 10001 atom \
+    && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/atom atom \
     && mkdir -p /models/bundle \
-    && chown -R atom:atom /models
+    && chown -R 10001:10001 /models
 COPY --from=serve-builder /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -110,7 +113,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     ATOM_BUNDLE=/models/bundle \
     ATOM_HOST=0.0.0.0 \
     ATOM_PORT=8000
-USER atom
+USER 10001:10001
 WORKDIR /home/atom
 EXPOSE 8000
 # Ready, not just alive: /readyz answers 503 until the bundle is loaded and the session warmed,
@@ -118,15 +121,15 @@ EXPOSE 8000
 # client because the image has no curl. The start period covers loading and warm-up.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('ATOM_PORT', '8000'), timeout=2)"]
-# SIGTERM (Docker's default, stated so nobody changes it to SIGKILL-like behaviour): uvicorn
-# treats it as a graceful shutdown. Give it time: `docker stop -t 30`, compose
-# stop_grace_period, Kubernetes terminationGracePeriodSeconds.
+# SIGTERM (Docker's default, stated because the shutdown depends on it): uvicorn treats it as
+# a graceful shutdown and drains for up to ATOM_REQUEST_TIMEOUT_MS + 1 s. Give it that long:
+# `docker stop -t 40`, compose stop_grace_period, Kubernetes terminationGracePeriodSeconds.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["python", "-m", "service"]
 
 FROM runtime AS serve-bundled
-COPY --from=bundle --chown=atom:atom / /models/bundle/
+COPY --from=bundle --chown=10001:10001 / /models/bundle/
 
 # The default target: the serving image, bundle mounted at /models/bundle.
 FROM runtime AS serve

@@ -9,7 +9,7 @@ RUN ?= runs/tweets
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup test run bundle bench-quality bench-serve bench-train clean
+.PHONY: setup test run bundle bench-quality bench-serve check-prometheus clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,6 +31,10 @@ bundle: $(BUNDLE)/manifest.json
 
 run: setup bundle
 	$(ATOMIZE) serve --bundle $(BUNDLE) --host $(HOST) --port $(PORT)
+
+# Live: a real Prometheus scrapes the service; installs Debian's prometheus when missing (root).
+check-prometheus: setup
+	PYTHON=$(PY) bash deploy/check_prometheus.sh
 
 bench-quality: setup
 	$(PY) benchmarks/quality.py
