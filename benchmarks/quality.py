@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -39,10 +40,10 @@ METHODS = {
 }
 # The same budget for every method of a dataset; sized so the whole benchmark fits a CPU hour.
 BUDGET = {
-    "synthetic": {"epochs": 8, "model_overrides": {}},
-    "digits": {"epochs": 30, "model_overrides": {}},
-    "mnist5k": {"epochs": 20, "model_overrides": {}},
-    "tweets": {"epochs": 4, "model_overrides": {}},
+    "synthetic": {"epochs": 8, "batch_size": 64, "model_overrides": {}},
+    "digits": {"epochs": 30, "batch_size": 64, "model_overrides": {}},
+    "mnist5k": {"epochs": 15, "batch_size": 64, "model_overrides": {}},
+    "tweets": {"epochs": 3, "batch_size": 128, "model_overrides": {}},
 }
 METRICS = ("test_accuracy", "knn_accuracy", "silhouette", "uniformity", "role_recovery")
 
@@ -76,13 +77,12 @@ def run_one(data, dataset: str, method: str, seed: int, runs: Path, epochs_scale
     run_dir = runs / dataset / method / f"seed{seed}"
     options = TrainOptions(
         dataset=dataset, out=run_dir, epochs=max(1, round(budget["epochs"] * epochs_scale)), seed=seed,
+        batch_size=budget["batch_size"],
         head=settings["head"], potential_weight=settings["potential_weight"],
         model_overrides=budget["model_overrides"], progress=False,
     )
     if run_dir.exists():
-        import shutil
-
-        shutil.rmtree(run_dir)
+        shutil.rmtree(run_dir)  # a fresh run, never a resumed one
     train(options, data=data)
     result = evaluate_run(run_dir, data=data)
     epochs = [json.loads(line) for line in open(run_dir / "metrics.jsonl") if '"epoch"' in line]

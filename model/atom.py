@@ -24,6 +24,7 @@ class AtomOutput:
     roles: torch.Tensor  # (B, n, 3) electron/proton/neutron probabilities, 0 at padding
     composition: torch.Tensor  # (B, 6) electrons, protons, neutrons, mass, charge, radius
     logits: torch.Tensor  # (B, C)
+    element_logits: torch.Tensor | None = None  # (B, C) the class read from the composition alone
 
     @property
     def charge(self) -> torch.Tensor:
@@ -40,12 +41,16 @@ class AtomHead(nn.Module):
     def __init__(self, config: AtomConfig):
         super().__init__()
         self.config = config
-        self.role = nn.Linear(config.d_model, 3)  # W_r
+        # W_r, as a small MLP. With role_source="component" it reads each component's own
+        # embedding, not its context: a contextual role head can encode the whole input's class
+        # in the role counts instead of the component's nature (seen on `synthetic`: role
+        # recovery 0.44 with contextual roles).
+        self.role = nn.Sequential(nn.Linear(config.d_model, config.d_model), nn.GELU(), nn.Linear(config.d_model, 3))
         self.nucleus = nn.Linear(config.d_model, config.embedding_dim)  # W_z
         self.shell = nn.Linear(config.d_model, config.embedding_dim)  # W_u, electron offsets
 
-    def roles(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        logits = self.role(h) / self.config.role_temperature  # (B, n, 3)
+    def roles(self, source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        logits = self.role(source) / self.config.role_temperature  # (B, n, 3)
         if self.training and self.config.gumbel:
             # hard one-hot forward, soft gradient backward (straight-through)
             pi = F.gumbel_softmax(logits, tau=1.0, hard=True)
@@ -53,10 +58,13 @@ class AtomHead(nn.Module):
             pi = torch.softmax(logits, dim=-1)
         return pi * mask[..., None]
 
-    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, h: torch.Tensor, e: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """h: contextual states, e: the components' own embeddings, both (B, n, d)."""
         config = self.config
         mask = mask.to(h.dtype)
-        pi = self.roles(h, mask)  # (B, n, 3)
+        pi = self.roles(e if config.role_source == "component" else h, mask)  # (B, n, 3)
         electrons, protons, neutrons = pi.sum(dim=1).unbind(-1)  # soft counts, (B,) each
         n_real = mask.sum(dim=1).clamp(min=1.0)
         mass = protons + neutrons
@@ -95,6 +103,12 @@ class AtomModel(nn.Module):
         if config.head == "atom":
             self.atom = AtomHead(config)
             self.classifier = nn.Linear(config.embedding_dim + 3, config.num_classes)
+            # An element is identified by what it is made of: this head reads only the role
+            # fractions, and its loss (part of the atom term) is what makes roles mean something.
+            self.element = nn.Linear(3, config.num_classes)
+            # fractions differ by a few hundredths between classes: a learnable gain lets a
+            # linear head separate them without waiting for huge weights to grow
+            self.element_scale = nn.Parameter(torch.tensor(math.log(20.0)))
             # z is on a fixed sphere, so the classifier needs a learnable temperature
             self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
         elif config.head == "plain":
@@ -103,7 +117,7 @@ class AtomModel(nn.Module):
             raise ValueError(f"unknown head {config.head!r}")
 
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor) -> AtomOutput:
-        h = self.encoder(inputs, mask)  # (B, n, d)
+        h, e = self.encoder(inputs, mask)  # (B, n, d) each
         if self.config.head == "plain":
             m = mask.to(h.dtype)[..., None]
             pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, d)
@@ -111,12 +125,13 @@ class AtomModel(nn.Module):
             roles = torch.zeros(batch, n, 3, dtype=h.dtype, device=h.device)
             composition = torch.zeros(batch, 6, dtype=h.dtype, device=h.device)
             return AtomOutput(pooled, roles, composition, self.classifier(pooled))
-        z, pi, composition = self.atom(h, mask)
+        z, pi, composition = self.atom(h, e, mask)
         n_real = mask.to(h.dtype).sum(1, keepdim=True).clamp(min=1.0)
         fractions = composition[:, :3] / n_real  # (B, 3) electron/proton/neutron fractions
         features = torch.cat([z / self.config.sphere_radius, fractions], dim=-1)
         logits = self.logit_scale.exp() * self.classifier(features)
-        return AtomOutput(z, pi, composition, logits)
+        element_logits = self.element(self.element_scale.exp() * (fractions - 1.0 / 3.0))
+        return AtomOutput(z, pi, composition, logits, element_logits)
 
 
 def role_usage(roles: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -137,17 +152,26 @@ def bond_weights(labels: torch.Tensor | None, logits: torch.Tensor) -> torch.Ten
 def atom_loss(
     output: AtomOutput, labels: torch.Tensor, mask: torch.Tensor, config: AtomConfig, supervised_bonds: bool = True
 ) -> dict[str, torch.Tensor]:
-    """L = CE + lambda * (U + w_usage * KL(role usage || uniform)); lambda = 0 is exactly CE."""
+    """L = CE + lambda * (U + w_usage * KL(role usage || uniform) + w_element * CE(element head));
+    lambda = 0 is exactly CE."""
     task = F.cross_entropy(output.logits, labels)
     zero = task.new_zeros(())
     if config.head == "plain":
-        return {"loss": task, "task": task, "potential": zero, "role_balance": zero}
+        return {"loss": task, "task": task, "potential": zero, "role_balance": zero, "element": zero}
     bond = bond_weights(labels if supervised_bonds else None, output.logits.detach())
     potential = batch_potential_energy(output.embedding, output.radius, output.charge, bond, config)
     usage = role_usage(output.roles, mask)
     role_balance = (usage * torch.log(usage.clamp(min=1e-8) * 3.0)).sum()  # KL to uniform, >= 0
+    element = F.cross_entropy(output.element_logits, labels)
     if config.potential_weight == 0.0:
         total = task
     else:
-        total = task + config.potential_weight * (potential + config.role_usage_weight * role_balance)
-    return {"loss": total, "task": task, "potential": potential.detach(), "role_balance": role_balance.detach()}
+        regulariser = potential + config.role_usage_weight * role_balance + config.element_weight * element
+        total = task + config.potential_weight * regulariser
+    return {
+        "loss": total,
+        "task": task,
+        "potential": potential.detach(),
+        "role_balance": role_balance.detach(),
+        "element": element.detach(),
+    }

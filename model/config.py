@@ -28,9 +28,11 @@ class AtomConfig:
     head: Literal["atom", "plain"] = "atom"
     input_scale: float = 1.0  # numeric inputs are multiplied by this inside the graph (e.g. 1/255)
     # Roles
+    role_source: Literal["component", "context"] = "component"  # what the role head reads
     role_temperature: float = 1.0  # tau in softmax(W_r h / tau)
     gumbel: bool = False  # hard straight-through Gumbel roles during training
     role_usage_weight: float = 0.1  # keeps role usage from collapsing to one type
+    element_weight: float = 1.0  # weight of the composition-only classifier in the atom term
     nucleon_floor: float = 1e-3  # delta: an atom with no nucleons still has a nucleus position
     # Geometry: z lives on a hypersphere of fixed radius (removes the scale degeneracy) and the
     # radius is bounded, so the potential cannot be satisfied by rescaling the space.
@@ -39,9 +41,9 @@ class AtomConfig:
     r_max: float = 0.35
     # Potential
     potential: Literal["morse", "lj"] = "morse"
-    potential_weight: float = 1.0  # lambda; 0 gives the baseline
+    potential_weight: float = 0.3  # lambda; 0 gives the baseline (0.3 tuned on digits, see benchmarks)
     well_depth: float = 1.0  # D
-    nonbonded_scale: float = 1.0  # atoms that do not bond are excluded within this multiple of r_e
+    nonbonded_scale: float = 2.5  # atoms that do not bond are excluded within this multiple of r_e
     morse_alpha: float = 6.0  # width of the Morse well, in 1/units of distance
     cutoff_widths: float = 3.0  # the bond well is switched off smoothly this many 1/alpha past r_e
     lj_force_cap_ratio: float = 0.8  # LJ is replaced by its tangent below this fraction of sigma

@@ -76,14 +76,15 @@ class ComponentEncoder(nn.Module):
         self.norm = nn.LayerNorm(config.d_model)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (h, e): contextual states and the components' own embeddings, both (B, n, d)."""
         if self.modality == "numeric":
             inputs = inputs * self.input_scale
         n = inputs.shape[1]
-        positions = torch.arange(n, device=inputs.device)
-        h = self.dropout(self.embed(inputs) + self.position(positions))  # (B, n, d)
+        e = self.embed(inputs)  # (B, n, d), what each component is, before any context
+        h = self.dropout(e + self.position.weight[:n])  # (B, n, d)
         # (B, 1, 1, n) additive bias over keys: 0 for real components, MASKED_SCORE for padding
         key_bias = ((1.0 - mask.to(h.dtype)) * MASKED_SCORE)[:, None, None, :]
         for block in self.blocks:
             h = block(h, key_bias)
-        return self.norm(h)
+        return self.norm(h), e

@@ -85,7 +85,10 @@ def test_lambda_zero_loss_is_plain_cross_entropy_and_lambda_adds_energy():
     atom = tiny("text", potential_weight=0.5)
     atom.load_state_dict(baseline.state_dict())
     losses = atom_loss(atom(inputs, mask), labels, mask, atom.config)
-    expected = losses["task"] + 0.5 * (losses["potential"] + atom.config.role_usage_weight * losses["role_balance"])
+    config = atom.config
+    expected = losses["task"] + 0.5 * (
+        losses["potential"] + config.role_usage_weight * losses["role_balance"] + config.element_weight * losses["element"]
+    )
     assert float(losses["loss"]) == pytest.approx(float(expected), rel=1e-6)
 
 
@@ -94,7 +97,7 @@ def test_plain_head_is_mean_pooling_with_no_roles():
     inputs, mask = batch("numeric")
     with torch.no_grad():
         out = model(inputs, mask)
-        h = model.encoder(inputs, mask)
+        h, _ = model.encoder(inputs, mask)
     expected = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
     assert torch.allclose(out.embedding, expected, atol=1e-6)
     assert float(out.roles.abs().sum()) == 0.0
