@@ -1,0 +1,360 @@
+"""Serving benchmark: the service under concurrent load against raw ONNX Runtime, same inputs, same run.
+
+    python benchmarks/serve.py [--bundle bundles/tweets] [--quick]
+
+1. Raw: in this process, the bundle's ONNX session on pre-tokenized inputs, padded batches of
+   `max_batch_items` (and of 1), back to back: the most the model can give.
+2. Served: `python -m service` (uvicorn on 127.0.0.1, a free port) with batching on (defaults)
+   and off (`--max-batch-items 1`); a separate load process keeps `concurrency` requests of one
+   input each in flight (closed loop), bounded by a request count and a duration.
+3. Results: items/s, p50/p99 latency, mean batch size seen by the server (from /metrics), the
+   served/raw ratio; written to benchmarks/results/serve.{md,json} with the machine description.
+
+The load process runs on the same machine, so on a small CPU it competes with the server for
+cores; the ratio is the honest figure for "this service on this machine".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+BIG = 32  # inputs per request in the row that batches on the client side
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+
+log = logging.getLogger("benchmarks.serve")
+
+
+# ---- inputs ------------------------------------------------------------------------------------
+
+
+def benchmark_inputs(bundle, count: int, seed: int = 0) -> tuple[list, str]:
+    """Inputs as a client sends them: the dataset's test split when it loads, else synthetic."""
+    spec = bundle.manifest.input
+    rng = np.random.default_rng(seed)
+    try:
+        from training.data import load_dataset
+
+        split = load_dataset(bundle.manifest.training.dataset).test
+        rows = rng.permutation(len(split.labels))[:count]
+        if spec.modality == "text":
+            return [split.texts[i] for i in rows], f"{bundle.manifest.training.dataset} test split"
+        values = np.asarray(split.inputs)[rows]
+        if spec.preprocess.get("kind") == "patches":
+            from service.preprocess import unpatchify
+
+            values = unpatchify(values, spec.preprocess["image_shape"], spec.preprocess["patch_shape"])
+            values = values.reshape(len(rows), -1)
+        return values.tolist(), f"{bundle.manifest.training.dataset} test split"
+    except Exception as exc:  # no training extras, or a user dataset that is not on this machine
+        log.info("dataset not available (%s); using synthetic inputs", exc)
+    if spec.modality == "text":
+        from service.preprocess import load_tokenizer
+
+        vocab = [t for t in load_tokenizer(bundle.tokenizer_path).get_vocab() if t.isalnum()]
+        lengths = rng.integers(4, spec.max_components + 1, count)
+        return [" ".join(rng.choice(vocab, n)) for n in lengths], "synthetic (random vocabulary words)"
+    if spec.preprocess.get("kind") == "patches":
+        height, width = spec.preprocess["image_shape"]
+        return rng.uniform(0, 1, (count, height * width)).round(3).tolist(), "synthetic (random pixels)"
+    return rng.normal(size=(count, spec.max_components, spec.component_dim)).round(3).tolist(), "synthetic"
+
+
+# ---- raw ONNX Runtime ----------------------------------------------------------------------------
+
+
+def raw_throughput(runtime, inputs: list, batch_size: int, duration_s: float) -> dict:
+    """Items/s of session.run alone: tokenized beforehand, sorted by length as the batcher does."""
+    items = sorted(runtime.prepare(inputs), key=lambda item: item.length)
+    batches = [runtime.pad(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
+    runtime.infer(batches[0])  # warm
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < duration_s:
+        for feeds in batches:
+            runtime.infer(feeds)
+            done += len(next(iter(feeds.values())))
+    seconds = time.perf_counter() - started
+    return {"batch_size": batch_size, "items": done, "seconds": seconds, "items_per_s": done / seconds}
+
+
+# ---- the server and the load process -----------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(bundle_dir: Path, flags: list[str], log_path: Path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "service", "--bundle", str(bundle_dir), "--host", "127.0.0.1",
+               "--port", str(port), "--log-level", "warning", *flags]
+    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "PYTHONPATH": pythonpath})
+        try:
+            deadline = time.monotonic() + 120
+            while not _ready(url):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"server did not become ready: {log_path.read_text()[-2000:]}")
+                time.sleep(0.2)
+            yield url
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _ready(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def batch_counters(url: str) -> tuple[float, float]:
+    """(batches, items) the server has run so far, from its /metrics."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            values[sample.name] = sample.value
+    return values.get("atom_batch_items_count", 0.0), values.get("atom_batch_items_sum", 0.0)
+
+
+def served_point(url: str, bodies_path: Path, concurrency: int, duration_s: float, max_requests: int,
+                 items_per_request: int = 1) -> dict:
+    """One load level, generated by a separate process (this file with --load-worker)."""
+    before = batch_counters(url)
+    job = {"url": url, "bodies": str(bodies_path), "concurrency": concurrency, "duration_s": duration_s,
+           "max_requests": max_requests, "warmup_s": min(1.0, duration_s / 4), "items_per_request": items_per_request}
+    output = subprocess.run([sys.executable, __file__, "--load-worker", json.dumps(job)], check=True,
+                            capture_output=True, text=True, cwd=ROOT).stdout
+    result = json.loads(output)
+    after = batch_counters(url)
+    batches, items = after[0] - before[0], after[1] - before[1]
+    result["mean_batch_items"] = items / batches if batches else None
+    return result
+
+
+async def post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+    """One HTTP/1.1 keep-alive exchange; returns the status. Minimal on purpose: the load process
+    shares the CPU with the server, so every microsecond it spends is one the server loses."""
+    writer.write(request)
+    status = int((await reader.readline()).split()[1])
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    await reader.readexactly(length)
+    return status
+
+
+async def generate_load(job: dict) -> dict:
+    """Closed loop: `concurrency` connections, each sends its next request when the last one answers."""
+    host, port = job["url"].removeprefix("http://").split(":")
+    requests = [
+        b"POST /v1/atomize HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        % (host.encode(), len(line.encode()), line.encode())
+        for line in Path(job["bodies"]).read_text().splitlines()
+    ]
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    counter = 0
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    measure_from, end = start + job["warmup_s"], start + job["warmup_s"] + job["duration_s"]
+
+    async def connection() -> None:
+        nonlocal counter
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            while loop.time() < end and counter < job["max_requests"]:
+                request = requests[counter % len(requests)]
+                counter += 1
+                sent = loop.time()
+                status = await post(reader, writer, request)
+                if sent >= measure_from:
+                    statuses[status] = statuses.get(status, 0) + 1
+                    if status == 200:
+                        latencies.append(loop.time() - sent)
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(connection() for _ in range(job["concurrency"])))
+    seconds = min(loop.time(), end) - measure_from
+    ms = np.asarray(latencies) * 1000.0
+    return {
+        "concurrency": job["concurrency"], "requests": int(sum(statuses.values())), "statuses": statuses,
+        "seconds": seconds,
+        "items_per_s": len(latencies) * job["items_per_request"] / seconds if seconds > 0 else 0.0,
+        "p50_ms": float(np.percentile(ms, 50)) if len(ms) else None,
+        "p99_ms": float(np.percentile(ms, 99)) if len(ms) else None,
+    }
+
+
+# ---- the report ------------------------------------------------------------------------------------
+
+
+def machine(provider: str) -> dict:
+    import onnxruntime as ort
+
+    cpu = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+            "onnxruntime": ort.__version__, "provider": provider,
+            "load_average_1m_at_start": round(os.getloadavg()[0], 2)}  # other work on the machine skews the figures
+
+
+def write_report(results: dict, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "serve.json").write_text(json.dumps(results, indent=2) + "\n")
+    m, b = results["machine"], results["bundle"]
+    lines = [
+        "# Serving benchmark", "",
+        f"`python benchmarks/serve.py{' --quick' if results['quick'] else ''} --bundle {b['path']}` on {m['cpu']} "
+        f"({m['cores']} cores, load average {m['load_average_1m_at_start']} at start), onnxruntime "
+        f"{m['onnxruntime']} ({m['provider']}), Python {m['python']}.", "",
+        f"Bundle `{b['name']}` {b['version']} ({b['modality']}, embedding {b['embedding_dim']}, bank of "
+        f"{b['bank_atoms']} atoms); inputs: {results['inputs']['source']}, {results['inputs']['count']} distinct, "
+        f"{results['inputs']['mean_components']:.1f} components on average. One input per request unless the",
+        f"row says otherwise.", "",
+        "## Raw ONNX Runtime, in process (the ceiling)", "",
+        "| batch size | items/s |", "|---:|---:|",
+        *(f"| {r['batch_size']} | {r['items_per_s']:.0f} |" for r in results["raw"]), "",
+        "## Served over HTTP (load from a separate process)", "",
+        "| batching | response | concurrency | items/s | p50 ms | p99 ms | mean batch | served / raw |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in results["served"]:
+        batch = f"{row['mean_batch_items']:.1f}" if row["mean_batch_items"] else "-"
+        p50 = f"{row['p50_ms']:.1f}" if row["p50_ms"] is not None else "-"
+        p99 = f"{row['p99_ms']:.1f}" if row["p99_ms"] is not None else "-"
+        lines.append(f"| {row['batching']} | {row['response']} | {row['concurrency']} | {row['items_per_s']:.0f} | "
+                     f"{p50} | {p99} | {batch} | {row['served_over_raw']:.2f} |")
+    lines += [
+        "", "served / raw = served items/s over raw items/s at the server's batch size (raw batch 1 for batching off).",
+        "`embedding` asks for the embedding only (`neighbors: 0`); `full` is the default response (composition,",
+        "component roles and 5 neighbors by distance), so it adds the neighbor search and a larger JSON body.",
+        "The load process (a minimal asyncio HTTP/1.1 client, one keep-alive connection per concurrent",
+        "client) shares the machine's cores with the server; raw batches are sorted by length, as the",
+        "batcher sorts them.", "",
+    ]
+    (out_dir / "serve.md").write_text("\n".join(lines))
+
+
+# ---- main ------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", type=Path, default=Path("bundles/tweets"))
+    parser.add_argument("--quick", action="store_true", help="short runs, two concurrency levels")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--load-worker", help=argparse.SUPPRESS)  # internal: run one load level
+    args = parser.parse_args(argv)
+    if args.load_worker:
+        print(json.dumps(asyncio.run(generate_load(json.loads(args.load_worker)))))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    from service.bundle import BundleError, load_bundle
+    from service.config import Settings
+    from service.runtime import Runtime
+
+    try:
+        bundle = load_bundle(args.bundle)
+    except BundleError as exc:
+        log.error("cannot benchmark: %s", exc)
+        return 1
+    defaults = Settings()
+    levels = (1, 8) if args.quick else (1, 8, 32)
+    duration_s, raw_s = (2.0, 1.5) if args.quick else (8.0, 4.0)
+    inputs, source = benchmark_inputs(bundle, 64 if args.quick else 512)
+    runtime = Runtime(bundle, device=args.device, max_components_per_input=defaults.max_components_per_input)
+    lengths = [item.length for item in runtime.prepare(inputs)]
+    raw = {size: raw_throughput(runtime, inputs, size, raw_s) for size in (defaults.max_batch_items, 1)}
+    for row in raw.values():
+        log.info("raw batch %d: %.0f items/s", row["batch_size"], row["items_per_s"])
+    provider = runtime.provider
+    del runtime
+
+    served = []
+    with tempfile.TemporaryDirectory() as tmp:
+        bodies = {}
+        embedding_only = {"neighbors": 0, "include": ["embedding"]}
+        for response, size, extra in (("embedding", 1, embedding_only), ("full", 1, {}),
+                                      (f"embedding, {BIG} inputs/request", BIG, embedding_only)):
+            bodies[response] = Path(tmp) / f"{len(bodies)}.jsonl"
+            groups = (inputs[i : i + size] for i in range(0, len(inputs) - size + 1, size))
+            bodies[response].write_text("\n".join(json.dumps({"inputs": group, **extra}) for group in groups))
+        plans = [
+            ("on", [], defaults.max_batch_items,
+             [("embedding", c) for c in levels] + [("full", levels[-1]), (f"embedding, {BIG} inputs/request", 2)]),
+            # a fixed wait for batches to fill, against the default continuous batching
+            ("on, max_wait_ms=5", ["--max-wait-ms", "5"], defaults.max_batch_items, [("embedding", 8)]),
+            ("off", ["--max-batch-items", "1"], 1, [("embedding", c) for c in levels]),
+        ]
+        for batching, flags, raw_batch, points in plans:
+            log_path = Path(tmp) / f"server-{len(served)}.log"
+            with running_server(args.bundle, ["--device", args.device, *flags], log_path) as url:
+                for response, concurrency in points:
+                    size = BIG if "inputs/request" in response else 1
+                    row = served_point(url, bodies[response], concurrency, duration_s, 50_000, size)
+                    row.update(batching=batching, response=response,
+                               served_over_raw=row["items_per_s"] / raw[raw_batch]["items_per_s"])
+                    log.info("batching %s, %s, concurrency %d: %.0f items/s, p50 %.1f ms, p99 %.1f ms, batch %.1f",
+                             batching, response, concurrency, row["items_per_s"], row["p50_ms"] or 0,
+                             row["p99_ms"] or 0, row["mean_batch_items"] or 0)
+                    served.append(row)
+
+    manifest = bundle.manifest
+    results = {
+        "quick": args.quick,
+        "machine": machine(provider),
+        "bundle": {"path": str(args.bundle), "name": manifest.name, "version": manifest.version,
+                   "modality": manifest.input.modality, "embedding_dim": manifest.embedding_dim,
+                   "bank_atoms": len(bundle.bank)},
+        "inputs": {"source": source, "count": len(inputs), "mean_components": float(np.mean(lengths))},
+        "settings": defaults.model_dump(include={"max_batch_items", "max_batch_components", "max_wait_ms"}),
+        "raw": list(raw.values()),
+        "served": served,
+    }
+    write_report(results, args.out)
+    log.info("wrote %s and %s", args.out / "serve.md", args.out / "serve.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""Dynamic batching: one worker task owns the queue and feeds the runtime one batch at a time.
+
+Requests put items in the queue (one future per item) and await their futures. The worker
+waits until the queue holds a full batch (`max_batch_items`, or `max_batch_components` padded
+components) or the oldest item has waited `max_wait_ms`, then takes every waiting item, sorts
+them by length (similar lengths share a batch, so little padding is computed), cuts them into
+batches within both budgets and runs those one after another in a worker thread. Items that
+arrive meanwhile wait for the next round, so nothing starves behind shorter items. With
+`max_wait_ms=0` (the default) a round starts as soon as the worker is free: continuous
+batching, where the batch size follows the load.
+
+Failure rules: a full queue refuses a request at once (429); a request whose deadline passes
+gets 504 and its items are skipped if not yet run; an exception in `run_batch` fails every item
+of that batch, and the worker goes on with the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from .errors import AtomError, DeadlineExceeded, InferenceFailed, NotReady, QueueFull
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class Sized(Protocol):
+    @property
+    def length(self) -> int: ...  # components of the item, i.e. its padded cost
+
+
+ItemT = TypeVar("ItemT", bound=Sized)
+ResultT = TypeVar("ResultT")
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    max_batch_items: int = 32
+    max_batch_components: int = 8192
+    max_wait_ms: float = 0.0
+    max_queue_items: int = 2048
+
+
+@dataclass(eq=False)
+class _Entry:
+    item: Any
+    length: int
+    future: asyncio.Future
+    enqueued_at: float  # loop.time()
+    deadline: float  # loop.time()
+
+
+@dataclass
+class _Pool:
+    """Items waiting for the next round, in arrival order, with what `full` needs."""
+
+    entries: list[_Entry] = field(default_factory=list)
+    longest: int = 0
+
+    def add(self, entries: Sequence[_Entry]) -> None:
+        self.entries.extend(entries)
+        self.longest = max([self.longest, *(e.length for e in entries)])
+
+    def take(self) -> list[_Entry]:
+        entries, self.entries, self.longest = self.entries, [], 0
+        return entries
+
+
+def cut_batches(entries: Sequence[_Entry], max_items: int, max_components: int) -> list[list[_Entry]]:
+    """Sort by length and cut greedily so each batch keeps items x longest <= max_components.
+
+    A single item longer than the budget still forms a batch of one.
+    """
+    batches: list[list[_Entry]] = []
+    current: list[_Entry] = []
+    for entry in sorted(entries, key=lambda e: e.length):  # stable: arrival order within a length
+        longest = entry.length  # sorted, so the newcomer is the longest
+        if current and (len(current) + 1 > max_items or (len(current) + 1) * longest > max_components):
+            batches.append(current)
+            current = []
+        current.append(entry)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class Batcher(Generic[ItemT, ResultT]):
+    def __init__(
+        self,
+        run_batch: Callable[[list[ItemT]], list[ResultT]],
+        config: BatchingConfig,
+        metrics: Metrics | None = None,
+    ):
+        self._run_batch = run_batch
+        self.config = config
+        self.metrics = metrics
+        self._pool = _Pool()
+        self._queued = 0  # accepted and not yet in a running batch (the bounded quantity)
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task | None = None
+        # One thread: batches run one at a time; ONNX Runtime uses the cores inside one run.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atom-inference")
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done() and not self._closing
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._work(), name="atom-batcher")
+
+    async def submit(self, items: Sequence[ItemT], deadline: float) -> list[ResultT]:
+        """Queue the items of one request and wait for their results, in order.
+
+        `deadline` is in `loop.time()` seconds. Raises QueueFull, NotReady, DeadlineExceeded,
+        or the batch's error.
+        """
+        if not self.running:
+            raise NotReady("the service is shutting down" if self._closing else "the batcher is not running")
+        if self._queued + len(items) > self.config.max_queue_items:
+            raise QueueFull(
+                f"the queue holds {self._queued} items and this request adds {len(items)}; "
+                f"the limit is max_queue_items={self.config.max_queue_items}"
+            )
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        entries = [_Entry(item, item.length, loop.create_future(), now, deadline) for item in items]
+        self._pool.add(entries)
+        self._set_queued(self._queued + len(entries))
+        self._wakeup.set()
+        try:
+            async with asyncio.timeout_at(deadline):
+                return list(await asyncio.gather(*(e.future for e in entries)))
+        except TimeoutError:
+            raise DeadlineExceeded("the request deadline passed before its results were ready") from None
+        finally:
+            for entry in entries:  # the worker skips cancelled items that are still queued
+                entry.future.cancel()
+
+    async def stop(self, drain_timeout_s: float = 10.0) -> None:
+        """Refuse new items, finish the queued ones (up to drain_timeout_s), then stop."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), drain_timeout_s)
+            except TimeoutError:
+                log.warning("batcher did not drain in %.1f s; failing what is left", drain_timeout_s)
+                self._task.cancel()
+        self._fail(self._pool.take(), NotReady("the service is shutting down"))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ---- the worker --------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        while True:
+            await self._wait_for_round()
+            if not self._pool.entries:
+                if self._closing:
+                    return
+                continue
+            entries = self._pool.take()
+            try:
+                for batch in cut_batches(entries, self.config.max_batch_items, self.config.max_batch_components):
+                    await self._run(batch)
+            except BaseException as exc:
+                # Cancelled (a shutdown that could not drain) or a bug here: fail what this round
+                # still holds rather than leave its requests waiting for their deadline.
+                self._fail(entries, NotReady("the service is shutting down"))
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                log.exception("batcher round failed")  # and go on: later requests must not be stranded
+
+    def _full(self) -> bool:
+        count = len(self._pool.entries)
+        return count >= self.config.max_batch_items or count * self._pool.longest >= self.config.max_batch_components
+
+    async def _wait_for_round(self) -> None:
+        while not self._pool.entries and not self._closing:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        if not self._pool.entries:
+            return
+        loop = asyncio.get_running_loop()
+        flush_at = self._pool.entries[0].enqueued_at + self.config.max_wait_ms / 1000.0
+        while not self._full() and not self._closing:
+            remaining = flush_at - loop.time()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return
+
+    async def _run(self, batch: list[_Entry]) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._set_queued(self._queued - len(batch))
+        # Cancelled: its request gave up. Expired: its request is about to get 504; leave the
+        # future alone (the request's own timeout cancels it) and spend no compute on it.
+        live = [e for e in batch if not e.future.done() and e.deadline > now]
+        if not live:
+            return
+        if self.metrics is not None:
+            for entry in live:
+                self.metrics.queue_wait.observe(now - entry.enqueued_at)
+            self.metrics.batch_items.observe(len(live))
+            self.metrics.batch_padded_components.observe(len(live) * max(e.length for e in live))
+        started = time.perf_counter()
+        try:
+            results = await loop.run_in_executor(self._executor, self._run_batch, [e.item for e in live])
+            if len(results) != len(live):
+                raise RuntimeError(f"run_batch returned {len(results)} results for {len(live)} items")
+        except Exception as exc:
+            log.exception("batch of %d items failed after %.3f s", len(live), time.perf_counter() - started)
+            failure = f"inference failed for this batch ({type(exc).__name__})"
+            self._fail(live, exc if isinstance(exc, AtomError) else InferenceFailed(failure))
+            return
+        for entry, result in zip(live, results):
+            if not entry.future.done():
+                entry.future.set_result(result)
+
+    @staticmethod
+    def _fail(entries: Sequence[_Entry], error: AtomError) -> None:
+        for entry in entries:
+            if not entry.future.done():
+                entry.future.set_exception(error)
+
+    def _set_queued(self, value: int) -> None:
+        self._queued = value
+        if self.metrics is not None:
+            self.metrics.queue_items.set(value)

@@ -1,0 +1,101 @@
+"""`atomize serve` / `python -m service`: run the service with uvicorn.
+
+Every setting is a flag with the name of its environment variable (`--max-wait-ms` <->
+`ATOM_MAX_WAIT_MS`); a flag left out falls back to the environment, then to the default.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from pydantic import ValidationError
+
+from .config import Settings
+
+log = logging.getLogger("service")
+
+
+def _flag(name: str) -> Any:
+    """A typer option documented from the Settings field of the same name (one source of truth)."""
+    field = Settings.model_fields[name]
+    default = field.default.get_secret_value() if hasattr(field.default, "get_secret_value") else field.default
+    return typer.Option(help=f"{field.description} (env ATOM_{name.upper()}, default {default})", show_default=False)
+
+
+def serve(
+    bundle: Annotated[Optional[Path], _flag("bundle")] = None,
+    host: Annotated[Optional[str], _flag("host")] = None,
+    port: Annotated[Optional[int], _flag("port")] = None,
+    max_batch_items: Annotated[Optional[int], _flag("max_batch_items")] = None,
+    max_batch_components: Annotated[Optional[int], _flag("max_batch_components")] = None,
+    max_wait_ms: Annotated[Optional[float], _flag("max_wait_ms")] = None,
+    max_queue_items: Annotated[Optional[int], _flag("max_queue_items")] = None,
+    max_inputs_per_request: Annotated[Optional[int], _flag("max_inputs_per_request")] = None,
+    max_components_per_input: Annotated[Optional[int], _flag("max_components_per_input")] = None,
+    max_neighbors: Annotated[Optional[int], _flag("max_neighbors")] = None,
+    max_request_bytes: Annotated[Optional[int], _flag("max_request_bytes")] = None,
+    request_timeout_ms: Annotated[Optional[float], _flag("request_timeout_ms")] = None,
+    device: Annotated[Optional[str], _flag("device")] = None,
+    api_key: Annotated[Optional[str], _flag("api_key")] = None,
+    log_level: Annotated[Optional[str], _flag("log_level")] = None,
+) -> None:
+    """Serve a model bundle over HTTP: /v1/atomize, /v1/embeddings (OpenAI), /metrics."""
+    # Only the flags given on the command line: the rest come from ATOM_* or the defaults.
+    given = {name: value for name, value in locals().items() if value is not None}
+    try:
+        settings = Settings(**given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        typer.echo(f"invalid setting {where}: {first['msg']}" if where else f"invalid settings: {first['msg']}", err=True)
+        raise typer.Exit(2) from None
+    run(settings)
+
+
+def run(settings: Settings) -> None:
+    try:  # the serving extra; the CLI itself imports without it
+        import uvicorn
+
+        from .app import create_app
+    except ImportError as exc:
+        typer.echo(f"serving needs the `serve` extra (pip install 'atomizer[serve]'): {exc}", err=True)
+        raise typer.Exit(1) from None
+    from .bundle import BundleError, load_bundle
+
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        # Validated before uvicorn starts, so a bad bundle is one line, not a traceback.
+        bundle = load_bundle(settings.bundle)
+    except BundleError as exc:
+        log.error("cannot start: %s", exc)
+        raise typer.Exit(1) from None
+    uvicorn.run(
+        create_app(settings, bundle=bundle),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.request_timeout_s) + 1,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    cli.command()(serve)
+    try:
+        code = typer.main.get_command(cli).main(args=argv, prog_name="python -m service", standalone_mode=False)
+    except typer.Abort:
+        return 1
+    except Exception as exc:  # click usage errors know how to print themselves
+        if not hasattr(exc, "show"):
+            raise
+        exc.show()
+        return getattr(exc, "exit_code", 2)
+    return code if isinstance(code, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

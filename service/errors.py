@@ -1,0 +1,87 @@
+"""Domain exceptions and the one table that maps them to HTTP.
+
+Lower layers (runtime, batcher) raise these without knowing about HTTP; the HTTP layer turns
+any of them into `{"error": {"type", "message", "request_id"}}` with the status below. The
+`reason` of each class is both the error `type` in the body and the `reason` label of
+`atom_failures_total`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AtomError(Exception):
+    reason = "internal_error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class InvalidInput(AtomError):
+    """NaN/Inf, wrong modality, empty input, wrong shape, a bad field value."""
+
+    reason = "invalid_input"
+
+
+class TooLarge(AtomError):
+    """Too many inputs, components or bytes."""
+
+    reason = "too_large"
+
+
+class QueueFull(AtomError):
+    reason = "queue_full"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1):
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class Unauthorized(AtomError):
+    reason = "unauthorized"
+
+    def __init__(self, message: str):
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class NotReady(AtomError):
+    """Not loaded yet, or shutting down."""
+
+    reason = "not_ready"
+
+
+class DeadlineExceeded(AtomError):
+    reason = "deadline"
+
+
+class InferenceFailed(AtomError):
+    """The model or the neighbor search failed for a batch; the service keeps serving."""
+
+    reason = "inference_error"
+
+
+# The one exception -> status table.
+HTTP_STATUS: dict[type[AtomError], int] = {
+    InvalidInput: 422,
+    TooLarge: 413,
+    QueueFull: 429,
+    Unauthorized: 401,
+    NotReady: 503,
+    DeadlineExceeded: 504,
+    InferenceFailed: 500,
+}
+
+FAILURE_REASONS = tuple(cls.reason for cls in HTTP_STATUS)
+
+
+def http_status(exc: AtomError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]
+    return 500
+
+
+def error_body(error_type: str, message: str, request_id: str | None) -> dict[str, Any]:
+    return {"error": {"type": error_type, "message": message, "request_id": request_id}}

@@ -1,0 +1,1 @@
+"""HTTP routes: thin handlers that validate, call the batcher and shape the response."""

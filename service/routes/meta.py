@@ -1,0 +1,65 @@
+"""GET /v1/model, /healthz, /readyz, /metrics: what is served, and whether it is alive and ready."""
+
+from __future__ import annotations
+
+import onnxruntime as ort
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+
+from ..schemas import ModelInfo
+from .deps import Serving, State
+from .handlers import ERROR_RESPONSES
+
+router = APIRouter(tags=["meta"])
+
+
+@router.get("/v1/model", response_model=ModelInfo, responses=ERROR_RESPONSES)
+async def model_info(serving: Serving) -> ModelInfo:
+    runtime, settings = serving.runtime, serving.settings
+    manifest = runtime.manifest
+    return ModelInfo(
+        name=manifest.name,
+        version=manifest.version,
+        created_at=manifest.created_at,
+        modality=manifest.input.modality,
+        input=manifest.input.model_dump(),
+        embedding_dim=manifest.embedding_dim,
+        role_names=manifest.role_names,
+        composition_fields=manifest.composition_fields,
+        label_names=manifest.label_names,
+        potential=manifest.potential.model_dump(),
+        radius_range=manifest.radius_range,
+        training=manifest.training.model_dump(),
+        runtime={
+            "device": "cuda" if runtime.provider == "CUDAExecutionProvider" else "cpu",
+            "provider": runtime.provider,
+            "model_file": runtime.model_file,
+            "onnxruntime_version": ort.__version__,
+        },
+        bank={"atoms": len(runtime.index), "search": "exact"},
+        batching=settings.model_dump(include={"max_batch_items", "max_batch_components", "max_wait_ms", "max_queue_items"}),
+        limits=settings.model_dump(
+            include={"max_inputs_per_request", "max_components_per_input", "max_neighbors", "max_request_bytes",
+                     "request_timeout_ms"}
+        ),
+    )
+
+
+@router.get("/healthz")
+async def healthz() -> dict:
+    """Alive: the process answers. Says nothing about the model (that is /readyz)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(state: State) -> JSONResponse:
+    """Ready to serve: bundle and bank loaded, session warmed up, batcher running, not stopping."""
+    checks = state.checks()
+    ready = all(checks.values())
+    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
+
+
+@router.get("/metrics")
+async def metrics(state: State) -> Response:
+    body, content_type = state.metrics.render()
+    return Response(body, media_type=content_type)

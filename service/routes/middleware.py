@@ -1,0 +1,104 @@
+"""The outermost HTTP layer: request id, body-size limit, request metrics, last-resort 500.
+
+A pure ASGI middleware (not BaseHTTPMiddleware) so it can refuse a body by its size before
+anything parses it, and see the status of every response, errors included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..errors import InferenceFailed, TooLarge
+from ..metrics import Metrics
+from .handlers import error_response
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = b"x-request-id"
+_CLIENT_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")  # echoed back only when harmless
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, *, max_request_bytes: int, metrics: Metrics, route_paths: frozenset[str]):
+        self.app = app
+        self.max_request_bytes = max_request_bytes
+        self.metrics = metrics
+        self.route_paths = route_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers = dict(scope["headers"])
+        client_id = headers.get(REQUEST_ID_HEADER, b"")
+        request_id = client_id.decode() if _CLIENT_REQUEST_ID.match(client_id) else uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["arrived_at"] = asyncio.get_running_loop().time()
+        path = scope["path"]
+        route = path if path in self.route_paths else "other"  # bounded label values
+        status: int | None = None  # None until the response starts
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id.encode())]
+            await send(message)
+
+        try:
+            try:
+                receive = await self._limited_body(headers, receive)
+            except TooLarge as exc:
+                await error_response(exc, request_id, self.metrics)(scope, receive, send_with_id)
+                return
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Routes turn every domain error into a response; reaching here is a bug. Answer in
+            # the one error shape (when nothing was sent yet) and keep serving.
+            log.exception("unhandled error in %s %s (request %s)", scope["method"], path, request_id)
+            if status is None:
+                error = InferenceFailed(f"internal error; quote request id {request_id}")
+                await error_response(error, request_id, self.metrics)(scope, receive, send_with_id)
+        finally:
+            self.metrics.requests.labels(route=route, status=str(status or 500)).inc()
+            self.metrics.request_duration.labels(route=route).observe(time.perf_counter() - started)
+
+    async def _limited_body(self, headers: dict[bytes, bytes], receive: Receive) -> Receive:
+        """Read the whole body (at most max_request_bytes) and hand it on; raise TooLarge past it.
+
+        Content-Length is checked first so a declared-too-large body is never read; the actual
+        size is checked too, for chunked bodies and lying headers.
+        """
+        limit = self.max_request_bytes
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise TooLarge(f"the request body has {int(declared)} bytes; the limit is max_request_bytes={limit}")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return _replay([message], receive)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(f"the request body has more than {limit} bytes; the limit is max_request_bytes={limit}")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return _replay([{"type": "http.request", "body": b"".join(chunks), "more_body": False}], receive)
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    async def replay() -> Message:
+        return messages.pop(0) if messages else await receive()
+
+    return replay

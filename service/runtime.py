@@ -1,0 +1,219 @@
+"""The model backend: synchronous, NumPy in and NumPy out, no asyncio and no HTTP.
+
+`prepare` turns raw request inputs into `Item`s (tokenize / patchify / validate) and `run`
+turns a batch of items into `ItemResult`s: pad to the longest item, one ONNX Runtime call,
+one vectorised neighbor search. The batcher calls `run` from its worker thread; ONNX Runtime
+releases the GIL while it computes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from . import preprocess
+from .bundle import Bundle
+from .errors import InvalidInput, TooLarge
+from .metrics import Metrics
+from .neighbors import EMPTY, NeighborIndex, Neighbors, RankBy
+
+log = logging.getLogger(__name__)
+
+OUTPUT_NAMES = ("embedding", "roles", "composition")
+CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
+
+
+class DeviceError(RuntimeError):
+    """device=cuda was asked for and the CUDA execution provider does not work."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input, ready for the model."""
+
+    components: np.ndarray  # text: (n,) int64 token ids; numeric: (n, f) float32, unscaled
+    neighbors: int = 0  # how many bank atoms to return
+    rank_by: RankBy = "distance"
+
+    @property
+    def length(self) -> int:
+        return int(self.components.shape[0])
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    embedding: np.ndarray  # (k,) float32
+    roles: np.ndarray  # (n, 3) float32, rows sum to 1
+    composition: np.ndarray  # (6,) float32, columns = manifest.composition_fields
+    neighbors: Neighbors
+
+
+def session_options() -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    # ONNX Runtime's threads spin after each run by default, holding the cores that the event
+    # loop, tokenization, the neighbor search and JSON need next; without spinning a 2-core CPU
+    # served a batch of 32 in ~4 ms instead of ~6 ms and the search stopped stalling.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def create_session(bundle: Bundle, device: str) -> tuple[ort.InferenceSession, str, str]:
+    """(session, provider, model file): CUDA when asked for or available and working, else CPU.
+
+    On CUDA the bundle's fp16 copy is used when it has one (float32 in and out either way).
+    """
+    if device in ("auto", "cuda") and CUDA in ort.get_available_providers():
+        # ONNX Runtime falls back to CPU by itself when the CUDA libraries or the GPU are
+        # missing; the providers it ended up with say whether CUDA really works.
+        path = bundle.fp16_onnx_path or bundle.onnx_path
+        try:
+            session = ort.InferenceSession(str(path), session_options(), providers=[CUDA, CPU])
+            if session.get_providers()[0] == CUDA:
+                return session, CUDA, path.name
+            log.info("the CUDA execution provider did not start (ONNX Runtime said why above); using CPU")
+        except Exception as exc:  # onnxruntime raises its own exception types
+            log.warning("CUDA execution provider failed (%s); using CPU", str(exc).splitlines()[0])
+    if device == "cuda":
+        raise DeviceError("device=cuda was asked for but the CUDA execution provider is not working here")
+    return ort.InferenceSession(str(bundle.onnx_path), session_options(), providers=[CPU]), CPU, bundle.onnx_path.name
+
+
+class Runtime:
+    def __init__(self, bundle: Bundle, *, device: str = "auto", max_components_per_input: int = 1024,
+                 metrics: Metrics | None = None):
+        self.bundle = bundle
+        self.manifest = bundle.manifest
+        self.spec = bundle.manifest.input
+        self.max_components_per_input = max_components_per_input
+        self.metrics = metrics
+        self.tokenizer = preprocess.load_tokenizer(bundle.tokenizer_path) if self.spec.modality == "text" else None
+        self.session, self.provider, self.model_file = create_session(bundle, device)
+        self._input_names = [spec.name for spec in self.manifest.onnx_inputs]  # (values, attention_mask)
+        self._values_dtype = np.int64 if self.spec.modality == "text" else np.float32
+        composition = self.manifest.composition_fields
+        self._radius_col, self._charge_col = composition.index("radius"), composition.index("charge")
+        self.index = NeighborIndex(bundle.bank, self.manifest.potential)
+        log.info("model %s %s: %s on %s (onnxruntime %s), bank of %d atoms", self.manifest.name,
+                 self.manifest.version, self.model_file, self.provider, ort.__version__, len(self.index))
+
+    # ---- preprocessing -------------------------------------------------------------------
+
+    def prepare(self, inputs: Sequence[Any], *, neighbors: int = 0, rank_by: RankBy = "distance",
+                field: str = "inputs") -> list[Item]:
+        """Validate raw inputs and turn them into items; `field` names them in error messages."""
+        if self.spec.modality == "text":
+            arrays = self._tokenize(inputs, field)
+        else:
+            arrays = [self._numeric(value, f"{field}[{i}]") for i, value in enumerate(inputs)]
+        for i, array in enumerate(arrays):
+            if array.shape[0] == 0:
+                raise InvalidInput(f"{field}[{i}] is empty")
+            if array.shape[0] > self.max_components_per_input:
+                raise TooLarge(f"{field}[{i}] has {array.shape[0]} components; the limit is "
+                               f"max_components_per_input={self.max_components_per_input}")
+            if array.shape[0] > self.spec.max_components:
+                raise InvalidInput(f"{field}[{i}] has {array.shape[0]} components; this model takes at most "
+                                   f"{self.spec.max_components}")
+        return [Item(array, neighbors, rank_by) for array in arrays]
+
+    def _tokenize(self, inputs: Sequence[Any], field: str) -> list[np.ndarray]:
+        for i, value in enumerate(inputs):
+            if not isinstance(value, str):
+                raise InvalidInput(f"{field}[{i}] is not a string; model {self.manifest.name} takes text")
+        # Truncation at max_components is saved inside tokenizer.json, as in training.
+        return [np.asarray(ids, dtype=np.int64) for ids in preprocess.tokenize(self.tokenizer, list(inputs))]
+
+    def _numeric(self, value: Any, where: str) -> np.ndarray:
+        """One numeric input -> (n, f) float32, per manifest.input.preprocess."""
+        if isinstance(value, str):
+            raise InvalidInput(f"{where} is a string; model {self.manifest.name} takes arrays of numbers")
+        try:
+            array = np.asarray(value, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise InvalidInput(f"{where} is not a rectangular array of numbers") from None
+        if not np.isfinite(array).all():
+            raise InvalidInput(f"{where} contains NaN or Inf")
+        options = self.spec.preprocess
+        f = self.spec.component_dim
+        if options.get("kind") == "patches":
+            height, width = options["image_shape"]
+            if array.shape == (height * width,):
+                array = array.reshape(height, width)
+            if array.shape != (height, width):
+                raise InvalidInput(f"{where} has shape {array.shape}; expected {height * width} pixel values "
+                                   f"or a {height} x {width} image")
+            return preprocess.patchify(array[None], tuple(options["patch_shape"]))[0]
+        if array.ndim == 1 and f == 1:
+            array = array[:, None]
+        if array.ndim != 2 or array.shape[1] != f:
+            expected = "a list of numbers or " if f == 1 else ""
+            raise InvalidInput(f"{where} has shape {array.shape}; expected {expected}an (n, {f}) array")
+        return array
+
+    def token_strings(self, item: Item) -> list[str] | None:
+        """What each component is, for display: token text (text) or None (numeric, use the index)."""
+        if self.tokenizer is None:
+            return None
+        return [self.tokenizer.id_to_token(int(i)) or "" for i in item.components]
+
+    # ---- inference -----------------------------------------------------------------------
+
+    def pad(self, items: Sequence[Item]) -> dict[str, np.ndarray]:
+        """Pad a batch to its longest item: values (B, n[, f]) and attention_mask (B, n) int64."""
+        n = max(item.length for item in items)
+        values = np.zeros((len(items), n, *items[0].components.shape[1:]), dtype=self._values_dtype)
+        mask = np.zeros((len(items), n), dtype=np.int64)
+        for row, item in enumerate(items):
+            values[row, : item.length] = item.components
+            mask[row, : item.length] = 1
+        return dict(zip(self._input_names, (values, mask)))
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """embedding (B, k), roles (B, n, 3), composition (B, 6), all float32."""
+        outputs = self.session.run(list(OUTPUT_NAMES), feeds)
+        return tuple(np.asarray(out, dtype=np.float32) for out in outputs)  # fp16 graphs may return half
+
+    def run(self, items: Sequence[Item], *, record: bool = True) -> list[ItemResult]:
+        """The batch's results, in order; `record=False` keeps it out of the metrics (warm-up)."""
+        started = time.perf_counter()
+        embedding, roles, composition = self.infer(self.pad(items))
+        searched = time.perf_counter()
+        counts = [item.neighbors for item in items]
+        if any(counts):
+            neighbors = self.index.search(embedding, composition[:, self._radius_col],
+                                          composition[:, self._charge_col], counts,
+                                          [item.rank_by for item in items])
+        else:
+            neighbors = [EMPTY] * len(items)
+        if self.metrics is not None and record:
+            self.metrics.inference.observe(searched - started)
+            if any(counts):
+                self.metrics.neighbor_search.observe(time.perf_counter() - searched)
+            self.metrics.items_atomized.inc(len(items))
+        return [
+            ItemResult(embedding[i], roles[i, : item.length], composition[i], neighbors[i])
+            for i, item in enumerate(items)
+        ]
+
+    def warm_up(self) -> None:
+        """One short and one longest input through the model and the neighbor search.
+
+        The first run allocates memory and (on CUDA) picks kernels; doing it before /readyz says
+        ready keeps that cost off the first user request, and proves the whole path works.
+        """
+        longest = min(self.spec.max_components, self.max_components_per_input)
+        items = [Item(self._blank(1), neighbors=1), Item(self._blank(longest), neighbors=1, rank_by="energy")]
+        results = self.run(items, record=False)
+        if not all(np.isfinite(r.embedding).all() for r in results):
+            raise RuntimeError("warm-up produced a non-finite embedding")
+
+    def _blank(self, n: int) -> np.ndarray:
+        if self.spec.modality == "text":
+            return np.ones(n, dtype=np.int64)  # any id below vocab_size will do
+        return np.zeros((n, self.spec.component_dim), dtype=np.float32)

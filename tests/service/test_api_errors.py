@@ -1,0 +1,158 @@
+"""Every failure answers its status in the one error shape, and the service keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.runtime import Runtime
+
+from .conftest import run_async, serving
+
+
+def error_of(response, status: int, error_type: str) -> str:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["type"] == error_type
+    assert error["request_id"] == response.headers["x-request-id"]
+    return error["message"]
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ({"inputs": []}, "inputs: List should have at least 1 item"),
+        ({"inputs": ["t01", ""]}, "inputs[1] is empty"),
+        ({"inputs": [[1.0, 2.0]]}, "inputs[0] is not a string"),
+        ({"inputs": [{"a": 1}]}, "inputs[0]: expected a string (text models) or an array of numbers"),
+        ({"inputs": ["t01"], "rank_by": "mass"}, "rank_by: Input should be 'distance' or 'energy'"),
+        ({"inputs": ["t01"], "include": ["spin"]}, "include[0]: Input should be"),
+        ({"inputs": ["t01"], "neighbors": -1}, "neighbors: Input should be greater than or equal to 0"),
+        ({"inputs": ["t01"], "neighbors": 101}, "neighbors=101 is more than max_neighbors=100"),
+        ({"inputs": ["t01"], "colour": "red"}, "colour: Extra inputs are not permitted"),
+    ],
+)
+def test_invalid_text_requests_answer_422(text_client, body, words):
+    assert words in error_of(text_client.post("/v1/atomize", json=body), 422, "invalid_input")
+
+
+@pytest.mark.parametrize(
+    "inputs, words",
+    [
+        ([[float("nan")] * 64], "inputs[0] contains NaN or Inf"),
+        ([[0.0] * 64, [float("inf")] * 64], "inputs[1] contains NaN or Inf"),
+        (["a string"], "inputs[0] is a string"),
+        ([[1.0] * 10], "inputs[0] has shape (10,)"),
+    ],
+)
+def test_invalid_numeric_inputs_answer_422(numeric_client, inputs, words):
+    # json.dumps writes NaN/Infinity literals, which Python's JSON parser (and so the service) accepts
+    response = numeric_client.post("/v1/atomize", content=json.dumps({"inputs": inputs}),
+                                   headers={"content-type": "application/json"})
+    assert words in error_of(response, 422, "invalid_input")
+
+
+def test_malformed_json_answers_422(text_client):
+    response = text_client.post("/v1/atomize", content=b'{"inputs": [', headers={"content-type": "application/json"})
+    error_of(response, 422, "invalid_input")
+
+
+def test_too_many_inputs_and_components_answer_413(text_case):
+    settings = text_case.settings(max_inputs_per_request=3, max_components_per_input=4, max_queue_items=10)
+    with TestClient(create_app(settings, bundle=text_case.bundle)) as client:
+        message = error_of(client.post("/v1/atomize", json={"inputs": ["t01"] * 4}), 413, "too_large")
+        assert message == "inputs has 4 items; the limit is max_inputs_per_request=3"
+        message = error_of(client.post("/v1/atomize", json={"inputs": ["t01", "t01 t02 t03 t04 t05"]}), 413, "too_large")
+        assert message == "inputs[1] has 5 components; the limit is max_components_per_input=4"
+        message = error_of(client.post("/v1/embeddings", json={"input": ["t01"] * 4, "model": "m"}), 413, "too_large")
+        assert "max_inputs_per_request=3" in message
+
+
+def test_request_bytes_are_limited_by_header_and_by_actual_size(text_case):
+    settings = text_case.settings(max_request_bytes=2048)
+    with TestClient(create_app(settings, bundle=text_case.bundle)) as client:
+        big = json.dumps({"inputs": ["t01 " * 600]}).encode()
+        message = error_of(client.post("/v1/atomize", content=big, headers={"content-type": "application/json"}),
+                           413, "too_large")
+        assert f"has {len(big)} bytes; the limit is max_request_bytes=2048" in message
+
+        def chunks():  # no Content-Length: only the bytes actually received can tell
+            yield b'{"inputs": ["'
+            for _ in range(100):
+                yield b"t01 " * 10
+            yield b'"]}'
+
+        streamed = client.post("/v1/atomize", content=chunks(), headers={"content-type": "application/json"})
+        assert "max_request_bytes=2048" in error_of(streamed, 413, "too_large")
+        assert client.post("/v1/atomize", json={"inputs": ["t01"]}).status_code == 200  # small is fine
+
+
+def test_api_key_is_required_when_configured(text_case):
+    with TestClient(create_app(text_case.settings(api_key="s3cret"), bundle=text_case.bundle)) as client:
+        missing = client.post("/v1/atomize", json={"inputs": ["t01"]})
+        assert "missing API key" in error_of(missing, 401, "unauthorized")
+        assert missing.headers["www-authenticate"] == "Bearer"
+        wrong = client.post("/v1/atomize", json={"inputs": ["t01"]}, headers={"Authorization": "Bearer nope"})
+        assert error_of(wrong, 401, "unauthorized") == "invalid API key"
+        assert client.get("/v1/model").status_code == 401
+        ok = client.post("/v1/atomize", json={"inputs": ["t01"]}, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+        assert client.get("/healthz").status_code == 200 and client.get("/metrics").status_code == 200
+
+
+def test_a_full_queue_answers_429_with_retry_after(text_case):
+    # A long batching wait keeps the first request queued while the second arrives.
+    settings = text_case.settings(max_queue_items=4, max_inputs_per_request=4, max_wait_ms=300)
+
+    async def main():
+        async with serving(create_app(settings, bundle=text_case.bundle)) as client:
+            first = asyncio.ensure_future(client.post("/v1/atomize", json={"inputs": ["t01"] * 3}))
+            await asyncio.sleep(0.05)
+            second = await client.post("/v1/atomize", json={"inputs": ["t02", "t03"]})
+            return await first, second
+
+    first, second = run_async(main())
+    assert first.status_code == 200
+    assert "max_queue_items=4" in error_of(second, 429, "queue_full")
+    assert second.headers["retry-after"] == "1"
+
+
+def test_a_passed_deadline_answers_504(text_case):
+    settings = text_case.settings(request_timeout_ms=100, max_wait_ms=1000)
+
+    async def main():
+        async with serving(create_app(settings, bundle=text_case.bundle)) as client:
+            return await client.post("/v1/atomize", json={"inputs": ["t01"]})
+
+    error_of(run_async(main()), 504, "deadline")
+
+
+def test_an_inference_failure_answers_500_and_the_service_keeps_serving(text_case, monkeypatch):
+    original = Runtime.infer
+    poison = 7  # any batch holding token id 7 fails, as a broken model would
+
+    def infer(self, feeds):
+        if (feeds["input_ids"] == poison).any():
+            raise RuntimeError("simulated ONNX Runtime failure")
+        return original(self, feeds)
+
+    monkeypatch.setattr(Runtime, "infer", infer)
+    with TestClient(create_app(text_case.settings(), bundle=text_case.bundle)) as client:
+        token = client.app.state.atom.runtime.tokenizer.id_to_token(poison)
+        failed = client.post("/v1/atomize", json={"inputs": [token]}, headers={"X-Request-ID": "req-42"})
+        message = error_of(failed, 500, "inference_error")
+        assert failed.json()["error"]["request_id"] == "req-42"
+        assert "inference failed" in message
+        after = client.post("/v1/atomize", json={"inputs": ["t01 t02"]})
+        assert after.status_code == 200
+        assert np.isfinite(after.json()["results"][0]["embedding"]).all()
+
+
+def test_unknown_paths_use_the_same_error_shape(text_client):
+    response = text_client.get("/v2/nothing")
+    assert response.status_code == 404 and response.json()["error"]["type"] == "not_found"

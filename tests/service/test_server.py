@@ -1,0 +1,126 @@
+"""The real thing: `python -m service` under uvicorn on 127.0.0.1, used by the official openai client."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openai
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+API_KEY = "test-key"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(bundle: Path, *flags: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service", "--bundle", str(bundle), "--host", "127.0.0.1", "--port", str(port), *flags],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    return process, f"http://127.0.0.1:{port}"
+
+
+def wait_ready(process: subprocess.Popen, url: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited early: {process.stderr.read()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("server did not become ready")
+
+
+@pytest.fixture(scope="module")
+def server(text_case):
+    process, url = start(text_case.path, "--api-key", API_KEY, "--device", "cpu")
+    try:
+        wait_ready(process, url)
+        yield process, url
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
+
+
+def test_the_openai_client_works_unchanged(server, text_case):
+    _, url = server
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=API_KEY, max_retries=0)
+    rows = [0, 1, 2]
+    texts = [text_case.train_inputs[r] for r in rows]
+    expected = text_case.reference(rows)["embedding"]
+
+    default = client.embeddings.create(input=texts, model="synthetic")  # the client asks for base64
+    as_floats = client.embeddings.create(input=texts, model="synthetic", encoding_format="float")
+    single = client.embeddings.create(input=texts[0], model="synthetic")
+
+    for response in (default, as_floats):
+        assert response.model == text_case.bundle.manifest.name
+        assert [d.index for d in response.data] == [0, 1, 2]
+        np.testing.assert_allclose([d.embedding for d in response.data], expected, atol=1e-5)
+        assert response.usage.prompt_tokens == int(text_case.model_mask[rows].sum())
+    np.testing.assert_allclose(single.data[0].embedding, expected[0], atol=1e-5)
+
+
+def test_the_openai_client_sees_a_bad_key_as_authentication_error(server):
+    _, url = server
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        client.embeddings.create(input="t01", model="synthetic")
+
+
+def test_plain_http_against_the_server(server):
+    _, url = server
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    response = httpx.post(f"{url}/v1/atomize", json={"inputs": ["t01 t02"], "neighbors": 2}, headers=headers)
+    assert response.status_code == 200
+    assert len(response.json()["results"][0]["neighbors"]) == 2
+    assert response.headers["x-request-id"]
+    encoded = httpx.post(f"{url}/v1/embeddings", json={"input": "t01 t02", "encoding_format": "base64"},
+                         headers=headers).json()["data"][0]["embedding"]
+    decoded = np.frombuffer(base64.b64decode(encoded), "<f4")
+    np.testing.assert_allclose(decoded, response.json()["results"][0]["embedding"], atol=0)
+    assert 'atom_requests_total{route="/v1/atomize",status="200"}' in httpx.get(f"{url}/metrics").text
+
+
+def test_sigterm_stops_the_server_cleanly(text_case):
+    process, url = start(text_case.path, "--device", "cpu")
+    wait_ready(process, url)
+    process.send_signal(signal.SIGTERM)
+    # uvicorn re-raises the signal after its graceful shutdown, so the status says SIGTERM
+    assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+    stderr = process.stderr.read()
+    assert "service.app: stopped" in stderr  # the lifespan's shutdown ran: queue drained, batcher stopped
+    assert "Traceback" not in stderr
+
+
+def test_a_broken_bundle_stops_the_start_with_one_line(text_case, tmp_path):
+    broken = tmp_path / "bundle"
+    broken.mkdir()
+    for path in text_case.path.iterdir():
+        if path.is_file() and path.name != "atoms.npz":
+            (broken / path.name).write_bytes(path.read_bytes())
+    process, _ = start(broken, "--device", "cpu")
+    assert process.wait(timeout=60) == 1
+    lines = [line for line in process.stderr.read().splitlines() if line.strip()]
+    assert len(lines) == 1
+    assert lines[0].endswith(f"cannot start: {broken / 'atoms.npz'}: missing file")
