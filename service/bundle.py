@@ -66,6 +66,7 @@ class PotentialSpec(_Strict):
 
     kind: Literal["morse", "lj"]
     well_depth: float
+    nonbonded_scale: float = 1.0  # training only: serving scores every pair as if it bonded
     morse_alpha: float
     cutoff_widths: float
     lj_force_cap_ratio: float

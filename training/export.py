@@ -228,6 +228,7 @@ def export_bundle(run_dir: Path | str, out_dir: Path | str, *, fp16: bool = Fals
         potential=PotentialSpec(
             kind=config.potential,
             well_depth=config.well_depth,
+            nonbonded_scale=config.nonbonded_scale,
             morse_alpha=config.morse_alpha,
             cutoff_widths=config.cutoff_widths,
             lj_force_cap_ratio=config.lj_force_cap_ratio,
