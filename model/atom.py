@@ -7,7 +7,7 @@ Reading order: roles -> composition -> nucleus (the embedding) -> electron shell
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -18,8 +18,7 @@ from .encoders import ComponentEncoder
 from .potentials import batch_potential_energy
 
 
-@dataclass
-class AtomOutput:
+class AtomOutput(NamedTuple):  # a tuple, so DistributedDataParallel can find its tensors
     embedding: torch.Tensor  # (B, k) nucleus position, on the sphere of radius config.sphere_radius
     roles: torch.Tensor  # (B, n, 3) electron/proton/neutron probabilities, 0 at padding
     composition: torch.Tensor  # (B, 6) electrons, protons, neutrons, mass, charge, radius
@@ -156,18 +155,17 @@ def atom_loss(
     lambda = 0 is exactly CE."""
     task = F.cross_entropy(output.logits, labels)
     zero = task.new_zeros(())
-    if config.head == "plain":
+    if config.head == "plain" or config.potential_weight == 0.0:
+        # plain and baseline: nothing of the atom term is computed, so their step time is a
+        # fair reference for the potential's cost
         return {"loss": task, "task": task, "potential": zero, "role_balance": zero, "element": zero}
     bond = bond_weights(labels if supervised_bonds else None, output.logits.detach())
     potential = batch_potential_energy(output.embedding, output.radius, output.charge, bond, config)
     usage = role_usage(output.roles, mask)
     role_balance = (usage * torch.log(usage.clamp(min=1e-8) * 3.0)).sum()  # KL to uniform, >= 0
     element = F.cross_entropy(output.element_logits, labels)
-    if config.potential_weight == 0.0:
-        total = task
-    else:
-        regulariser = potential + config.role_usage_weight * role_balance + config.element_weight * element
-        total = task + config.potential_weight * regulariser
+    regulariser = potential + config.role_usage_weight * role_balance + config.element_weight * element
+    total = task + config.potential_weight * regulariser
     return {
         "loss": total,
         "task": task,

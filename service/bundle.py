@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
+FP16_FILE = "encoder.fp16.onnx"
 ROLE_NAMES = ("electron", "proton", "neutron")
 COMPOSITION_FIELDS = ("electrons", "protons", "neutrons", "mass", "charge", "radius")
 BANK_ARRAYS = ("embedding", "radius", "charge", "id", "label")
@@ -148,8 +149,8 @@ class Bundle:
 
     @property
     def fp16_onnx_path(self) -> Path | None:
-        path = self.path / "encoder.fp16.onnx"
-        return path if path.exists() else None
+        # only a checksummed copy counts: load_bundle verified it like encoder.onnx
+        return self.path / FP16_FILE if FP16_FILE in self.manifest.files else None
 
     @property
     def tokenizer_path(self) -> Path | None:
@@ -217,7 +218,7 @@ def verify_onnx_signature(onnx_path: Path, manifest: Manifest) -> None:
             )
         for spec in declared:
             node = actual_by_name[spec.name]
-            if node.type != type_names[spec.dtype] and not spec.dtype == "float16":
+            if node.type != type_names[spec.dtype]:
                 raise BundleError(onnx_path, f"{kind} {spec.name} has type {node.type}, manifest says {spec.dtype}")
             if not _spec_shape_matches(spec.shape, list(node.shape)):
                 raise BundleError(onnx_path, f"{kind} {spec.name} has shape {node.shape}, manifest says {spec.shape}")
@@ -257,5 +258,7 @@ def load_bundle(bundle_dir: Path | str, *, check_onnx: bool = True) -> Bundle:
     verify_checksums(bundle_dir, manifest)
     if check_onnx:
         verify_onnx_signature(bundle_dir / "encoder.onnx", manifest)
+        if FP16_FILE in manifest.files:  # fp16 inside, float32 in and out (keep_io_types)
+            verify_onnx_signature(bundle_dir / FP16_FILE, manifest)
     bank = load_bank(bundle_dir / "atoms.npz", manifest)
     return Bundle(path=bundle_dir, manifest=manifest, bank=bank)

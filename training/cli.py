@@ -20,7 +20,7 @@ def user_errors():
     from service.bundle import BundleError
 
     from .data import DatasetError
-    from .export import ExportError
+    from .errors import ExportError
 
     try:
         yield

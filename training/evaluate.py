@@ -46,9 +46,12 @@ def nearest_neighbour_stats(
     train_x: np.ndarray, train_radius: np.ndarray, test_x: np.ndarray, test_radius: np.ndarray
 ) -> dict[str, float]:
     """Distance from each test atom to its nearest training atom, in units of their contact distance."""
-    sq = (test_x**2).sum(1)[:, None] + (train_x**2).sum(1)[None, :] - 2.0 * test_x @ train_x.T
-    nearest = sq.argmin(1)
-    distance = np.sqrt(np.maximum(sq[np.arange(len(test_x)), nearest], 0.0))
+    train_sq = (train_x**2).sum(1)
+    nearest = np.concatenate([  # chunks of test rows: (chunk, M) at a time, not (N, M)
+        (train_sq[None, :] - 2.0 * test_x[start : start + 1024] @ train_x.T).argmin(1)
+        for start in range(0, len(test_x), 1024)
+    ])
+    distance = np.linalg.norm(test_x.astype(np.float64) - train_x[nearest].astype(np.float64), axis=1)
     ratio = distance / (test_radius + train_radius[nearest])
     return {
         "nn_distance_median": float(np.median(distance)),

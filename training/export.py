@@ -33,6 +33,7 @@ from service.bundle import (
 
 from .checkpoint import load_json, load_model, load_run_dataset
 from .data import Dataset, Split
+from .errors import ExportError
 from .train import predict
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,6 @@ log = logging.getLogger(__name__)
 PARITY_TOLERANCE = 1e-4  # max |onnx - torch| for fp32
 FP16_TOLERANCE = 5e-2  # fp16 is checked loosely; it is an optional GPU copy
 OUTPUT_NAMES = ("embedding", "roles", "composition")
-
-
-class ExportError(Exception):
-    pass
 
 
 class OnnxEncoder(nn.Module):
@@ -108,9 +105,12 @@ def parity_batches(split: Split, modality: str, max_components: int) -> dict[str
         "maximum length": (inputs[:3, :max_components], mask[:3, :max_components]),
     }
     if modality == "numeric":
-        # junk under the padding must not leak: the mask, not the values, defines padding
+        # numeric items all have the full length: cut rows to lengths 1..n and put junk under
+        # the padding, which must not leak (the mask, not the values, defines padding)
         padded_inputs, padded_mask = cases["mixed lengths with padding"]
-        cases["mixed lengths with padding"] = (padded_inputs + (padded_mask == 0)[..., None] * 3.0, padded_mask)
+        rows, n = padded_mask.shape
+        keep = torch.arange(n)[None, :] < torch.linspace(1, n, rows).round().long()[:, None]  # (rows, n)
+        cases["mixed lengths with padding"] = (padded_inputs + (~keep)[..., None] * 3.0, keep.long())
     return cases
 
 
@@ -184,7 +184,21 @@ def export_bundle(run_dir: Path | str, out_dir: Path | str, *, fp16: bool = Fals
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    try:
+        write_bundle_files(model, run_dir, data, info, staging, fp16=fp16, report=report)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # a failed export leaves nothing behind
+        raise
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    staging.rename(out_dir)
+    log.info("bundle written to %s", out_dir)
+    return out_dir
 
+
+def write_bundle_files(model, run_dir: Path, data: Dataset, info: dict, staging: Path, *, fp16: bool, report: bool) -> None:
+    """Everything of the bundle into `staging`, the manifest last (it checksums the rest)."""
+    config = model.config
     cases = parity_batches(data.train, config.modality, config.max_components)
     raw = staging / "encoder.raw.onnx"
     export_onnx(model, cases["mixed lengths with padding"], raw)
@@ -201,7 +215,10 @@ def export_bundle(run_dir: Path | str, out_dir: Path | str, *, fp16: bool = Fals
     evaluation = load_json(run_dir / "evaluation.json") if (run_dir / "evaluation.json").exists() else None
     if report:
         write_bundle_report(staging / "report", run_dir, data, bank, evaluation)
+    write_manifest(staging, config, data, info, parity, evaluation, run_dir)
 
+
+def write_manifest(staging: Path, config, data: Dataset, info: dict, parity: dict, evaluation: dict | None, run_dir: Path) -> None:
     onnx_inputs, onnx_outputs = tensor_specs(config, config.embedding_dim)
     best = load_json(run_dir / "state.json")["best_val_accuracy"] if (run_dir / "state.json").exists() else None
     metrics = {"best_val_accuracy": best, **{k: v for k, v in (evaluation or {}).items() if isinstance(v, float)}}
@@ -244,11 +261,6 @@ def export_bundle(run_dir: Path | str, out_dir: Path | str, *, fp16: bool = Fals
         files=checksum_tree(staging),
     )
     manifest.write(staging)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    staging.rename(out_dir)
-    log.info("bundle written to %s", out_dir)
-    return out_dir
 
 
 def write_bundle_report(report_dir: Path, run_dir: Path, data: Dataset, bank: dict, evaluation: dict | None) -> None:

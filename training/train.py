@@ -28,6 +28,7 @@ from .checkpoint import load_json, load_training_state, save_json, save_training
 from .data import Dataset, Split, load_dataset
 
 log = logging.getLogger(__name__)
+RUN_FILES = ("metrics.jsonl", "state.json", "best.safetensors", "last.safetensors", "evaluation.json")
 
 
 @dataclass
@@ -55,6 +56,9 @@ class TrainOptions:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
+        kind, sep, path = self.dataset.partition(":")
+        if sep and kind in ("csv", "npz"):  # the run folder must find its data from anywhere
+            self.dataset = f"{kind}:{Path(path).expanduser().resolve()}"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -119,12 +123,6 @@ def predict(model: AtomModel, split: Split, modality: str, device: torch.device,
     return {key: np.concatenate(value) for key, value in outputs.items()}
 
 
-def validate(model: AtomModel, split: Split, modality: str, device: torch.device) -> dict[str, float]:
-    pred = predict(model, split, modality, device)
-    accuracy = float((pred["logits"].argmax(1) == split.labels).mean())
-    return {"val_accuracy": accuracy}
-
-
 def lr_at(step: int, total: int, options: TrainOptions) -> float:
     """Linear warm-up, cosine decay to 10%."""
     if step < options.warmup_steps:
@@ -175,6 +173,9 @@ def train(options: TrainOptions, data: Dataset | None = None) -> Path:
     out = options.out
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+        if not options.resume:  # a fresh run into an old folder must not inherit its records
+            for name in RUN_FILES:
+                (out / name).unlink(missing_ok=True)
         write_run_info(options, data, config)
 
     model = AtomModel(config).to(device)
@@ -185,7 +186,9 @@ def train(options: TrainOptions, data: Dataset | None = None) -> Path:
         load_training_state(out / "last.safetensors", model, optimizer)
         start_epoch, step, best = state["epoch"], state["step"], state["best_val_accuracy"]
         log.info("resuming %s at epoch %d, step %d", out, start_epoch, step)
-    trainable = DistributedDataParallel(model) if world > 1 else model
+    # the baseline (lambda = 0) never uses the shell and element heads: DDP must not wait for them
+    unused = config.head == "atom" and config.potential_weight == 0.0
+    trainable = DistributedDataParallel(model, find_unused_parameters=unused) if world > 1 else model
 
     inputs, mask, labels = split_tensors(data.train, config.modality)
     steps_per_epoch = max(1, len(labels) // (options.batch_size * world))
@@ -238,9 +241,9 @@ def train(options: TrainOptions, data: Dataset | None = None) -> Path:
 
 def end_of_epoch(model, data, config, device, optimizer, epoch, step, best, train_seconds, metrics_file) -> float:
     """Validate, keep the best weights, write the resume state; returns the best accuracy so far."""
-    scores = validate(model, data.validation, config.modality, device)
-    pred_roles = predict(model, data.validation, config.modality, device)["roles"]
-    usage = role_usage(torch.as_tensor(pred_roles), torch.as_tensor(data.validation.mask)).tolist()
+    pred = predict(model, data.validation, config.modality, device)
+    scores = {"val_accuracy": float((pred["logits"].argmax(1) == data.validation.labels).mean())}
+    usage = role_usage(torch.as_tensor(pred["roles"]), torch.as_tensor(data.validation.mask)).tolist()
     record = {"kind": "epoch", "epoch": epoch, "step": step, "train_seconds": train_seconds, "role_usage": usage, **scores}
     metrics_file.write(json_line(record))
     metrics_file.flush()

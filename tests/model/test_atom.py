@@ -113,3 +113,16 @@ def test_gumbel_roles_are_one_hot_in_training_and_soft_in_eval():
     with torch.no_grad():
         soft = model(inputs, mask).roles[mask]
     assert ((soft > 0) & (soft < 1)).any()
+
+
+def test_the_model_and_the_bundle_schema_name_roles_and_composition_alike():
+    from model.config import COMPOSITION_FIELDS, ROLE_NAMES
+    from service import bundle
+
+    assert ROLE_NAMES == bundle.ROLE_NAMES and COMPOSITION_FIELDS == bundle.COMPOSITION_FIELDS
+    model = tiny("text")
+    inputs, mask = batch("text")
+    with torch.no_grad():
+        out = model(inputs, mask)
+    assert torch.equal(out.charge, out.composition[:, COMPOSITION_FIELDS.index("charge")])
+    assert torch.equal(out.radius, out.composition[:, COMPOSITION_FIELDS.index("radius")])

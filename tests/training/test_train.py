@@ -95,14 +95,15 @@ def test_uniformity_and_knn_on_known_points():
     assert knn_accuracy(train_x, train_y, np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([0, 1])) == 1.0
 
 
-def test_distributed_training_with_two_cpu_processes(tmp_path):
+@pytest.mark.parametrize("weight", ["0", "0.3"])  # the baseline leaves heads unused: DDP must cope
+def test_distributed_training_with_two_cpu_processes(tmp_path, weight):
     """torchrun with 2 processes on gloo: both train, rank 0 writes, the result is loadable."""
     torchrun = Path(sys.executable).with_name("torchrun")
     out = tmp_path / "ddp"
     command = [
         str(torchrun), "--nproc_per_node", "2", "--standalone", "-m", "training.cli", "train",
         "--dataset", "digits", "--out", str(out), "--epochs", "1", "--limit", "300", "--batch-size", "16",
-        "--device", "cpu", "--no-progress", "--model", json.dumps({"d_model": 16, "n_layers": 1, "embedding_dim": 8, "n_heads": 2}),
+        "--device", "cpu", "--no-progress", "--lambda", weight, "--model", json.dumps({"d_model": 16, "n_layers": 1, "embedding_dim": 8, "n_heads": 2}),
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=Path(__file__).parents[2])
@@ -112,5 +113,5 @@ def test_distributed_training_with_two_cpu_processes(tmp_path):
     # each optimizer step takes a window of 2 x 16 items, each rank training on its half
     train_size = load_json(out / "run.json")["dataset"]["sizes"]["train"]
     assert epochs[0]["step"] == train_size // 32
-    assert load_model(out).config.embedding_dim == 8
+    assert load_model(out).config.embedding_dim == 8 and load_model(out).config.potential_weight == float(weight)
     shutil.rmtree(out)
