@@ -2,8 +2,9 @@
 
 Start-up (the lifespan): load and validate the bundle, open the ONNX Runtime session, warm it
 up, start the batcher; only then does /readyz say ready. A bundle that cannot be served stops
-the start with one error line naming the file and the problem. Shutdown: /readyz turns 503,
-new requests get 503, the queued items are finished, the batcher stops.
+the start with one error line naming the file and the problem. Shutdown (after uvicorn has
+stopped accepting connections and finished those in flight): /readyz turns 503, new requests
+get 503, the queued items are finished, the batcher stops.
 """
 
 from __future__ import annotations
