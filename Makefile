@@ -37,6 +37,7 @@ check-prometheus: setup
 	PYTHON=$(PY) bash deploy/check_prometheus.sh
 
 bench-quality: setup
+	$(PY) benchmarks/train_speed.py
 	$(PY) benchmarks/quality.py
 
 bench-serve: setup bundle
