@@ -81,7 +81,7 @@ def test_lambda_zero_loss_is_plain_cross_entropy_and_lambda_adds_energy():
     baseline = tiny("text", potential_weight=0.0)
     out = baseline(inputs, mask)
     losses = atom_loss(out, labels, mask, baseline.config)
-    assert float(losses["loss"]) == pytest.approx(float(F.cross_entropy(out.logits, labels)), abs=1e-7)
+    assert float(losses["loss"].detach()) == pytest.approx(float(F.cross_entropy(out.logits, labels).detach()), abs=1e-7)
     atom = tiny("text", potential_weight=0.5)
     atom.load_state_dict(baseline.state_dict())
     losses = atom_loss(atom(inputs, mask), labels, mask, atom.config)
