@@ -169,17 +169,22 @@ class Batcher(Generic[ItemT, ResultT]):
                 if self._closing:
                     return
                 continue
-            entries = self._pool.take()
-            try:
-                for batch in cut_batches(entries, self.config.max_batch_items, self.config.max_batch_components):
+            batches = cut_batches(self._pool.take(), self.config.max_batch_items, self.config.max_batch_components)
+            for index, batch in enumerate(batches):
+                try:
                     await self._run(batch)
-            except BaseException as exc:
-                # Cancelled (a shutdown that could not drain) or a bug here: fail what this round
-                # still holds rather than leave its requests waiting for their deadline.
-                self._fail(entries, NotReady("the service is shutting down"))
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                log.exception("batcher round failed")  # and go on: later requests must not be stranded
+                except BaseException as exc:
+                    # Cancelled (a shutdown that could not drain) or a bug here: fail what this
+                    # round still holds rather than leave its requests waiting for their deadline.
+                    rest = [entry for later in batches[index + 1 :] for entry in later]
+                    self._set_queued(self._queued - len(rest))  # _run already counted `batch` out
+                    cancelled = isinstance(exc, asyncio.CancelledError)
+                    error = NotReady("the service is shutting down") if cancelled else InferenceFailed("the batcher failed")
+                    self._fail(batch + rest, error)
+                    if cancelled:
+                        raise
+                    log.exception("batcher round failed")  # and go on: later requests must not be stranded
+                    break
 
     def _full(self) -> bool:
         count = len(self._pool.entries)

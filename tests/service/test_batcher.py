@@ -245,3 +245,35 @@ def test_a_shutdown_that_cannot_drain_fails_the_waiting_requests():
     waited, runner = run(main())
     assert waited < 5  # answered at shutdown, not at the 30 s deadline
     assert runner.seen == [1]
+
+
+def test_a_fault_in_the_batcher_itself_fails_its_round_and_the_worker_goes_on():
+    """Not the model failing: the batcher's own bookkeeping raising (here, a metric)."""
+
+    async def main():
+        runner = FakeRunner()
+        batcher = Batcher(runner, BatchingConfig(max_batch_items=2, max_wait_ms=50), Metrics())
+        real_observe = batcher.metrics.batch_items.observe
+        calls = {"n": 0}
+
+        def observe_once_broken(value):
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise RuntimeError("metrics backend broke")
+            real_observe(value)
+
+        batcher.metrics.batch_items.observe = observe_once_broken
+        batcher.start()
+        # 4 items in one round -> 2 batches; the first batch's bookkeeping raises
+        first = asyncio.ensure_future(batcher.submit([FakeItem(i) for i in range(4)], deadline_in(10)))
+        with pytest.raises(InferenceFailed):
+            await first
+        queued_after = batcher.queued
+        later = await batcher.submit([FakeItem(7)], deadline_in(10))
+        await batcher.stop()
+        return queued_after, later, runner
+
+    queued_after, later, runner = run(main())
+    assert queued_after == 0  # nothing of the failed round is still counted against the queue
+    assert later == [14]  # the worker kept serving
+    assert runner.seen == [7]  # the failed round ran nothing
