@@ -15,7 +15,7 @@ from torch import nn
 
 from .config import AtomConfig
 from .encoders import ComponentEncoder
-from .potentials import batch_potential_energy
+from .potentials import batch_potential_energy, pair_distances
 
 
 class AtomOutput(NamedTuple):  # a tuple, so DistributedDataParallel can find its tensors
@@ -148,6 +148,20 @@ def bond_weights(labels: torch.Tensor | None, logits: torch.Tensor) -> torch.Ten
     return probs @ probs.T
 
 
+def limit_valence(bond: torch.Tensor, embedding: torch.Tensor, valence: int) -> torch.Tensor:
+    """Keep each atom's bonds to its `valence` nearest bonding partners (a bond either atom
+    chooses counts): with every same-label pair bonded, the attraction grows with class size
+    and packs few-class datasets into a small cap of the sphere."""
+    batch = bond.shape[0]
+    with torch.no_grad():
+        r = pair_distances(embedding)
+        r = r.masked_fill((bond <= 0) | torch.eye(batch, dtype=torch.bool, device=bond.device), float("inf"))
+        nearest = r.topk(min(valence, batch - 1), dim=1, largest=False).indices  # (B, valence)
+        chosen = torch.zeros_like(r, dtype=torch.bool).scatter_(1, nearest, True) & torch.isfinite(r)
+        chosen = chosen | chosen.T
+    return bond * chosen
+
+
 def atom_loss(
     output: AtomOutput, labels: torch.Tensor, mask: torch.Tensor, config: AtomConfig, supervised_bonds: bool = True
 ) -> dict[str, torch.Tensor]:
@@ -160,6 +174,8 @@ def atom_loss(
         # fair reference for the potential's cost
         return {"loss": task, "task": task, "potential": zero, "role_balance": zero, "element": zero}
     bond = bond_weights(labels if supervised_bonds else None, output.logits.detach())
+    if config.valence > 0:
+        bond = limit_valence(bond, output.embedding.detach(), config.valence)
     potential = batch_potential_energy(output.embedding, output.radius, output.charge, bond, config)
     usage = role_usage(output.roles, mask)
     role_balance = (usage * torch.log(usage.clamp(min=1e-8) * 3.0)).sum()  # KL to uniform, >= 0

@@ -43,6 +43,7 @@ class AtomConfig:
     potential: Literal["morse", "lj"] = "morse"
     potential_weight: float = 0.3  # lambda; 0 gives the baseline (0.3 tuned on digits, see benchmarks)
     well_depth: float = 1.0  # D
+    valence: int = 2  # bonds per atom to its nearest same-label partners; 0 = every same-label pair
     nonbonded_scale: float = 2.5  # atoms that do not bond are excluded within this multiple of r_e
     morse_alpha: float = 6.0  # width of the Morse well, in 1/units of distance
     cutoff_widths: float = 3.0  # the bond well is switched off smoothly this many 1/alpha past r_e

@@ -126,3 +126,17 @@ def test_the_model_and_the_bundle_schema_name_roles_and_composition_alike():
         out = model(inputs, mask)
     assert torch.equal(out.charge, out.composition[:, COMPOSITION_FIELDS.index("charge")])
     assert torch.equal(out.radius, out.composition[:, COMPOSITION_FIELDS.index("radius")])
+
+
+def test_valence_keeps_each_atoms_nearest_bonding_partners_only():
+    from model.atom import limit_valence
+
+    z = torch.tensor([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0], [3.5, 0.0], [0.2, 0.0]])
+    labels = torch.tensor([0, 0, 0, 0, 1])  # atom 4 sits next to atom 0 but has another label
+    bond = (labels[:, None] == labels[None, :]).float()
+    kept = limit_valence(bond, z, valence=1)
+    expected = torch.zeros(5, 5)
+    for a, b in [(0, 1), (2, 3)]:  # nearest same-label partner of each; 1's nearest is 0
+        expected[a, b] = expected[b, a] = 1.0
+    assert torch.equal(kept, expected)
+    assert torch.equal(limit_valence(bond, z, valence=10), bond * (1 - torch.eye(5)))  # all partners
