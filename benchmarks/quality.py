@@ -126,7 +126,7 @@ def summarise(records: list[dict]) -> str:
             verdict = "better" if atom_mean - ref_mean > spread else "worse" if ref_mean - atom_mean > spread else "within one std"
             verdicts.append(f"- {dataset}: atom {atom_mean:.4f} vs best plain variant ({best_plain}) {ref_mean:.4f}, "
                             f"delta {atom_mean - ref_mean:+.4f}, larger std {spread:.4f}: **{verdict}**")
-    lines += ["", "s/step is each run's own training time per step; runs shared the 2 cores with other jobs, so",
+    lines += ["", "s/step is each run's own training time per step, timed whatever else the 2 cores were doing, so",
               "it is noisy. The potential's cost is measured side by side in `train_speed.md` (below).",
               "", "## Atom vs the better of plain and baseline", "", *verdicts, "",
               "## Role usage (atom, test split; electron, proton, neutron)", ""]
