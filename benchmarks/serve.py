@@ -247,7 +247,7 @@ def write_report(results: dict, out_dir: Path) -> None:
         f"Bundle `{b['name']}` {b['version']} ({b['modality']}, embedding {b['embedding_dim']}, bank of "
         f"{b['bank_atoms']} atoms); inputs: {results['inputs']['source']}, {results['inputs']['count']} distinct, "
         f"{results['inputs']['mean_components']:.1f} components on average. One input per request unless the",
-        f"row says otherwise.", "",
+        "row says otherwise.", "",
         "## Raw ONNX Runtime, in process (the ceiling)", "",
         "| batch size | items/s |", "|---:|---:|",
         *(f"| {r['batch_size']} | {r['items_per_s']:.0f} |" for r in results["raw"]), "",

@@ -13,7 +13,7 @@ from tokenizers import Tokenizer
 from service.preprocess import load_tokenizer, tokenize, unpatchify
 from training import synthetic
 from training.data import DATASET_NAMES, Dataset, DatasetError, encode_texts, load_dataset
-from training.datasets.base import PLAN_70_15_15, SplitPlan, split_indices
+from training.datasets.base import PLAN_70_15_15, split_indices
 from training.datasets.wordpiece import _word_counts, text_normalizer, train_wordpiece
 
 REPO = Path(__file__).resolve().parents[2]
