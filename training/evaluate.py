@@ -15,6 +15,8 @@ import torch
 from sklearn.metrics import silhouette_score
 from sklearn.neighbors import KNeighborsClassifier
 
+from model import role_usage
+
 from .checkpoint import load_model, load_run_dataset, save_json
 from .data import Dataset
 from .train import predict
@@ -100,8 +102,7 @@ def evaluate_run(run_dir: Path, data: Dataset | None = None, device: str = "cpu"
     if config.head == "atom":
         train_radius, test_radius = train["composition"][:, 5], test["composition"][:, 5]
         results.update(nearest_neighbour_stats(train["embedding"], train_radius, test["embedding"], test_radius))
-        usage = test["roles"].sum((0, 1)) / max(float(data.test.mask.sum()), 1.0)
-        results["role_usage"] = [float(u) for u in usage]
+        results["role_usage"] = role_usage(torch.as_tensor(test["roles"]), torch.as_tensor(data.test.mask)).tolist()
         if data.true_roles is not None:
             results["role_recovery"] = role_recovery(test["roles"], data.test.mask, data.test.inputs, data.true_roles)
     save_json(run_dir / "evaluation.json", results)
