@@ -27,9 +27,10 @@ def error_of(response, status: int, error_type: str) -> str:
     "body, words",
     [
         ({"inputs": []}, "inputs: List should have at least 1 item"),
-        ({"inputs": ["t01", ""]}, "inputs[1] is empty"),
-        ({"inputs": [[1.0, 2.0]]}, "inputs[0] is not a string"),
-        ({"inputs": [{"a": 1}]}, "inputs[0]: expected a string (text models) or an array of numbers"),
+        ({"inputs": ["t01", ""]}, "inputs[1]: String should have at least 1 character"),
+        ({"inputs": [[1.0, 2.0]]}, "inputs[0]: Input should be a valid string (model synthetic-atom takes text)"),
+        ({"inputs": [{"a": 1}]}, "inputs[0]: Input should be a valid string"),
+        ({"inputs": [5]}, "inputs[0]: Input should be a valid string"),
         ({"inputs": ["t01"], "rank_by": "mass"}, "rank_by: Input should be 'distance' or 'energy'"),
         ({"inputs": ["t01"], "include": ["spin"]}, "include[0]: Input should be"),
         ({"inputs": ["t01"], "neighbors": -1}, "neighbors: Input should be greater than or equal to 0"),
@@ -46,8 +47,10 @@ def test_invalid_text_requests_answer_422(text_client, body, words):
     [
         ([[float("nan")] * 64], "inputs[0] contains NaN or Inf"),
         ([[0.0] * 64, [float("inf")] * 64], "inputs[1] contains NaN or Inf"),
-        (["a string"], "inputs[0] is a string"),
-        ([[1.0] * 10], "inputs[0] has shape (10,)"),
+        (["a string"], "inputs[0]: Input should be a valid array (model digits-atom takes 64 numbers, or 8 rows"),
+        ([[1.0] * 10], "inputs[0]: List should have at least 64 items after validation, not 10"),
+        ([[[1.0] * 8] * 7], "inputs[0]: List should have at least 8 items after validation, not 7"),
+        ([[1e39] * 64], "inputs[0][0]: 1e+39 does not fit in float32"),
     ],
 )
 def test_invalid_numeric_inputs_answer_422(numeric_client, inputs, words):
@@ -62,15 +65,18 @@ def test_malformed_json_answers_422(text_client):
     error_of(response, 422, "invalid_input")
 
 
-def test_too_many_inputs_and_components_answer_413(text_case):
+def test_too_many_inputs_and_too_long_inputs_answer_413(text_case):
     settings = text_case.settings(max_inputs_per_request=3, max_components_per_input=4, max_queue_items=10)
     with TestClient(create_app(settings, bundle=text_case.bundle)) as client:
         message = error_of(client.post("/v1/atomize", json={"inputs": ["t01"] * 4}), 413, "too_large")
         assert message == "inputs has 4 items; the limit is max_inputs_per_request=3"
-        message = error_of(client.post("/v1/atomize", json={"inputs": ["t01", "t01 t02 t03 t04 t05"]}), 413, "too_large")
-        assert message == "inputs[1] has 5 components; the limit is max_components_per_input=4"
+        long = {"inputs": ["t01", "t01 t02 t03 t04 t05"], "truncate": False}
+        message = error_of(client.post("/v1/atomize", json=long), 413, "too_large")
+        assert message.startswith("inputs[1] is 19 characters long and has more than 4 tokens")
         message = error_of(client.post("/v1/embeddings", json={"input": ["t01"] * 4, "model": "m"}), 413, "too_large")
         assert "max_inputs_per_request=3" in message
+        message = error_of(client.post("/v1/embeddings", json={"input": "t01 " * 5, "truncate": False}), 413, "too_large")
+        assert message.startswith("input[0] is 20 characters long and has more than 4 tokens")
 
 
 def test_request_bytes_are_limited_by_header_and_by_actual_size(text_case):

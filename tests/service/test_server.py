@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -115,10 +116,8 @@ def test_sigterm_stops_the_server_cleanly(text_case):
 
 def test_a_broken_bundle_stops_the_start_with_one_line(text_case, tmp_path):
     broken = tmp_path / "bundle"
-    broken.mkdir()
-    for path in text_case.path.iterdir():
-        if path.is_file() and path.name != "atoms.npz":
-            (broken / path.name).write_bytes(path.read_bytes())
+    shutil.copytree(text_case.path, broken)
+    (broken / "atoms.npz").unlink()
     process, _ = start(broken, "--device", "cpu")
     assert process.wait(timeout=60) == 1
     lines = [line for line in process.stderr.read().splitlines() if line.strip()]
