@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, create_model
+from pydantic_core import PydanticCustomError
 
 from .bundle import Manifest
 
@@ -31,6 +32,19 @@ class _Request(BaseModel):
 
 
 # ---- request models of one app ----------------------------------------------------------------
+
+
+def _no_text_or_bool(value: Any) -> Any:
+    if isinstance(value, (str, bool)):
+        raise PydanticCustomError("int_type", "Input should be a valid integer, not a {kind}",
+                                  {"kind": "string" if isinstance(value, str) else "boolean"})
+    return value
+
+
+# An integer as JSON Schema means it: 5 and 5.0 (a number with no fraction) are integers; "5",
+# true and 5.5 are not (strict mode alone would refuse 5.0, which the document allows).
+def integer(**constraints: Any) -> Any:
+    return Annotated[int, Field(strict=False, **constraints), BeforeValidator(_no_text_or_bool)]
 
 
 def _number() -> Any:
@@ -85,7 +99,7 @@ def request_models(manifest: Manifest, *, max_inputs: int, max_components: int, 
         __base__=_Request,
         inputs=(Annotated[list[one_input], Field(min_length=1, max_length=max_inputs,
                                                    description=f"what model {manifest.name} takes: {words}")], ...),
-        neighbors=(int, Field(5, ge=0, le=max_neighbors, description="nearest bank atoms per input (0 = none)")),
+        neighbors=(integer(ge=0, le=max_neighbors), Field(5, description="nearest bank atoms per input (0 = none)")),
         rank_by=(Literal["distance", "energy"], Field(
             "distance", description="order neighbors by distance, or by pair energy (most strongly bound first)")),
         include=(list[IncludePart], Field(default_factory=lambda: list(ALL_PARTS), description="parts to return")),
@@ -100,8 +114,8 @@ def request_models(manifest: Manifest, *, max_inputs: int, max_components: int, 
                Field(description="a string or a list of strings (token arrays are not accepted)")),
         model=(str | None, Field(None, description="accepted for compatibility; the loaded model answers")),
         encoding_format=(Literal["float", "base64"], "float"),
-        dimensions=(int | None, Field(None, ge=manifest.embedding_dim, le=manifest.embedding_dim,
-                                      description="the model's embedding size, the only one there is")),
+        dimensions=(integer(ge=manifest.embedding_dim, le=manifest.embedding_dim) | None,
+                    Field(None, description="the model's embedding size, the only one there is")),
         user=(str | None, None),
         truncate=(bool, Field(True, description=TRUNCATE_DESCRIPTION)),
     )
