@@ -19,7 +19,10 @@ from .bundle import Manifest
 
 IncludePart = Literal["embedding", "composition", "components", "neighbors"]
 ALL_PARTS: tuple[IncludePart, ...] = ("embedding", "composition", "components", "neighbors")
-FLOAT32_MAX = 3.4028234663852886e38  # a larger number is Inf in the model's float32
+# The largest magnitude of a numeric component: near float32's maximum (3.4e38) the model's own
+# arithmetic overflows (the digits model stayed finite up to 1e30 and not at 3e38); 1e18 leaves
+# room for wider models. Results that are not finite all the same are refused (routes/atomize.py).
+MAX_ABS_VALUE = 1e18
 
 TRUNCATE_DESCRIPTION = (
     "text longer than the model's maximum length is cut to it and its result marked `truncated`; "
@@ -49,7 +52,7 @@ def integer(**constraints: Any) -> Any:
 
 def _number() -> Any:
     # allow_inf_nan=False: NaN/Infinity literals (which Python's JSON writes) are refused by name.
-    return Annotated[float, Field(allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
+    return Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
 
 
 def _array(item: Any, length: int | None = None, max_length: int | None = None) -> Any:

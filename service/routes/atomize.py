@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Request, Response
 from pydantic_core import to_json
 
+from ..errors import InvalidInput
 from ..runtime import Item, ItemResult, Runtime
 from ..schemas import AtomizeResponse
 from .body import parse, request_body
@@ -33,6 +35,7 @@ async def atomize(request: Request, serving: Serving) -> Response:
     serving.refuse_if_queue_full()
     body, items = await serving.off_loop(prepare, serving, await request.body())
     results = await serving.batcher.submit(items, serving.deadline)
+    refuse_non_finite(results, "inputs", serving.runtime.manifest.name)
     include = set(body.include)
     content = {
         "model": serving.runtime.manifest.name,
@@ -42,6 +45,14 @@ async def atomize(request: Request, serving: Serving) -> Response:
     # Built as plain lists and serialised by pydantic-core: re-validating large float arrays
     # through the response model would cost more than the inference. Tests validate the shape.
     return Response(to_json(content), media_type="application/json")
+
+
+def refuse_non_finite(results: list[ItemResult], field: str, model_name: str) -> None:
+    """A result with NaN/Inf comes from an input the model's float32 arithmetic cannot take: 422."""
+    for i, result in enumerate(results):
+        if not all(np.isfinite(part).all() for part in (result.embedding, result.composition, result.roles)):
+            raise InvalidInput(f"{field}[{i}] gives a result that is not finite: its values are too large "
+                               f"for model {model_name}")
 
 
 def render(index: int, item: Item, result: ItemResult, include: set[str], runtime: Runtime) -> dict:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from ..errors import AtomError, InvalidInput, TooLarge
+from ..schemas import MAX_ABS_VALUE
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 # Errors that only say "this union member did not fit"; a more specific one explains better.
@@ -59,7 +60,7 @@ def body_error(exc: ValidationError, *, max_inputs: int, max_neighbors: int, mod
         size = ctx.get("ge", ctx.get("le"))
         return InvalidInput(f"dimensions={error['input']}: model {model_name} has embedding size {size}, the only one")
     if field in _LIST_FIELDS and kind in ("greater_than_equal", "less_than_equal"):
-        return InvalidInput(f"{where}: {error['input']} does not fit in float32 (at most +-3.4028235e38)")
+        return InvalidInput(f"{where}: {error['input']} is past the largest magnitude accepted, {MAX_ABS_VALUE:g}")
     if kind == "finite_number":
         return InvalidInput(f"{''.join(f'[{p}]' if isinstance(p, int) else p for p in loc[:2])} contains NaN or Inf")
     if field == "input" and tagged and not specific:

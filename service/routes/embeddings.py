@@ -14,6 +14,7 @@ from pydantic_core import to_json
 from ..errors import InvalidInput
 from ..runtime import Item
 from ..schemas import EmbeddingsResponse
+from .atomize import refuse_non_finite
 from .body import parse, request_body
 from .deps import Ready, Serving
 from .handlers import SERVING_ERRORS
@@ -48,6 +49,7 @@ async def embeddings(request: Request, serving: Serving) -> Response:
     serving.refuse_if_queue_full()
     body, items = await serving.off_loop(prepare, serving, await request.body())
     results = await serving.batcher.submit(items, serving.deadline)
+    refuse_non_finite(results, "input", manifest.name)
     tokens = sum(item.length for item in items)
     content = {
         "object": "list",

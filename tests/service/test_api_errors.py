@@ -50,7 +50,7 @@ def test_invalid_text_requests_answer_422(text_client, body, words):
         (["a string"], "inputs[0]: Input should be a valid array (model digits-atom takes 64 numbers, or 8 rows"),
         ([[1.0] * 10], "inputs[0]: List should have at least 64 items after validation, not 10"),
         ([[[1.0] * 8] * 7], "inputs[0]: List should have at least 8 items after validation, not 7"),
-        ([[1e39] * 64], "inputs[0][0]: 1e+39 does not fit in float32"),
+        ([[1e39] * 64], "inputs[0][0]: 1e+39 is past the largest magnitude accepted, 1e+18"),
     ],
 )
 def test_invalid_numeric_inputs_answer_422(numeric_client, inputs, words):
