@@ -162,3 +162,50 @@ def test_an_inference_failure_answers_500_and_the_service_keeps_serving(text_cas
 def test_unknown_paths_use_the_same_error_shape(text_client):
     response = text_client.get("/v2/nothing")
     assert response.status_code == 404 and response.json()["error"]["type"] == "not_found"
+
+
+BAD_BODIES = {
+    "lone surrogate": (b'{"inputs": ["\\ud800"]}', b'{"input": ["\\ud800"]}', "the body is not valid JSON"),
+    "lone low surrogate": (b'{"inputs": ["a\\udc00b"]}', b'{"input": "a\\udc00b"}', "the body is not valid JSON"),
+    "invalid UTF-8": (b'{"inputs": ["\xff\xfe"]}', b'{"input": "\xc3\x28"}', "the body is not valid JSON"),
+    "deep nesting": (b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}", b'{"input": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+                     "recursion limit exceeded"),
+    "not an object": (b'["t01"]', b'"t01"', "body: Input should be an object"),
+    "string for an integer": (b'{"inputs": ["t01"], "neighbors": "5"}', b'{"input": "t01", "dimensions": "16"}',
+                              "Input should be a valid integer, not a string"),
+    "boolean for an integer": (b'{"inputs": ["t01"], "neighbors": true}', b'{"input": "t01", "dimensions": true}',
+                               "Input should be a valid integer, not a boolean"),
+    "fraction for an integer": (b'{"inputs": ["t01"], "neighbors": 2.5}', b'{"input": "t01", "dimensions": 16.5}',
+                                "fractional part"),
+    "string for a boolean": (b'{"inputs": ["t01"], "truncate": "no"}', b'{"input": "t01", "truncate": "no"}',
+                             "truncate: Input should be a valid boolean"),
+    "number for a text": (b'{"inputs": [5]}', b'{"input": [5]}', "valid string"),
+}
+EMBEDDINGS_WORDS = {"number for a text": "token arrays are not accepted"}
+
+
+@pytest.mark.parametrize("name", list(BAD_BODIES))
+def test_every_bad_body_is_a_422_and_no_failure_of_the_service(text_case, name):
+    atomize_body, embeddings_body, words = BAD_BODIES[name]
+    with TestClient(create_app(text_case.settings(), bundle=text_case.bundle)) as client:
+        for path, body in (("/v1/atomize", atomize_body), ("/v1/embeddings", embeddings_body)):
+            response = client.post(path, content=body, headers={"content-type": "application/json"})
+            expected = EMBEDDINGS_WORDS.get(name, words) if path == "/v1/embeddings" else words
+            assert expected in error_of(response, 422, "invalid_input")
+        assert client.post("/v1/atomize", json={"inputs": ["t01"]}).status_code == 200  # and it keeps serving
+        text = client.get("/metrics").text
+    # Only the service's own faults count as failures of the service: none here.
+    assert 'atom_failures_total{reason="inference_error"} 0.0' in text
+    assert 'atom_failures_total{reason="internal_error"} 0.0' in text
+    assert 'atom_failures_total{reason="invalid_input"} 2.0' in text
+    assert not [line for line in text.splitlines() if line.startswith("atom_requests_total") and 'status="5' in line]
+
+
+def test_an_integral_number_is_an_integer_as_json_schema_says(text_client):
+    body = text_client.post("/v1/atomize", json={"inputs": ["t01"], "neighbors": 2.0}).json()
+    assert len(body["results"][0]["neighbors"]) == 2
+
+
+def test_texts_with_no_tokens_are_the_unknown_token(text_client):
+    body = text_client.post("/v1/atomize", json={"inputs": ["   ", "\u0001"], "include": ["components"]}).json()
+    assert [[c["token"] for c in r["components"]] for r in body["results"]] == [["[UNK]"], ["[UNK]"]]
