@@ -94,11 +94,14 @@ def export(
     fp16: Annotated[bool, typer.Option(help="also write encoder.fp16.onnx for GPUs")] = False,
 ) -> None:
     """Export a run to a self-describing, self-verified ONNX bundle."""
+    from service.bundle import bundle_digest
+
     from .export import export_bundle
 
     with user_errors():
         bundle = export_bundle(run_dir, out, fp16=fp16)
     typer.echo(f"bundle: {bundle}")
+    typer.echo(f"digest: {bundle_digest(bundle)}  (pin it: ATOM_BUNDLE_DIGEST)")
 
 
 def _register_serve() -> None:
