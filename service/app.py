@@ -171,5 +171,6 @@ def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None
         max_concurrent_requests=settings.max_concurrent_requests,
         metrics=metrics,
         route_paths=route_paths,
+        draining=lambda: state.draining,
     )
     return app

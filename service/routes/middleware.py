@@ -13,6 +13,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -28,8 +29,9 @@ _CLIENT_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")  # echoed back only 
 
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, *, max_request_bytes: int, max_concurrent_requests: int, metrics: Metrics,
-                 route_paths: frozenset[str]):
+                 route_paths: frozenset[str], draining: Callable[[], bool] = lambda: False):
         self.app = app
+        self.draining = draining
         self.max_request_bytes = max_request_bytes
         self.max_concurrent_requests = max_concurrent_requests
         self.metrics = metrics
@@ -56,6 +58,8 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id.encode())]
+                if self.draining():  # the client's next request opens a new connection, to a replica that stays
+                    message["headers"].append((b"connection", b"close"))
             await send(message)
 
         admitted = path.startswith("/v1/")
