@@ -72,9 +72,13 @@ async def run(process, url: str, clients: int, drain_s: float, total_s: float) -
         phase = "before SIGTERM" if sent < t0 else ("during the drain" if sent < t0 + drain_s else "after the drain")
         counts = phases.setdefault(phase, {})
         counts[outcome] = counts.get(outcome, 0) + 1
-    accepted_lost = sum(1 for sent, outcome in records if sent < t0 + drain_s and not outcome.isdigit())
+    lost_before_sigterm = sum(1 for sent, outcome in records if sent < t0 and not outcome.isdigit())
+    lost_in_drain = [sent - t0 for sent, outcome in records if t0 <= sent < t0 + drain_s and not outcome.isdigit()]
     return {"exit_code": exit_code, "readyz_not_200_after_s": readyz_503_after[0] if readyz_503_after else None,
-            "phases": phases, "lost_before_drain_end": accepted_lost, "requests": len(records)}
+            "phases": phases, "lost_sent_before_sigterm": lost_before_sigterm,
+            "lost_sent_during_drain": len(lost_in_drain),
+            "lost_during_drain_sent_at_s": [min(lost_in_drain), max(lost_in_drain)] if lost_in_drain else None,
+            "requests": len(records)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -100,15 +104,17 @@ def main(argv: list[str] | None = None) -> None:
     lines = ["# Drain: SIGTERM under load", "",
              f"`python benchmarks/drain.py --bundle BUNDLE --before DIR --drain-ms {args.drain_ms:g}`: "
              f"{args.clients} keep-alive clients, SIGTERM after 4 s.", "",
-             "| code | drain (s) | /readyz not 200 after (s) | before SIGTERM | during the drain | after the drain | "
-             "lost of those sent before the drain ended | exit code |", "|---|---|---|---|---|---|---|---|"]
+             "| code | drain (s) | /readyz not 200 after (s) | sent before SIGTERM | sent during the drain | "
+             "sent after the drain | lost: sent before SIGTERM | lost: sent during the drain (when, s after SIGTERM) | "
+             "exit code |", "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         def show(phase: str) -> str:
             return ", ".join(f"{k}: {v}" for k, v in sorted(row["phases"].get(phase, {}).items())) or "-"
-        readyz = row["readyz_not_200_after_s"]
+        readyz, when = row["readyz_not_200_after_s"], row["lost_during_drain_sent_at_s"]
+        lost_in_drain = f"{row['lost_sent_during_drain']}" + (f" ({when[0]:.2f}-{when[1]:.2f})" if when else "")
         lines.append(f"| {row['side']} | {row['drain_s']:g} | {'-' if readyz is None else f'{readyz:.2f}'} | "
                      f"{show('before SIGTERM')} | {show('during the drain')} | {show('after the drain')} | "
-                     f"{row['lost_before_drain_end']} | {row['exit_code']} |")
+                     f"{row['lost_sent_before_sigterm']} | {lost_in_drain} | {row['exit_code']} |")
     lines += ["", f"Machine: {machine()}. Bundle: `{args.bundle.name}`."]
     write_results("drain", {"machine": machine(), "bundle": str(args.bundle), "rows": rows}, "\n".join(lines))
 
