@@ -62,18 +62,20 @@ class RequestContextMiddleware:
                     message["headers"].append((b"connection", b"close"))
             await send(message)
 
-        admitted = path.startswith("/v1/")
+        admitted = False
         try:
-            if admitted:
-                if self.in_flight >= self.max_concurrent_requests:
-                    admitted = False
-                    raise Overloaded(f"{self.in_flight} requests are in flight; the limit is "
-                                     f"max_concurrent_requests={self.max_concurrent_requests}")
-                self.in_flight += 1
+            # Refused before the body is read; counted once it is read, so a client that stalls
+            # mid-body holds no slot (the read timeout of service/server.py drops it).
+            if path.startswith("/v1/") and self.in_flight >= self.max_concurrent_requests:
+                raise Overloaded(f"{self.in_flight} requests are in flight; the limit is "
+                                 f"max_concurrent_requests={self.max_concurrent_requests}")
             body = await self._limited_body(headers, receive)
             if body is None:  # the client went away (or was dropped) before sending the whole body
                 status = 499  # nginx's "client closed request": nothing is sent, nothing failed here
                 return
+            if path.startswith("/v1/"):
+                admitted = True
+                self.in_flight += 1
             await self.app(scope, body, send_with_id)
         except (Overloaded, TooLarge) as exc:
             await error_response(exc, request_id, self.metrics)(scope, receive, send_with_id)

@@ -209,3 +209,42 @@ def test_an_integral_number_is_an_integer_as_json_schema_says(text_client):
 def test_texts_with_no_tokens_are_the_unknown_token(text_client):
     body = text_client.post("/v1/atomize", json={"inputs": ["   ", "\u0001"], "include": ["components"]}).json()
     assert [[c["token"] for c in r["components"]] for r in body["results"]] == [["[UNK]"], ["[UNK]"]]
+
+
+def test_past_the_admission_limit_a_request_is_refused_before_its_body_is_read(text_case):
+    settings = text_case.settings(max_concurrent_requests=2, max_wait_ms=300)
+
+    async def main():
+        async with serving(create_app(settings, bundle=text_case.bundle)) as client:
+            first = [asyncio.ensure_future(client.post("/v1/atomize", json={"inputs": ["t01"]})) for _ in range(2)]
+            await asyncio.sleep(0.05)  # both are in the batcher's 300 ms wait
+
+            async def never_sent():  # a body that would stall forever if anything read it
+                await asyncio.sleep(3600)
+                yield b"{}"
+
+            refused = await client.post("/v1/atomize", content=never_sent())
+            health = await client.get("/healthz")  # never refused by the admission limit
+            return await asyncio.gather(*first), refused, health
+
+    first, refused, health = run_async(main())
+    assert [r.status_code for r in first] == [200, 200]
+    message = error_of(refused, 429, "overloaded")
+    assert message == "2 requests are in flight; the limit is max_concurrent_requests=2"
+    assert refused.headers["retry-after"] == "1" and health.status_code == 200
+
+
+def test_a_full_queue_is_refused_before_the_body_is_parsed(text_case):
+    settings = text_case.settings(max_queue_items=2, max_inputs_per_request=2, max_wait_ms=300)
+
+    async def main():
+        async with serving(create_app(settings, bundle=text_case.bundle)) as client:
+            first = asyncio.ensure_future(client.post("/v1/atomize", json={"inputs": ["t01", "t02"]}))
+            await asyncio.sleep(0.05)
+            # not even JSON: a full queue answers before anything parses the body
+            refused = await client.post("/v1/atomize", content=b"{not json", headers={"content-type": "application/json"})
+            return await first, refused
+
+    first, refused = run_async(main())
+    assert first.status_code == 200
+    assert error_of(refused, 429, "queue_full") == "the queue holds 2 items; the limit is max_queue_items=2"
