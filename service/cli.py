@@ -47,6 +47,7 @@ def serve(
     drain_ms: Annotated[Optional[float], _flag("drain_ms")] = None,
     metrics_port: Annotated[Optional[int], _flag("metrics_port")] = None,
     device: Annotated[Optional[str], _flag("device")] = None,
+    precision: Annotated[Optional[str], _flag("precision")] = None,
     api_key: Annotated[Optional[str], _flag("api_key")] = None,
     log_level: Annotated[Optional[str], _flag("log_level")] = None,
 ) -> None:

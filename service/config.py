@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     )
 
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when it works, else CPU")
+    precision: Literal["auto", "fp32", "fp16", "int8"] = Field(
+        "auto", description="model copy: auto = fp16 on CUDA, int8 on CPU when the bundle has them, else fp32"
+    )
     api_key: SecretStr | None = Field(None, description="when set, /v1/* requires `Authorization: Bearer KEY`")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="logging level")
 

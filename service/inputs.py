@@ -39,7 +39,8 @@ def cut_at_space(text: str, chars: int) -> str:
 
 
 class TextInputs:
-    def __init__(self, tokenizer: "Tokenizer", max_components: int, model_name: str):
+    def __init__(self, tokenizer: "Tokenizer", max_components: int, model_name: str,
+                 special_ids: Sequence[int] = ()):
         truncation = dict(tokenizer.truncation or {})
         self.max_components = min(max_components, truncation.get("max_length", max_components))
         # The service's limit may be below the model's: the tokenizer cuts to the lower one.
@@ -47,6 +48,7 @@ class TextInputs:
         tokenizer.enable_truncation(**truncation)
         self.tokenizer = tokenizer
         self.model_name = model_name
+        self.special_ids = frozenset(special_ids)  # [CLS], [SEP]...: attended to, not components
         unk = getattr(tokenizer.model, "unk_token", None)
         self.unk_id = tokenizer.token_to_id(unk) if unk else None
         # A first prefix long enough for almost every text: 16 characters per token allowed.
@@ -64,10 +66,11 @@ class TextInputs:
                     f"{field}[{i}] is {len(text)} characters long and has more than {self.max_components} tokens, "
                     f"the most model {self.model_name} takes here; send \"truncate\": true to cut it"
                 )
-            if not ids:
+            if all(token in self.special_ids for token in ids):  # no component at all
                 if not text or self.unk_id is None:
                     raise InvalidInput(f"{field}[{i}] is empty")
-                ids = [self.unk_id]  # spaces or control characters only: the unknown token
+                # spaces or control characters only: the unknown token, inside the special tokens
+                ids = [*ids[: len(ids) // 2], self.unk_id, *ids[len(ids) // 2 :]]
             out.append((np.asarray(ids, dtype=np.int64), truncated))
         return out
 
