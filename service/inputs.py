@@ -69,7 +69,8 @@ class TextInputs:
             if all(token in self.special_ids for token in ids):  # no component at all
                 if not text or self.unk_id is None:
                     raise InvalidInput(f"{field}[{i}] is empty")
-                # spaces or control characters only: the unknown token, inside the special tokens
+                # control characters only (the request schema refuses white space alone): the
+                # unknown token, inside the special tokens
                 ids = [*ids[: len(ids) // 2], self.unk_id, *ids[len(ids) // 2 :]]
             out.append((np.asarray(ids, dtype=np.int64), truncated))
         return out

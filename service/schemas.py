@@ -23,6 +23,7 @@ ALL_PARTS: tuple[IncludePart, ...] = ("embedding", "composition", "components", 
 # arithmetic overflows (the digits model stayed finite up to 1e30 and not at 3e38); 1e18 leaves
 # room for wider models. Results that are not finite all the same are refused (routes/atomize.py).
 MAX_ABS_VALUE = 1e18
+VISIBLE = r"\S"  # a text needs one character that is not white space (JSON Schema: a search, not a match)
 
 TRUNCATE_DESCRIPTION = (
     "text longer than the model's maximum length is cut to it and its result marked `truncated`; "
@@ -72,7 +73,7 @@ def input_type(manifest: Manifest, max_components: int, max_text_chars: int) -> 
     """(pydantic type of one input, what the model takes in words) for the served bundle."""
     spec = manifest.input
     if spec.modality == "text":
-        return Annotated[str, Field(min_length=1, max_length=max_text_chars)], "text"
+        return Annotated[str, Field(min_length=1, max_length=max_text_chars, pattern=VISIBLE)], "text"
     number = _number()
     if spec.preprocess.get("kind") == "patches":
         height, width = spec.preprocess["image_shape"]
@@ -108,7 +109,7 @@ def request_models(manifest: Manifest, *, max_inputs: int, max_components: int, 
         include=(list[IncludePart], Field(default_factory=lambda: list(ALL_PARTS), description="parts to return")),
         truncate=(bool, Field(True, description=TRUNCATE_DESCRIPTION)),
     )
-    text = Annotated[str, Field(min_length=1, max_length=max_text_chars)]
+    text = Annotated[str, Field(min_length=1, max_length=max_text_chars, pattern=VISIBLE)]
     embeddings = create_model(
         "EmbeddingsRequest",
         # extra="ignore": OpenAI clients may send fields this service has no use for.

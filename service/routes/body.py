@@ -61,6 +61,8 @@ def body_error(exc: ValidationError, *, max_inputs: int, max_neighbors: int, mod
         return InvalidInput(f"dimensions={error['input']}: model {model_name} has embedding size {size}, the only one")
     if field in _LIST_FIELDS and kind in ("greater_than_equal", "less_than_equal"):
         return InvalidInput(f"{where}: {error['input']} is past the largest magnitude accepted, {MAX_ABS_VALUE:g}")
+    if kind == "string_pattern_mismatch":  # the only pattern: one character that is not white space
+        return InvalidInput(f"{where} is empty (white space only)")
     if kind == "finite_number":
         return InvalidInput(f"{''.join(f'[{p}]' if isinstance(p, int) else p for p in loc[:2])} contains NaN or Inf")
     if field == "input" and tagged and not specific:

@@ -206,8 +206,10 @@ def test_an_integral_number_is_an_integer_as_json_schema_says(text_client):
     assert len(body["results"][0]["neighbors"]) == 2
 
 
-def test_texts_with_no_tokens_are_the_unknown_token(text_client):
-    body = text_client.post("/v1/atomize", json={"inputs": ["   ", "\u0001"], "include": ["components"]}).json()
+def test_a_text_of_white_space_is_empty_and_one_with_no_token_is_the_unknown_token(text_client):
+    assert error_of(text_client.post("/v1/atomize", json={"inputs": ["t01", " \n "]}), 422,
+                    "invalid_input") == "inputs[1] is empty (white space only)"
+    body = text_client.post("/v1/atomize", json={"inputs": ["\u0001", "\u0001\u0002"], "include": ["components"]}).json()
     assert [[c["token"] for c in r["components"]] for r in body["results"]] == [["[UNK]"], ["[UNK]"]]
 
 
