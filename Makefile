@@ -9,7 +9,7 @@ RUN ?= runs/tweets
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup test run bundle bench-quality bench-serve check-prometheus clean
+.PHONY: setup test run bundle bench-quality bench-serve check-prometheus check-image clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -35,6 +35,11 @@ run: setup bundle
 # Live: a real Prometheus scrapes the service; installs Debian's prometheus when missing (root).
 check-prometheus: setup
 	PYTHON=$(PY) bash deploy/check_prometheus.sh
+
+# Live: the serving images built from the Dockerfile on a Debian base (no registry needed) and
+# run with podman as a user would; installs podman, runc, debootstrap when missing (root).
+check-image: setup
+	PYTHON=$(PY) bash deploy/check_image.sh
 
 bench-quality: setup
 	$(PY) benchmarks/train_speed.py
