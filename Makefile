@@ -38,8 +38,9 @@ check-prometheus: setup
 
 # Live: the serving images built from the Dockerfile on a Debian base (no registry needed) and
 # run with podman as a user would; installs podman, runc, debootstrap when missing (root).
+# CHECK_IMAGE_ARGS=--train adds the training image (CUDA torch from PyPI: ~6 GB, not in CI).
 check-image: setup
-	PYTHON=$(PY) bash deploy/check_image.sh
+	PYTHON=$(PY) bash deploy/check_image.sh $(CHECK_IMAGE_ARGS)
 
 bench-quality: setup
 	$(PY) benchmarks/train_speed.py

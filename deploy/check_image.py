@@ -1,6 +1,6 @@
 """Live check: the serving images are built from the Dockerfile and run as a user would run them.
 
-    python deploy/check_image.py [--bundle DIR] [--deadline-s 1500]
+    python deploy/check_image.py [--bundle DIR] [--train] [--deadline-s 1500]
 
 (deploy/check_image.sh installs podman, runc and debootstrap first, then runs this.)
 
@@ -20,6 +20,9 @@ arguments instead:
    (SIGTERM) under requests in flight: all answered, exit status 0, within the grace period.
 4. `podman-compose config` merges docker-compose.yml (and the CPU override) as a real compose
    implementation does.
+5. Only with --train (not in CI: its torch from PyPI is the CUDA build, about 6 GB of image):
+   `--target train`, then the image's `build-bundle` trains and exports a small bundle into a
+   mounted folder as docker compose's trainer does, and the serving image serves that bundle.
 
 The serving images stay tagged (localhost/atomizer:check, :check-bundled) so a rerun reuses
 their layers; every container the check starts is removed on the way out.
@@ -52,6 +55,7 @@ SUITE = "trixie"
 PYTHON_VERSION = "3.13"  # trixie's python3; the Dockerfile's default (3.12) is Ubuntu 24.04's
 IMAGE = "localhost/atomizer:check"
 BUNDLED_IMAGE = "localhost/atomizer:check-bundled"
+TRAIN_IMAGE = "localhost/atomizer-train:check"
 # What deploy/README.md and the compose file tell users to allow for a stop (`docker stop -t 40`,
 # stop_grace_period); uvicorn drains for at most the request deadline + 1 s inside it.
 GRACE_S = 40
@@ -349,7 +353,24 @@ def check_compose(deadline: float) -> None:
     say(f"podman-compose config merges docker-compose.yml (+ cpu override): services {sorted(cpu)}")
 
 
-def run_check(bundle: Path | None, deadline_s: float, workdir: Path) -> None:
+def train_in_image(podman: Podman, workdir: Path, deadline: float) -> Path:
+    """The training image's `build-bundle` (compose's trainer) writes a bundle into a mounted folder."""
+    models = workdir / "models"
+    models.mkdir()
+    models.chmod(0o777)  # the image trains as uid 10001
+    started = time.monotonic()
+    run(podman("run", "--rm", "--entrypoint", "build-bundle", "--env", "TRAIN_DATASET=synthetic",
+               "--env", "TRAIN_EPOCHS=1", "--volume", f"{models}:/models", TRAIN_IMAGE, "/models/bundle"),
+        left(deadline), "build-bundle in the training image")
+    bundle = models / "bundle"
+    manifest = bundle / "manifest.json"
+    if not manifest.is_file() or manifest.stat().st_uid != 10001:
+        raise CheckFailed(f"build-bundle left no manifest owned by uid 10001 in {bundle}")
+    say(f"{TRAIN_IMAGE}: build-bundle trained and exported {bundle} in {time.monotonic() - started:.0f} s")
+    return bundle
+
+
+def run_check(bundle: Path | None, deadline_s: float, workdir: Path, with_train: bool = False) -> None:
     begun = time.monotonic()
     deadline = begun + deadline_s
     base = f"localhost/debian:{SUITE}"
@@ -363,17 +384,22 @@ def run_check(bundle: Path | None, deadline_s: float, workdir: Path) -> None:
     build(podman, "serve-bundled", BUNDLED_IMAGE, base, workdir, deadline, ("--build-context", f"bundle={bundle}"))
     exercise(podman, IMAGE, bundle, mount=True, deadline=deadline)
     exercise(podman, BUNDLED_IMAGE, bundle, mount=False, deadline=deadline)
+    if with_train:
+        build(podman, "train", TRAIN_IMAGE, base, workdir, deadline)
+        exercise(podman, IMAGE, train_in_image(podman, workdir, deadline), mount=True, deadline=deadline)
     say(f"whole check: {time.monotonic() - begun:.0f} s")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, help="text bundle folder (default: a tiny bundle made for the check)")
+    parser.add_argument("--train", action="store_true",
+                        help="also build the training image (CUDA torch, ~6 GB) and serve a bundle it trains")
     parser.add_argument("--deadline-s", type=float, default=1500.0, help="the whole check's time limit")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="atom-image-") as workdir:
         try:
-            run_check(args.bundle and args.bundle.resolve(), args.deadline_s, Path(workdir))
+            run_check(args.bundle and args.bundle.resolve(), args.deadline_s, Path(workdir), args.train)
         except (CheckFailed, subprocess.SubprocessError) as exc:
             say(f"FAILED: {exc}")
             return 1
