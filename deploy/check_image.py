@@ -109,16 +109,21 @@ def debian_mirror() -> str:
 
 def ensure_base_image(base: str, deadline: float) -> None:
     """localhost/debian:SUITE from Debian's packages, unless it exists already."""
-    if subprocess.run(["podman", "image", "exists", base]).returncode == 0:
+    if subprocess.run(["podman", "image", "exists", base], timeout=60).returncode == 0:
         say(f"base image {base} exists")
         return
     mirror = debian_mirror()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="atom-rootfs-") as rootfs:
         run(["debootstrap", "--variant=minbase", SUITE, rootfs, mirror], left(deadline), "debootstrap")
-        # The downloaded .debs and package lists are build leftovers, not part of a base image.
-        for leftover in (*Path(rootfs, "var/cache/apt/archives").glob("*.deb"), Path(rootfs, "var/lib/apt/lists")):
-            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+        # The downloaded .debs and package lists are leftovers, not part of a base image (Docker's
+        # Debian images ship without them too; every Dockerfile RUN starts with apt-get update).
+        apt = Path(rootfs, "var")
+        for leftover in (*(apt / "cache/apt/archives").glob("*.deb"), *(apt / "lib/apt/lists").iterdir()):
+            if leftover.is_dir():
+                shutil.rmtree(leftover)
+            else:
+                leftover.unlink()
         tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
         try:
             run(["podman", "import", "-q", "-", base], left(deadline), "podman import", stdin=tar.stdout)
@@ -346,7 +351,8 @@ def check_compose(deadline: float) -> None:
     for service in ("trainer", "atomizer"):
         if "deploy" not in gpu[service] or "deploy" in cpu[service]:
             raise CheckFailed(f"compose: {service} should reserve a GPU, and not with the CPU override")
-    if cpu["atomizer"]["environment"]["ATOM_DEVICE"] != "cpu" or gpu["atomizer"]["environment"]["ATOM_DEVICE"] != "cuda":
+    devices = (gpu["atomizer"]["environment"]["ATOM_DEVICE"], cpu["atomizer"]["environment"]["ATOM_DEVICE"])
+    if devices != ("cuda", "cpu"):
         raise CheckFailed("compose: ATOM_DEVICE is not cuda (GPU) / cpu (CPU override)")
     if cpu["atomizer"]["stop_grace_period"] != f"{GRACE_S}s":
         raise CheckFailed(f"compose: stop_grace_period is not {GRACE_S}s")
