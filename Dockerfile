@@ -10,8 +10,8 @@
 #                    The bundle comes from the named build context `bundle`:
 #                      docker build --target serve-bundled --build-context bundle=bundles/tweets \
 #                        -t atomizer:0.1.0-tweets .
-#                    Without --build-context, the `bundle` stage below trains the default
-#                    (tweets) bundle inside the build: slow, but needs nothing on the host.
+#                    Without --build-context, the `bundle` stage below trains the small
+#                    tweets bundle inside the build: slow, but needs nothing on the host.
 #   train            torch + the training package for `atomize train` and `atomize export`:
 #                      docker build --target train -t atomizer-train:0.1.0 .
 #
@@ -93,7 +93,8 @@ ENTRYPOINT ["atomize"]
 CMD ["--help"]
 
 # ---------------------------------------------------------------------------------------------
-# The default bundle trained inside the build; replaced by `--build-context bundle=DIR`.
+# The small tweets bundle (build-bundle) trained inside the build; replaced by
+# `--build-context bundle=DIR`.
 FROM train AS bundle-trained
 RUN build-bundle /tmp/bundle
 
