@@ -8,7 +8,7 @@ BUNDLE ?= bundles/tweets
 RUN ?= runs/tweets
 HOST ?= 127.0.0.1
 PORT ?= 8000
-DEFAULT_TRAIN ?= --epochs 4 --batch-size 64 --lr 3e-3
+DEFAULT_TRAIN ?= --epochs 3 --batch-size 64 --lr 3e-3
 
 .PHONY: setup test run bundle bundle-small bench-quality bench-quality-backbone bench-serve check-prometheus check-image clean
 

@@ -77,7 +77,7 @@ BUDGET = {
     "mnist5k": {"epochs": 15, "batch_size": 64},
     "tweets": {"epochs": 3, "batch_size": 128},
     "tweets-backbone": {"epochs": 3, "batch_size": 32},
-    "tweets-frozen": {"epochs": 4, "batch_size": 64},
+    "tweets-frozen": {"epochs": 3, "batch_size": 64},
 }
 METRICS = ("test_accuracy", "knn_accuracy", "silhouette", "uniformity", "role_recovery")
 RADIUS = ("radius_mean", "radius_cv", "radius_length_spearman", "radius_class_eta2", "radius_by_class")
@@ -268,7 +268,8 @@ def sweep_jobs(args, dataset: str) -> list[dict]:
 def job(args, dataset: str, method: str, config: str, settings: dict, seed: int, phase: str) -> dict:
     return {"suite": args.suite, "dataset": dataset, "method": method, "config": config, "settings": settings, "seed": seed,
             "phase": phase, "backbone": args.backbone if args.suite == "backbone" else None, "device": args.device,
-            "workers": args.workers, "limit": args.limit, "train_layers": args.train_layers, "epochs_scale": 0.1 if args.quick else 1.0, "runs": str(args.runs)}
+            "workers": args.workers, "limit": args.limit, "train_layers": args.train_layers,
+            "keep_run": args.suite == "backbone",  # to export the chosen model without training it again "epochs_scale": 0.1 if args.quick else 1.0, "runs": str(args.runs)}
 
 
 def chosen(records: list[dict], dataset: str, method: str, sweep: dict) -> dict | None:

@@ -184,9 +184,11 @@ def measure_precision(model: nn.Module, fp32_path: Path, copy_path: Path, split:
     }
 
 
-def build_bank(model: nn.Module, data: Dataset, path: Path) -> dict[str, np.ndarray]:
-    """The reference atoms: every training item; ids are training-split row indices."""
-    pred = predict(model, data.train, model.config.modality, torch.device("cpu"))
+def build_bank(model: nn.Module, data: Dataset, path: Path, states: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+    """The reference atoms: every training item; ids are training-split row indices. `states`: a
+    frozen backbone's states of the training split, when already computed (fp16: the bank then
+    differs from what the ONNX model computes by about 1e-3)."""
+    pred = predict(model, data.train, model.config.modality, torch.device("cpu"), states=states)
     bank = {
         "embedding": pred["embedding"].astype(np.float32),
         "radius": pred["composition"][:, COMPOSITION_FIELDS.index("radius")].astype(np.float32),
@@ -219,8 +221,9 @@ def bundle_name(dataset: str) -> str:
 
 
 def export_bundle(run_dir: Path | str, out_dir: Path | str, *, fp16: bool = False, int8: bool = False,
-                  report: bool = True) -> Path:
-    """Turn a run folder into a verified bundle folder; returns out_dir."""
+                  report: bool = True, train_states: torch.Tensor | None = None) -> Path:
+    """Turn a run folder into a verified bundle folder; returns out_dir. `train_states`: a frozen
+    backbone's states of the training split, to build the bank without recomputing them."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     model = load_model(run_dir)
     config = model.config
@@ -232,7 +235,8 @@ def export_bundle(run_dir: Path | str, out_dir: Path | str, *, fp16: bool = Fals
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        write_bundle_files(model, run_dir, data, info, staging, fp16=fp16, int8=int8, report=report)
+        write_bundle_files(model, run_dir, data, info, staging, fp16=fp16, int8=int8, report=report,
+                           train_states=train_states)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # a failed export leaves nothing behind
         raise
@@ -244,7 +248,7 @@ def export_bundle(run_dir: Path | str, out_dir: Path | str, *, fp16: bool = Fals
 
 
 def write_bundle_files(model, run_dir: Path, data: Dataset, info: dict, staging: Path, *, fp16: bool, int8: bool,
-                       report: bool) -> None:
+                       report: bool, train_states: torch.Tensor | None = None) -> None:
     """Everything of the bundle into `staging`, the manifest last (it checksums the rest)."""
     config = model.config
     cases = parity_batches(data.train, config.modality, config.max_components)
@@ -264,7 +268,7 @@ def write_bundle_files(model, run_dir: Path, data: Dataset, info: dict, staging:
         log.info("int8 against fp32: %s", precisions["int8"])
     if data.tokenizer is not None:
         shutil.copy(run_dir / "tokenizer.json", staging / "tokenizer.json")
-    bank = build_bank(model, data, staging / "atoms.npz")
+    bank = build_bank(model, data, staging / "atoms.npz", train_states)
     evaluation = load_json(run_dir / "evaluation.json") if (run_dir / "evaluation.json").exists() else None
     if report:
         write_bundle_report(staging / "report", run_dir, data, bank, evaluation)
