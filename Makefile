@@ -9,7 +9,7 @@ RUN ?= runs/tweets
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup test run bundle bench-quality bench-serve check-prometheus clean
+.PHONY: setup browser test run bundle bench-quality bench-serve check-prometheus clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,8 +19,13 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-test: setup
-	$(PY) -m pytest
+# The browser tests drive Debian's chromium (Playwright's own browser download needs the network).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	test -x $(CHROMIUM) || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+
+test: setup browser
+	ATOM_REQUIRE_BROWSER=1 $(PY) -m pytest
 
 # The default demo model: the tweets encoder, trained on the CPU and exported as a bundle.
 $(BUNDLE)/manifest.json: | $(STAMP)
