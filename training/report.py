@@ -194,7 +194,8 @@ CAPTIONS = {
     "loss.png": "Task loss (and total loss) and the potential energy per atom U per step, each on its own "
                 "axis; validation accuracy per epoch. Look for a task loss that falls and a potential that "
                 "settles rather than grows.",
-    "atoms.png": "The reference bank projected on its first two principal axes, coloured by label. Each circle "
+    "atoms.png": "The reference bank on its stored 2D map (its first two principal axes, the map the explorer "
+                 "page draws), coloured by label. Each circle "
                  "has the atom's radius in embedding units; the projection shrinks distances, so circles look "
                  "more overlapped than they are. Look for label clusters.",
     "nn_distance.png": "Each atom's distance to its nearest other atom divided by their contact distance "

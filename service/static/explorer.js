@@ -378,9 +378,13 @@ function renderComposition() {
   gauge(176, "radius", c.radius, rMin, rMax, fmt(c.radius, 3));
 }
 
-function storedText(neighbor) {
-  if (neighbor.text !== undefined && neighbor.text !== null) return String(neighbor.text);
-  return neighbor.metadata ? JSON.stringify(neighbor.metadata) : null;
+function storedText(neighbor) { // what a bank built by `atomize index` stored with the atom
+  const metadata = neighbor.metadata;
+  if (!metadata) return null;
+  if (typeof metadata !== "object") return String(metadata);
+  const { text, ...rest } = metadata;
+  const others = Object.keys(rest).length ? JSON.stringify(rest) : "";
+  return text !== undefined ? [String(text), others].filter(Boolean).join(" ") : others || null;
 }
 
 function renderNeighbors() {
@@ -389,7 +393,7 @@ function renderNeighbors() {
   $("stored-header").hidden = !anyStored;
   $("neighbors").tBodies[0].replaceChildren(...neighbors.map((n, i) => el("tr", {},
     el("td", { text: i + 1 }), el("td", { text: n.id }),
-    el("td", {}, el("span", { class: "swatch", style: `background:${labelColour(n.label)}` }), ` ${n.label}`),
+    el("td", {}, el("span", { class: "swatch", style: `background:${labelColour(n.label)}` }), ` ${n.label ?? "–"}`),
     el("td", { class: "num", text: fmt(n.distance, 4) }), el("td", { class: "num", text: fmt(n.energy, 4) }),
     ...(anyStored ? [el("td", { class: "stored", text: storedText(n) ?? "–" })] : []))));
 }

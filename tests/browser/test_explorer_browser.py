@@ -201,3 +201,25 @@ def test_page_asks_for_the_api_key_and_keeps_it_in_the_session(watch, text_bundl
         # the only errors are the browser's own notes of the two refused requests (no key, wrong key)
         assert all("401" in error for error in view.errors) and len(view.errors) == 2, view.errors
         assert view.outside() == []
+
+
+def test_neighbours_show_what_a_bank_stored(watch, text_url):
+    """Banks built by `atomize index` store each atom's text and columns as `metadata`; the page
+    shows them. The bundle's own bank stores none, so the real answer is extended here in flight."""
+    view = watch(text_url)
+    page = view.page
+
+    def add_metadata(route):
+        body = route.fetch().json()
+        for i, neighbor in enumerate(body["results"][0]["neighbors"]):
+            neighbor["metadata"] = {"text": f"<b>stored text {i}</b>", "source": "corpus.csv"}
+        route.fulfill(json=body)
+
+    page.route("**/v1/atomize", add_metadata)
+    page.goto(f"{text_url}/")
+    page.wait_for_selector("#neighbors tbody tr")
+    assert page.locator("#stored-header").is_visible()
+    stored = page.locator("#neighbors tbody td.stored").all_inner_texts()
+    assert stored[0] == '<b>stored text 0</b> {"source":"corpus.csv"}'  # as text, never as HTML
+    assert page.locator("#neighbors tbody b").count() == 0
+    assert view.errors == []
