@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException
 from contract.projection import PROJECTION_FILE, Projection, fit_projection, read_projection
 
 from ..bundle import Bundle, BundleError
-from ..errors import TooLarge
+from ..errors import NotReady, TooLarge
 from .deps import Serving
 from .handlers import ERROR_RESPONSES
 
@@ -128,7 +128,7 @@ async def report_file(name: str, request: Request) -> FileResponse:
     """A file of the bundle's report/ folder; only files the manifest lists (checksummed at start)."""
     runtime = request.app.state.atom.runtime
     if runtime is None:
-        raise HTTPException(503, "the model is not loaded yet")
+        raise NotReady("the model is not loaded yet")
     relative = f"report/{name or 'report.html'}"
     if relative not in runtime.manifest.files:
         what = "this bundle has no training report (it was exported without one)" if not name else f"no report file {name!r}"

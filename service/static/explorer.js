@@ -420,10 +420,14 @@ function drawMap() {
   context.clearRect(0, 0, width, height);
   const atoms = map.atoms;
   const query = state.result ? project(state.result.embedding) : null;
-  const xs = atoms.x.concat(query ? [query[0]] : []), ys = atoms.y.concat(query ? [query[1]] : []);
+  const zoomed = Boolean(query && state.requested && $("map-zoom").checked);
+  // Zoomed: framed on the input and its neighbours (atoms outside the frame are cut off).
+  const xs = zoomed ? state.requested.x.concat([query[0]]) : atoms.x.concat(query ? [query[0]] : []);
+  const ys = zoomed ? state.requested.y.concat([query[1]]) : atoms.y.concat(query ? [query[1]] : []);
   // Framed on the nuclei, not on the shells: with radii larger than the spread of the atoms
   // (a barely trained model) the shells would shrink every nucleus into one dot.
-  const margin = 0.06 * Math.max(Math.max(...xs) - Math.min(...xs), Math.max(...ys) - Math.min(...ys), 1e-6);
+  const span = Math.max(Math.max(...xs) - Math.min(...xs), Math.max(...ys) - Math.min(...ys), 1e-6);
+  const margin = zoomed ? 0.6 * span : 0.06 * span;
   const [x0, x1, y0, y1] = [Math.min(...xs) - margin, Math.max(...xs) + margin, Math.min(...ys) - margin, Math.max(...ys) + margin];
   const scale = Math.min((width - 20) / (x1 - x0 || 1), (height - 20) / (y1 - y0 || 1)); // equal aspect: circles stay round
   const ox = (width - scale * (x1 - x0)) / 2, oy = (height - scale * (y1 - y0)) / 2;
@@ -435,8 +439,13 @@ function drawMap() {
   const coverage = atoms.radius.reduce((sum, r) => sum + Math.PI * (r * scale) ** 2, 0) / (width * height);
   const fillAlpha = coverage > 1 ? 0 : 0.08, strokeAlpha = Math.min(0.4, Math.max(0.06, 0.6 / Math.max(coverage, 1)));
   let drawn = 0;
+  context.save();
+  context.beginPath();
+  context.rect(0, 0, width, height);
+  context.clip();
   for (let i = 0; i < atoms.x.length; i++) {
     const [sx, sy] = toScreen(atoms.x[i], atoms.y[i]);
+    if (sx < -50 || sy < -50 || sx > width + 50 || sy > height + 50) continue; // outside a zoomed frame
     const colour = labelColour(atoms.label[i]);
     context.beginPath();
     context.arc(sx, sy, Math.max(1.5, atoms.radius[i] * scale), 0, 2 * Math.PI);
@@ -488,6 +497,7 @@ function drawMap() {
     context.lineWidth = 1;
     mapView.points.push([qx, qy, "your input"]);
   }
+  context.restore();
   canvas.dataset.atomsDrawn = drawn;
   canvas.dataset.neighboursDrawn = neighboursDrawn;
   canvas.dataset.queryDrawn = query ? "yes" : "no";
@@ -515,6 +525,7 @@ $("map").addEventListener("mousemove", (event) => {
   }
 });
 $("map").addEventListener("mouseleave", () => { $("map-tip").hidden = true; });
+$("map-zoom").addEventListener("change", () => drawMap());
 window.addEventListener("resize", () => { if (state.result) { drawMap(); renderComposition(); } });
 
 start();

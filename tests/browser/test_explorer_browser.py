@@ -97,6 +97,11 @@ def test_text_model_shows_roles_composition_neighbours_and_map(watch, text_url, 
     assert int(canvas.get_attribute("data-atoms-drawn")) == min(len(text_bundle.bank), 2000)
     assert canvas.get_attribute("data-neighbours-drawn") == "8" and canvas.get_attribute("data-query-drawn") == "yes"
     assert painted_pixels(page, "#map") > 5000
+    page.check("#map-zoom")  # framed on the input and its neighbours: fewer bank atoms in view
+    assert int(canvas.get_attribute("data-atoms-drawn")) < min(len(text_bundle.bank), 2000)
+    assert canvas.get_attribute("data-neighbours-drawn") == "8" and painted_pixels(page, "#map") > 2000
+    view.screenshot("explorer-text-zoomed")
+    page.uncheck("#map-zoom")
 
     # another input updates everything
     page.fill("#text-input", "a b c")
