@@ -1,70 +1,20 @@
-// Atomizer explorer: plain JavaScript, no build step, nothing loaded from outside this service.
-// Flow: GET v1/model (asks for the API key on 401) -> GET v1/bank/map and report/stats.json ->
-// the input widget for the model's modality -> POST v1/atomize -> components, composition,
-// neighbours and the map, where the query is placed by the bank's own stored projection.
-"use strict";
+// Atomizer explorer: plain JavaScript modules, no build step, nothing loaded from outside this service.
+// Flow: GET v1/model (asks for the API key on 401) -> GET v1/bank/map -> the input widget for the
+// model's modality -> POST v1/atomize -> components, composition, neighbours and the map, where the
+// input is placed by the bank's own stored projection (map.js).
+import { $, KEY_STORE, ROLE_COLOURS, api, article, el, fmt, labelColour as colourIn, svgEl } from "./common.js";
+import { drawMap as paintMap } from "./map.js";
+import { createPad } from "./pad.js";
 
-const ROLE_COLOURS = { electron: "#0072B2", proton: "#D55E00", neutron: "#999999" };
 const ROLE_TEXT = {
   electron: "the shell: sets the atom's radius",
   proton: "in the nucleus: positive charge, sets the position",
   neutron: "in the nucleus: no charge, sets the position",
 };
-// Okabe-Ito first (colour-blind safe), then two more for ten-class models.
-const LABEL_COLOURS = ["#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442", "#000000",
-  "#882255", "#999999"];
-const KEY_STORE = "atomizer.apiKey";
 const NEIGHBORS = 8;
 
-const state = { model: null, map: null, stats: null, input: null, result: null, requested: null, rank: "distance" };
-const $ = (id) => document.getElementById(id);
-
-// ---------------------------------------------------------------------------------- requests
-
-class HttpError extends Error {
-  constructor(status, body) {
-    super((body && body.error && body.error.message) || `HTTP ${status}`);
-    this.status = status;
-  }
-}
-
-async function api(path, options = {}) {
-  const headers = { ...(options.headers || {}) };
-  const key = sessionStorage.getItem(KEY_STORE);
-  if (key) headers.Authorization = `Bearer ${key}`;
-  if (options.body) headers["Content-Type"] = "application/json";
-  const response = await fetch(path, { ...options, headers });
-  const body = await response.json().catch(() => null);
-  if (!response.ok) throw new HttpError(response.status, body);
-  return body;
-}
-
-function el(tag, attributes = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attributes)) {
-    if (name === "text") node.textContent = value;
-    else if (name === "style") node.style.cssText = value;
-    else node.setAttribute(name, value);
-  }
-  node.append(...children);
-  return node;
-}
-
-function svgEl(tag, attributes = {}, text) {
-  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
-  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-const withAlpha = (colour, alpha) => colour + Math.round(255 * alpha).toString(16).padStart(2, "0");
-const article = (word) => (/^[aeiou]/i.test(word) ? "an" : "a");
-const fmt = (value, digits = 3) => (value === null || value === undefined ? "–" : Number(value).toFixed(digits));
-const labelColour = (label) => {
-  const names = state.map ? state.map.label_names : [];
-  const i = names.indexOf(label);
-  return LABEL_COLOURS[(i < 0 ? names.length : i) % LABEL_COLOURS.length];
-};
+const state = { model: null, map: null, stats: null, input: null, result: null, requested: null, rank: "distance", pad: null };
+const labelColour = (label) => colourIn(state.map ? state.map.label_names : [], label);
 
 function setStatus(text, isError = false) {
   const status = $("status");
@@ -222,62 +172,16 @@ async function atomize(value) {
 
 // ---------------------------------------------------------------------------------- drawing pad
 
-const pad = { width: 0, height: 0, values: null, drawing: false, timer: null };
-
 function setupPad() {
-  const [height, width] = imageShape();
-  Object.assign(pad, { width, height, values: new Float32Array(width * height) });
-  const canvas = $("pad");
-  canvas.width = width;
-  canvas.height = height;
-  $("pad-size").textContent = `${height} × ${width}`;
-  const overlay = $("pad-overlay");
-  overlay.setAttribute("viewBox", `0 0 ${width} ${height}`);
-  overlay.setAttribute("preserveAspectRatio", "none");
-  const brush = Math.max(0.75, width / 16); // in pixels of the model's image
-  const paint = (event) => {
-    const box = canvas.getBoundingClientRect();
-    const cx = ((event.clientX - box.left) / box.width) * width;
-    const cy = ((event.clientY - box.top) / box.height) * height;
-    for (let y = 0; y < height; y++) {
-      for (let x = 0; x < width; x++) {
-        const d = Math.hypot(x + 0.5 - cx, y + 0.5 - cy);
-        const ink = Math.max(0, 1 - d / (brush + 0.5));
-        pad.values[y * width + x] = Math.min(1, pad.values[y * width + x] + ink * 0.6);
-      }
-    }
-    drawPad();
-  };
-  canvas.addEventListener("pointerdown", (event) => { pad.drawing = true; canvas.setPointerCapture(event.pointerId); paint(event); });
-  canvas.addEventListener("pointermove", (event) => { if (pad.drawing) paint(event); });
-  const finish = () => {
-    if (!pad.drawing) return;
-    pad.drawing = false;
-    clearTimeout(pad.timer);
-    pad.timer = setTimeout(runPad, 150);
-  };
-  canvas.addEventListener("pointerup", finish);
-  canvas.addEventListener("pointercancel", finish);
-  $("pad-clear").addEventListener("click", () => { pad.values.fill(0); drawPad(); $("pad-overlay").replaceChildren(); });
+  state.pad = createPad(imageShape(), runPad);
+  $("pad-clear").addEventListener("click", () => state.pad.clear());
   $("pad-run").addEventListener("click", runPad);
   $("pad-overlay-toggle").addEventListener("change", () => { $("pad-overlay").style.opacity = $("pad-overlay-toggle").checked ? 1 : 0; });
-  drawPad();
 }
 
-function drawPad() {
-  const canvas = $("pad");
-  const context = canvas.getContext("2d");
-  const image = context.createImageData(pad.width, pad.height);
-  pad.values.forEach((v, i) => {
-    const shade = Math.round(255 * (1 - v));
-    image.data.set([shade, shade, shade, 255], 4 * i);
-  });
-  context.putImageData(image, 0, 0);
-}
-
-function runPad() {
+function runPad() { // the ink (0..1) in the model's raw pixel range
   const [low, high] = (state.model.input.preprocess || {}).value_range || [0, 255];
-  atomize(Array.from(pad.values, (v) => low + v * (high - low)));
+  atomize(Array.from(state.pad.values, (v) => low + v * (high - low)));
 }
 
 // ---------------------------------------------------------------------------------- results
@@ -400,107 +304,9 @@ function renderNeighbors() {
 
 // ---------------------------------------------------------------------------------- map
 
-function project(embedding) {
-  const { mean, axes } = state.map.projection;
-  return axes.map((axis) => axis.reduce((sum, a, k) => sum + a * (embedding[k] - mean[k]), 0));
-}
-
-const mapView = { points: [], toScreen: null };
-
 function drawMap() {
   const map = state.map;
-  const canvas = $("map");
-  const ratio = window.devicePixelRatio || 1;
-  const width = canvas.clientWidth, height = canvas.clientHeight;
-  canvas.width = Math.round(width * ratio);
-  canvas.height = Math.round(height * ratio);
-  const context = canvas.getContext("2d");
-  context.setTransform(ratio, 0, 0, ratio, 0, 0);
-  context.lineWidth = 1;
-  context.clearRect(0, 0, width, height);
-  const atoms = map.atoms;
-  const query = state.result ? project(state.result.embedding) : null;
-  const zoomed = Boolean(query && state.requested && $("map-zoom").checked);
-  // Zoomed: framed on the input and its neighbours (atoms outside the frame are cut off).
-  const xs = zoomed ? state.requested.x.concat([query[0]]) : atoms.x.concat(query ? [query[0]] : []);
-  const ys = zoomed ? state.requested.y.concat([query[1]]) : atoms.y.concat(query ? [query[1]] : []);
-  // Framed on the nuclei, not on the shells: with radii larger than the spread of the atoms
-  // (a barely trained model) the shells would shrink every nucleus into one dot.
-  const span = Math.max(Math.max(...xs) - Math.min(...xs), Math.max(...ys) - Math.min(...ys), 1e-6);
-  const margin = zoomed ? 0.6 * span : 0.06 * span;
-  const [x0, x1, y0, y1] = [Math.min(...xs) - margin, Math.max(...xs) + margin, Math.min(...ys) - margin, Math.max(...ys) + margin];
-  const scale = Math.min((width - 20) / (x1 - x0 || 1), (height - 20) / (y1 - y0 || 1)); // equal aspect: circles stay round
-  const ox = (width - scale * (x1 - x0)) / 2, oy = (height - scale * (y1 - y0)) / 2;
-  const toScreen = (x, y) => [ox + (x - x0) * scale, height - (oy + (y - y0) * scale)];
-  mapView.toScreen = toScreen;
-  mapView.points = [];
-  // How much of the canvas the discs would cover: a crowded map draws thin outlines only, or
-  // thousands of translucent discs add up to one flat blob.
-  const coverage = atoms.radius.reduce((sum, r) => sum + Math.PI * (r * scale) ** 2, 0) / (width * height);
-  const fillAlpha = coverage > 1 ? 0 : 0.08, strokeAlpha = Math.min(0.4, Math.max(0.06, 0.6 / Math.max(coverage, 1)));
-  let drawn = 0;
-  context.save();
-  context.beginPath();
-  context.rect(0, 0, width, height);
-  context.clip();
-  for (let i = 0; i < atoms.x.length; i++) {
-    const [sx, sy] = toScreen(atoms.x[i], atoms.y[i]);
-    if (sx < -50 || sy < -50 || sx > width + 50 || sy > height + 50) continue; // outside a zoomed frame
-    const colour = labelColour(atoms.label[i]);
-    context.beginPath();
-    context.arc(sx, sy, Math.max(1.5, atoms.radius[i] * scale), 0, 2 * Math.PI);
-    if (fillAlpha) { context.fillStyle = withAlpha(colour, fillAlpha); context.fill(); }
-    context.strokeStyle = withAlpha(colour, strokeAlpha);
-    context.stroke();
-    mapView.points.push([sx, sy, `atom ${atoms.id[i]} · ${atoms.label[i]}`]);
-    drawn++;
-  }
-  for (let i = 0; i < atoms.x.length; i++) { // the nuclei on top of every shell
-    const [sx, sy] = toScreen(atoms.x[i], atoms.y[i]);
-    context.beginPath();
-    context.arc(sx, sy, 2.2, 0, 2 * Math.PI);
-    context.fillStyle = labelColour(atoms.label[i]);
-    context.fill();
-  }
-  let neighboursDrawn = 0;
-  if (query) {
-    const [qx, qy] = toScreen(query[0], query[1]);
-    const requested = state.requested;
-    const rows = requested ? requested.id.map((id, i) => i) : [];
-    context.lineWidth = 1;
-    for (const i of rows) { // lines first, so the atoms sit on top of them
-      const [sx, sy] = toScreen(requested.x[i], requested.y[i]);
-      context.beginPath(); context.moveTo(qx, qy); context.lineTo(sx, sy);
-      context.strokeStyle = "#1d233099"; context.stroke();
-    }
-    for (const i of rows) {
-      const [sx, sy] = toScreen(requested.x[i], requested.y[i]);
-      const colour = labelColour(requested.label[i]);
-      context.beginPath();
-      context.arc(sx, sy, Math.max(4, requested.radius[i] * scale), 0, 2 * Math.PI);
-      context.lineWidth = 2; context.strokeStyle = colour; context.stroke();
-      context.beginPath();
-      context.arc(sx, sy, 5, 0, 2 * Math.PI);
-      context.fillStyle = colour; context.fill();
-      context.lineWidth = 1.5; context.strokeStyle = "#1d2330"; context.stroke();
-      mapView.points.push([sx, sy, `neighbour ${i + 1}: atom ${requested.id[i]} · ${requested.label[i]}`]);
-      neighboursDrawn++;
-    }
-    context.beginPath();
-    context.arc(qx, qy, Math.max(5, state.result.composition.radius * scale), 0, 2 * Math.PI);
-    context.fillStyle = "#1d233014"; context.fill();
-    context.lineWidth = 2.5; context.strokeStyle = "#1d2330"; context.setLineDash([6, 4]); context.stroke();
-    context.setLineDash([]);
-    context.beginPath(); // a cross marks the query's nucleus
-    context.moveTo(qx - 8, qy); context.lineTo(qx + 8, qy); context.moveTo(qx, qy - 8); context.lineTo(qx, qy + 8);
-    context.lineWidth = 3; context.stroke();
-    context.lineWidth = 1;
-    mapView.points.push([qx, qy, "your input"]);
-  }
-  context.restore();
-  canvas.dataset.atomsDrawn = drawn;
-  canvas.dataset.neighboursDrawn = neighboursDrawn;
-  canvas.dataset.queryDrawn = query ? "yes" : "no";
+  paintMap({ map, result: state.result, requested: state.requested, zoomed: $("map-zoom").checked, colourOf: labelColour });
   $("map-caption").textContent = `${map.sampled.toLocaleString("en")} of ${map.total.toLocaleString("en")} bank atoms on the ` +
     "bank's top two principal axes (fitted once at export), each drawn with its radius. Your input (black, with a cross) " +
     "is placed by the same projection, its circle dashed; lines join it to its nearest atoms (ringed). The map shrinks distances, so atoms look closer than they are.";
@@ -508,23 +314,6 @@ function drawMap() {
     el("span", { class: "swatch", style: `background:${labelColour(name)}` }), name)));
 }
 
-$("map").addEventListener("mousemove", (event) => {
-  const box = $("map").getBoundingClientRect();
-  const x = event.clientX - box.left, y = event.clientY - box.top;
-  let best = null, bestDistance = 64; // within 8 px
-  for (const point of mapView.points) {
-    const d = (point[0] - x) ** 2 + (point[1] - y) ** 2;
-    if (d <= bestDistance) { best = point; bestDistance = d; }
-  }
-  const tip = $("map-tip");
-  tip.hidden = !best;
-  if (best) {
-    tip.textContent = best[2];
-    tip.style.left = `${best[0] + 10}px`;
-    tip.style.top = `${best[1] - 10}px`;
-  }
-});
-$("map").addEventListener("mouseleave", () => { $("map-tip").hidden = true; });
 $("map-zoom").addEventListener("change", () => drawMap());
 window.addEventListener("resize", () => { if (state.result) { drawMap(); renderComposition(); } });
 

@@ -80,19 +80,21 @@ def serve(bundle: Bundle, **settings) -> Iterator[str]:
         thread.join(timeout=30)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def text_url(text_bundle) -> Iterator[str]:
     with serve(text_bundle) as url:
         yield url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def numeric_url(numeric_bundle) -> Iterator[str]:
     with serve(numeric_bundle) as url:
         yield url
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running in this thread
+# while it is open, and every later test that calls asyncio.run() would fail.
+@pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).is_file():
         message = f"no Chromium at {CHROMIUM}: run `make browser` (apt-get install chromium) or set ATOM_CHROMIUM"

@@ -128,15 +128,19 @@ def test_image_model_drawing_pad(watch, numeric_url, numeric_bundle):
     assert int(page.get_attribute("#map", "data-atoms-drawn")) == len(numeric_bundle.bank)  # the map before any input
     box = page.locator("#pad").bounding_box()
     page.mouse.move(box["x"] + 0.5 * box["width"], box["y"] + 0.15 * box["height"])
-    page.mouse.down()
-    for t in np.linspace(0.15, 0.85, 12):  # a vertical stroke: a "1"
-        page.mouse.move(box["x"] + 0.5 * box["width"], box["y"] + t * box["height"])
-    page.mouse.up()
+    with page.expect_request("**/v1/atomize") as sent:  # atomized when the stroke ends
+        page.mouse.down()
+        for t in np.linspace(0.15, 0.85, 12):  # a vertical stroke: a "1"
+            page.mouse.move(box["x"] + 0.5 * box["width"], box["y"] + t * box["height"])
+        page.mouse.up()
+    pixels = np.asarray(sent.value.post_data_json["inputs"][0])  # 64 raw pixels, digits' range 0..16
+    assert pixels.shape == (64,) and pixels.max() == pytest.approx(16, rel=0.05) and pixels.min() == 0
+    image = pixels.reshape(8, 8)
+    assert image[:, 3:5].sum() > 4 * image[:, [0, 7]].sum()  # the ink is where the stroke went: the middle columns
     patches = page.locator("#pad-overlay rect.patch")
     patches.first.wait_for()
     assert patches.count() == 16  # 8 x 8 pixels in 2 x 2 patches
-    pixels = page.evaluate("Array.from(pad.values, v => v * 16)")  # what the page sent, in raw pixel units
-    assert max(pixels) == pytest.approx(16, rel=0.05) and min(pixels) == 0
+    pixels = pixels.tolist()
     expected = atomize(numeric_url, pixels)
     assert [patches.nth(i).get_attribute("data-role") for i in range(16)] == [c["role"] for c in expected["components"]]
     assert [int(r[1]) for r in neighbour_rows(page)] == [n["id"] for n in expected["neighbors"]]

@@ -19,9 +19,12 @@ def test_page_and_its_assets(text_client):
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert 'src="static/explorer.js"' in page.text and 'href="static/explorer.css"' in page.text
     assert "http://" not in page.text and "https://" not in page.text  # nothing from outside
-    script = text_client.get("/static/explorer.js")
-    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
-    assert set(re.findall(r"https?://[^\s\"'`]+", script.text)) == {"http://www.w3.org/2000/svg"}  # a name, not a fetch
+    urls = set()
+    for name in ("explorer.js", "common.js", "map.js", "pad.js"):  # ES modules: a JavaScript type is required
+        script = text_client.get(f"/static/{name}")
+        assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+        urls |= set(re.findall(r"https?://[^\s\"'`]+", script.text))
+    assert urls == {"http://www.w3.org/2000/svg"}  # the SVG namespace: a name, not a fetch
     assert text_client.get("/static/explorer.css").headers["content-type"].startswith("text/css")
 
 
