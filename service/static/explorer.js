@@ -221,13 +221,18 @@ function renderComponents() {
     components.forEach((c) => {
       const x = (c.index % columns) * pw;
       const y = Math.floor(c.index / columns) * ph;
-      const rect = svgEl("rect", { x, y, width: pw, height: ph, fill: ROLE_COLOURS[c.role], "fill-opacity": 0.2,
-        stroke: ROLE_COLOURS[c.role], "stroke-width": 0.08, tabindex: 0, class: "patch", "data-role": c.role,
-        "aria-label": `patch ${c.index}: ${c.role}` });
+      // A light tint and an inset border in the role's colour, and its initial: a grey tint alone
+      // (neutron) would read as ink on the drawing.
+      const inset = 0.06 * pw;
+      const rect = svgEl("rect", { x: x + inset, y: y + inset, width: pw - 2 * inset, height: ph - 2 * inset,
+        fill: ROLE_COLOURS[c.role], "fill-opacity": 0.12, stroke: ROLE_COLOURS[c.role], "stroke-width": 0.06 * pw,
+        tabindex: 0, class: "patch", "data-role": c.role, "aria-label": `patch ${c.index}: ${c.role}` });
       rect.append(svgEl("title", {}, `patch ${c.index}: ${c.role}`));
       rect.addEventListener("mouseenter", () => showDetail(c));
       rect.addEventListener("focus", () => showDetail(c));
-      overlay.append(rect);
+      const letter = svgEl("text", { x: x + 0.18 * pw, y: y + 0.42 * ph, "font-size": 0.3 * ph, class: "patch-role",
+        fill: ROLE_COLOURS[c.role] }, c.role[0]);
+      overlay.append(rect, letter);
     });
     const counts = {};
     components.forEach((c) => { counts[c.role] = (counts[c.role] || 0) + 1; });
