@@ -45,7 +45,7 @@ def start_runtime(settings: Settings, metrics: Metrics, bundle: Bundle | None, s
     state.started["bundle_loaded"] = True
     state.started["bank_loaded"] = True  # load_bundle validated and loaded atoms.npz
     runtime = Runtime(
-        bundle, device=settings.device, max_components_per_input=settings.max_components_per_input, metrics=metrics
+        bundle, device=settings.device, precision=settings.precision, max_components_per_input=settings.max_components_per_input, metrics=metrics
     )
     runtime.warm_up()
     state.started["session_warmed_up"] = True

@@ -7,6 +7,7 @@ A bundle is a folder:
                               (numeric) components float32 (B, n, f), attention_mask int64 (B, n)
                        outputs embedding (B, k), roles (B, n, 3), composition (B, 6)
     encoder.fp16.onnx  optional, for GPU
+    encoder.int8.onnx  optional, for CPU (dynamic per-channel quantization)
     tokenizer.json     text bundles only
     atoms.npz          reference bank: embedding (M, k) float32, radius (M,), charge (M,), id (M,), label (M,)
     report/            plots and report.html (checksummed like the rest)
@@ -29,6 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 FP16_FILE = "encoder.fp16.onnx"
+INT8_FILE = "encoder.int8.onnx"
+MODEL_FILES = {"fp32": "encoder.onnx", "fp16": FP16_FILE, "int8": INT8_FILE}
 ROLE_NAMES = ("electron", "proton", "neutron")
 COMPOSITION_FIELDS = ("electrons", "protons", "neutrons", "mass", "charge", "radius")
 BANK_ARRAYS = ("embedding", "radius", "charge", "id", "label")
@@ -60,6 +63,9 @@ class InputSpec(_Strict):
     component_dim: int = Field(gt=0)  # numeric: features per component; 1 for text
     # numeric image data: {"kind": "patches", "image_shape": [H, W], "patch_shape": [ph, pw]}
     preprocess: dict[str, Any] = Field(default_factory=lambda: {"kind": "none"})
+    # ids the tokenizer adds around each text ([CLS], [SEP] of a pretrained backbone): the model
+    # attends to them, but they are no components (no role, outside the composition)
+    special_token_ids: list[int] = Field(default_factory=list)
 
 
 class PotentialSpec(_Strict):
@@ -79,6 +85,7 @@ class PotentialSpec(_Strict):
 
 class TrainingSummary(_Strict):
     dataset: str
+    backbone: str | None = None  # "minilm" or a folder name; None = trained from scratch
     seed: int
     epochs: int
     metrics: dict[str, float | None] = Field(default_factory=dict)
@@ -99,6 +106,9 @@ class Manifest(_Strict):
     potential: PotentialSpec
     radius_range: list[float]  # [r_min, r_max]
     training: TrainingSummary
+    # what each reduced-precision copy costs, measured at export against fp32 on held-out items:
+    # {"int8": {"cosine_mean": ..., "cosine_min": ..., "accuracy_fp32": ..., "accuracy": ...}}
+    precisions: dict[str, dict[str, float]] = Field(default_factory=dict)
     files: dict[str, str]  # relative path -> sha256 hex, every file of the bundle but the manifest
 
     def write(self, bundle_dir: Path) -> Path:
@@ -151,6 +161,21 @@ class Bundle:
     def fp16_onnx_path(self) -> Path | None:
         # only a checksummed copy counts: load_bundle verified it like encoder.onnx
         return self.path / FP16_FILE if FP16_FILE in self.manifest.files else None
+
+    @property
+    def int8_onnx_path(self) -> Path | None:
+        return self.path / INT8_FILE if INT8_FILE in self.manifest.files else None
+
+    def model_path(self, precision: str) -> Path | None:
+        """The checksummed model file of a precision (fp32, fp16, int8), None if the bundle lacks it."""
+        name = MODEL_FILES[precision]
+        return self.path / name if name in self.manifest.files else None
+
+    def precisions(self) -> list[str]:
+        return [p for p, name in MODEL_FILES.items() if name in self.manifest.files]
+
+    def precision_of(self, model_file: str) -> str:
+        return next(p for p, name in MODEL_FILES.items() if name == model_file)
 
     @property
     def tokenizer_path(self) -> Path | None:
@@ -258,7 +283,8 @@ def load_bundle(bundle_dir: Path | str, *, check_onnx: bool = True) -> Bundle:
     verify_checksums(bundle_dir, manifest)
     if check_onnx:
         verify_onnx_signature(bundle_dir / "encoder.onnx", manifest)
-        if FP16_FILE in manifest.files:  # fp16 inside, float32 in and out (keep_io_types)
-            verify_onnx_signature(bundle_dir / FP16_FILE, manifest)
+        for name in (FP16_FILE, INT8_FILE):  # reduced inside, float32 in and out
+            if name in manifest.files:
+                verify_onnx_signature(bundle_dir / name, manifest)
     bank = load_bank(bundle_dir / "atoms.npz", manifest)
     return Bundle(path=bundle_dir, manifest=manifest, bank=bank)

@@ -40,6 +40,7 @@ def serve(
     max_request_bytes: Annotated[Optional[int], _flag("max_request_bytes")] = None,
     request_timeout_ms: Annotated[Optional[float], _flag("request_timeout_ms")] = None,
     device: Annotated[Optional[str], _flag("device")] = None,
+    precision: Annotated[Optional[str], _flag("precision")] = None,
     api_key: Annotated[Optional[str], _flag("api_key")] = None,
     log_level: Annotated[Optional[str], _flag("log_level")] = None,
 ) -> None:

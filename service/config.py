@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     request_timeout_ms: float = Field(30_000.0, gt=0.0, description="deadline of one request, queueing included")
 
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when it works, else CPU")
+    precision: Literal["auto", "fp32", "fp16", "int8"] = Field(
+        "auto", description="model copy: auto = fp16 on CUDA, int8 on CPU when the bundle has them, else fp32"
+    )
     api_key: SecretStr | None = Field(None, description="when set, /v1/* requires `Authorization: Bearer KEY`")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="logging level")
 

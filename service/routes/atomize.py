@@ -43,11 +43,12 @@ def render(index: int, item: Item, result: ItemResult, include: set[str], runtim
         out["composition"] = dict(zip(manifest.composition_fields, result.composition.tolist()))
     if "components" in include:
         tokens = runtime.token_strings(item)
-        roles = result.roles.tolist()
-        best = result.roles.argmax(axis=1).tolist()
+        real = runtime.component_positions(item)  # [CLS]/[SEP] of a backbone are no components
+        roles = result.roles[real].tolist()
+        best = result.roles[real].argmax(axis=1).tolist()
         components = []
-        for j, (probabilities, role) in enumerate(zip(roles, best)):
-            component: dict = {"index": j} if tokens is None else {"index": j, "token": tokens[j]}
+        for j, (position, probabilities, role) in enumerate(zip(real, roles, best)):
+            component: dict = {"index": j} if tokens is None else {"index": j, "token": tokens[position]}
             component["role"] = manifest.role_names[role]
             component["probabilities"] = dict(zip(manifest.role_names, probabilities))
             components.append(component)

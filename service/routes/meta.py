@@ -34,6 +34,7 @@ async def model_info(serving: Serving) -> ModelInfo:
             "device": "cuda" if runtime.provider == "CUDAExecutionProvider" else "cpu",
             "provider": runtime.provider,
             "model_file": runtime.model_file,
+            "precision": runtime.precision,
             "onnxruntime_version": ort.__version__,
         },
         bank={"atoms": len(runtime.index), "search": "exact"},

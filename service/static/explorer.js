@@ -93,7 +93,7 @@ function renderModelCard() {
   }
   facts.push(["labels", m.label_names.join(", ")], ["embedding", `${m.embedding_dim} dimensions`],
     ["potential", `${m.potential.kind}, λ = ${m.potential.weight}`],
-    ["device", `${m.runtime.device} (${m.runtime.provider.replace("ExecutionProvider", "")}), ${precision(m.runtime.model_file)}`],
+    ["device", `${m.runtime.device} (${m.runtime.provider.replace("ExecutionProvider", "")}), ${m.runtime.precision || precision(m.runtime.model_file)}`],
     ["bank", `${m.bank.atoms.toLocaleString("en")} atoms, ${m.bank.search} search`]);
   $("model-facts").replaceChildren(...facts.flatMap(([name, value]) => [el("dt", { text: name }), el("dd", { text: value })]));
   document.title = `${m.name} · Atomizer explorer`;

@@ -140,3 +140,32 @@ def test_valence_keeps_each_atoms_nearest_bonding_partners_only():
         expected[a, b] = expected[b, a] = 1.0
     assert torch.equal(kept, expected)
     assert torch.equal(limit_valence(bond, z, valence=10), bond * (1 - torch.eye(5)))  # all partners
+
+
+def test_span_radius_is_how_far_the_electrons_lie_from_the_nucleus():
+    """radius_mode="span": R = r_min + (r_max - r_min) * RMS_e ||p_i - z|| / (2 * sphere radius),
+    p_i each component's own position on the sphere. Computed here by hand from the head's parts."""
+    model = tiny("text", radius_mode="span")
+    head, config = model.atom, model.config
+    h = torch.randn(2, 5, config.d_model)
+    mask = torch.ones(2, 5)
+    z, _, composition = head(h, h, mask.bool())
+    pi = head.roles(h, mask)
+    p = F.normalize(head.nucleus(h), dim=-1) * config.sphere_radius
+    share = pi[..., 0] / (pi[..., 0].sum(1, keepdim=True) + config.nucleon_floor)
+    span = torch.sqrt((share * ((p - z[:, None]) ** 2).sum(-1)).sum(1)) / (2 * config.sphere_radius)
+    expected = config.r_min + (config.r_max - config.r_min) * span
+    torch.testing.assert_close(composition[:, 5], expected, atol=1e-5, rtol=1e-5)
+    # every component in the same state: the electrons sit on the nucleus, the radius is r_min
+    same = h[:, :1].expand(-1, 5, -1)
+    _, _, composition = head(same, same, mask.bool())
+    torch.testing.assert_close(composition[:, 5], torch.full((2,), config.r_min), atol=1e-4, rtol=0)
+
+
+def test_shell_radius_mode_is_kept_and_bounded():
+    model = tiny("text", radius_mode="shell")
+    inputs, mask = batch("text")
+    with torch.no_grad():
+        radius = model(inputs, mask).radius
+    assert ((radius >= model.config.r_min) & (radius <= model.config.r_max)).all()
+    assert hasattr(model.atom, "shell") and not hasattr(tiny("text", radius_mode="span").atom, "shell")
