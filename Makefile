@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEFAULT_TRAIN ?= --epochs 3 --batch-size 64 --lr 3e-3
 
-.PHONY: setup browser test run bundle bundle-small bench-quality bench-quality-backbone bench-serve check-prometheus clean
+.PHONY: setup browser test run bundle bundle-small bench-quality bench-quality-backbone bench-serve check-prometheus check-image clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -50,6 +50,12 @@ run: setup bundle
 # Live: a real Prometheus scrapes the service; installs Debian's prometheus when missing (root).
 check-prometheus: setup
 	PYTHON=$(PY) bash deploy/check_prometheus.sh
+
+# Live: the serving images built from the Dockerfile on a Debian base (no registry needed) and
+# run with podman as a user would; installs podman, runc, debootstrap when missing (root).
+# CHECK_IMAGE_ARGS=--train adds the training image (CUDA torch from PyPI: ~6 GB, not in CI).
+check-image: setup
+	PYTHON=$(PY) bash deploy/check_image.sh $(CHECK_IMAGE_ARGS)
 
 # From-scratch encoders on four datasets: sweeps on validation, then 3 seeds (hours on 2 cores).
 bench-quality: setup

@@ -188,7 +188,7 @@ def run_job(job: dict) -> dict:
     return record
 
 
-def reference_records(suite: str, dataset: str, backbone: str | None, device: str, limit: int | None = None) -> list[dict]:
+def reference_records(suite: str, dataset: str, backbone: str | None, limit: int | None, cache_dir: Path) -> list[dict]:
     """Outside references on the same splits; any hyper-parameter is chosen on validation."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -214,7 +214,8 @@ def reference_records(suite: str, dataset: str, backbone: str | None, device: st
         xs = [vectoriser.fit_transform(data.train.texts), vectoriser.transform(data.validation.texts), vectoriser.transform(data.test.texts)]
         add("tfidf-logreg", LogisticRegression, *xs, logreg_grid)
         if backbone:
-            xs = [frozen_sentence_embeddings(backbone, split.texts, device) for split in (data.train, data.validation, data.test)]
+            backbone_data = load_data(dataset, backbone, limit)
+            xs = frozen_sentence_embeddings(dataset, backbone, backbone_data, cache_dir)
             add("frozen-backbone-logreg", LogisticRegression, *xs, logreg_grid)
     else:
         xs = [split.features * data.input_scale for split in (data.train, data.validation, data.test)]
@@ -223,35 +224,22 @@ def reference_records(suite: str, dataset: str, backbone: str | None, device: st
     return records
 
 
-def frozen_sentence_embeddings(backbone: str, texts: list[str], device: str) -> np.ndarray:
-    """The pretrained backbone as sentence-transformers uses it: mean pooling over the attended
-    tokens, L2-normalised."""
-    import torch
-
-    from model import AtomConfig
-    from model.backbone import BackboneEncoder
-    from training.backbone import backbone_tokenizer, load_pretrained_weights, read_backbone_config, resolve_backbone
-    from training.datasets.builtin import TEXT_MAX_COMPONENTS
-
-    path = resolve_backbone(backbone)
-    tokenizer = backbone_tokenizer(path, TEXT_MAX_COMPONENTS)
-    encoder = BackboneEncoder(AtomConfig(backbone_config=read_backbone_config(path)))
-    load_pretrained_weights(encoder, path)
-    torch_device = torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
-    encoder.to(torch_device).eval()
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(texts), 256):
-            encodings = tokenizer.encode_batch(texts[start : start + 256])
-            n = max(len(e.ids) for e in encodings)
-            ids = torch.zeros(len(encodings), n, dtype=torch.long)
-            for row, e in enumerate(encodings):
-                ids[row, : len(e.ids)] = torch.tensor(e.ids)
-            mask = (ids != 0).to(torch_device)
-            h, _ = encoder(ids.to(torch_device), mask)
-            pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-            out.append(torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy())
-    return np.concatenate(out)
+def frozen_sentence_embeddings(dataset: str, backbone: str, data, cache_dir: Path) -> list[np.ndarray]:
+    """The pretrained backbone as sentence-transformers uses it, per split: mean pooling of its
+    last states over the attended tokens ([CLS]/[SEP] included), L2-normalised. Pooled from the
+    cached frozen states, the same ones the heads train on."""
+    states = frozen_states(dataset, backbone, data, cache_dir)
+    pooled = []
+    for name in ("train", "validation", "test"):
+        mask = data.splits()[name].mask[..., None].astype(np.float32)  # (N, n, 1)
+        chunks = []
+        for start in range(0, len(mask), 2048):
+            h = states[name][start : start + 2048].float().numpy()
+            m = mask[start : start + 2048, : h.shape[1]]
+            mean = (h * m).sum(1) / m.sum(1)
+            chunks.append(mean / np.linalg.norm(mean, axis=1, keepdims=True))
+        pooled.append(np.concatenate(chunks))
+    return pooled
 
 
 def sweep_of(suite: str, train_layers: int) -> dict:
@@ -269,7 +257,8 @@ def job(args, dataset: str, method: str, config: str, settings: dict, seed: int,
     return {"suite": args.suite, "dataset": dataset, "method": method, "config": config, "settings": settings, "seed": seed,
             "phase": phase, "backbone": args.backbone if args.suite == "backbone" else None, "device": args.device,
             "workers": args.workers, "limit": args.limit, "train_layers": args.train_layers,
-            "keep_run": args.suite == "backbone",  # to export the chosen model without training it again "epochs_scale": 0.1 if args.quick else 1.0, "runs": str(args.runs)}
+            "epochs_scale": 0.1 if args.quick else 1.0, "runs": str(args.runs),
+            "keep_run": args.suite == "backbone"}  # backbone runs are kept: the chosen one is exported as is
 
 
 def chosen(records: list[dict], dataset: str, method: str, sweep: dict) -> dict | None:
@@ -356,12 +345,13 @@ def main(argv: list[str] | None = None) -> int:
         done = {r["key"] for r in records if "key" in r}
         for dataset in datasets:
             if not any(r["phase"] == "reference" and r["dataset"] == dataset for r in records):
-                for record in reference_records(args.suite, dataset, args.backbone if args.suite == "backbone" else None, args.device, args.limit):
+                for record in reference_records(args.suite, dataset, args.backbone if args.suite == "backbone" else None, args.limit, args.runs):
                     records.append(record)
                     with open(results, "a") as f:
                         f.write(json.dumps(record) + "\n")
-        records += run_jobs([j for d in datasets for j in sweep_jobs(args, d)], results, args.workers, done)
-        records += run_jobs([j for d in datasets for j in final_jobs(args, records, d)], results, args.workers, done)
+        for dataset in datasets:  # one dataset finished before the next: an interrupted run still tells something
+            records += run_jobs(sweep_jobs(args, dataset), results, args.workers, done)
+            records += run_jobs(final_jobs(args, records, dataset), results, args.workers, done)
         log.warning("quality %s: %.0f s", args.suite, time.perf_counter() - started)
     records = read_records(results)
     machine = f"{platform.processor() or platform.machine()}, Python {platform.python_version()}"

@@ -21,7 +21,7 @@ import numpy as np
 if TYPE_CHECKING:  # imported lazily so that numeric-only callers need no tokenizers install
     from tokenizers import Tokenizer
 
-__all__ = ["PAD_ID", "patchify", "unpatchify", "load_tokenizer", "tokenize"]
+__all__ = ["PAD_ID", "patchify", "unpatchify", "load_tokenizer", "tokenize", "encode"]
 
 # Token id 0 is padding in every tokenizer of this project ("[PAD]").
 PAD_ID = 0
@@ -102,6 +102,11 @@ def tokenize(tokenizer: "Tokenizer", texts: Sequence[str]) -> list[list[int]]:
     in a vocabulary-based tokenizer) is removed: padding never appears inside a sequence, and
     masks can be derived from lengths alone.
     """
+    return [ids for ids, _ in encode(tokenizer, texts)]
+
+
+def encode(tokenizer: "Tokenizer", texts: Sequence[str]) -> list[tuple[list[int], bool]]:
+    """``tokenize``, and for each text whether the tokenizer's truncation cut it."""
     if isinstance(texts, str):
         # A bare string would otherwise be tokenized character by character.
         raise TypeError("tokenize expects a list of strings, got a single str")
@@ -111,5 +116,8 @@ def tokenize(tokenizer: "Tokenizer", texts: Sequence[str]) -> list[list[int]]:
             raise TypeError(f"tokenize: texts[{i}] is {type(t).__name__}, not str")
     if not texts:
         return []
-    seqs = [enc.ids for enc in tokenizer.encode_batch(texts, add_special_tokens=True)]
-    return [[i for i in ids if i != PAD_ID] if PAD_ID in ids else ids for ids in seqs]
+    encodings = tokenizer.encode_batch(texts, add_special_tokens=True)
+    return [
+        ([i for i in enc.ids if i != PAD_ID] if PAD_ID in enc.ids else enc.ids, bool(enc.overflowing))
+        for enc in encodings
+    ]

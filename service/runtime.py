@@ -19,7 +19,7 @@ import onnxruntime as ort
 
 from . import preprocess
 from .bundle import Bundle
-from .errors import InvalidInput, TooLarge
+from .inputs import NumericInputs, TextInputs
 from .metrics import Metrics
 from .neighbors import EMPTY, NeighborIndex, Neighbors, RankBy
 
@@ -40,6 +40,7 @@ class Item:
     components: np.ndarray  # text: (n,) int64 token ids; numeric: (n, f) float32, unscaled
     neighbors: int = 0  # how many bank atoms to return
     rank_by: RankBy = "distance"
+    truncated: bool = False  # text cut to the model's maximum length
 
     @property
     def length(self) -> int:
@@ -100,6 +101,11 @@ class Runtime:
         self.metrics = metrics
         self.tokenizer = preprocess.load_tokenizer(bundle.tokenizer_path) if self.spec.modality == "text" else None
         self._special_ids = list(self.spec.special_token_ids)  # e.g. [CLS], [SEP]: attended to, no components
+        self.inputs = (
+            TextInputs(self.tokenizer, max_components_per_input, self.manifest.name, self._special_ids)
+            if self.tokenizer is not None
+            else NumericInputs(self.spec, max_components_per_input, self.manifest.name)
+        )
         self.session, self.provider, self.model_file = create_session(bundle, device, precision)
         self.precision = bundle.precision_of(self.model_file)
         self._input_names = [spec.name for spec in self.manifest.onnx_inputs]  # (values, attention_mask)
@@ -113,56 +119,16 @@ class Runtime:
     # ---- preprocessing -------------------------------------------------------------------
 
     def prepare(self, inputs: Sequence[Any], *, neighbors: int = 0, rank_by: RankBy = "distance",
-                field: str = "inputs") -> list[Item]:
-        """Validate raw inputs and turn them into items; `field` names them in error messages."""
-        if self.spec.modality == "text":
-            arrays = self._tokenize(inputs, field)
+                field: str = "inputs", truncate: bool = True) -> list[Item]:
+        """Validate raw inputs and turn them into items; `field` names them in error messages.
+
+        CPU work (tokenizing up to megabytes): call it from a worker thread, not the event loop.
+        """
+        if isinstance(self.inputs, TextInputs):
+            prepared = self.inputs.prepare(inputs, field, truncate)
         else:
-            arrays = [self._numeric(value, f"{field}[{i}]") for i, value in enumerate(inputs)]
-        for i, array in enumerate(arrays):
-            if array.shape[0] == 0 or (self._special_ids and not np.isin(array, self._special_ids, invert=True).any()):
-                raise InvalidInput(f"{field}[{i}] is empty")
-            if array.shape[0] > self.max_components_per_input:
-                raise TooLarge(f"{field}[{i}] has {array.shape[0]} components; the limit is "
-                               f"max_components_per_input={self.max_components_per_input}")
-            if array.shape[0] > self.spec.max_components:
-                raise InvalidInput(f"{field}[{i}] has {array.shape[0]} components; this model takes at most "
-                                   f"{self.spec.max_components}")
-        return [Item(array, neighbors, rank_by) for array in arrays]
-
-    def _tokenize(self, inputs: Sequence[Any], field: str) -> list[np.ndarray]:
-        for i, value in enumerate(inputs):
-            if not isinstance(value, str):
-                raise InvalidInput(f"{field}[{i}] is not a string; model {self.manifest.name} takes text")
-        # Truncation at max_components is saved inside tokenizer.json, as in training.
-        return [np.asarray(ids, dtype=np.int64) for ids in preprocess.tokenize(self.tokenizer, list(inputs))]
-
-    def _numeric(self, value: Any, where: str) -> np.ndarray:
-        """One numeric input -> (n, f) float32, per manifest.input.preprocess."""
-        if isinstance(value, str):
-            raise InvalidInput(f"{where} is a string; model {self.manifest.name} takes arrays of numbers")
-        try:
-            array = np.asarray(value, dtype=np.float32)
-        except (TypeError, ValueError):
-            raise InvalidInput(f"{where} is not a rectangular array of numbers") from None
-        if not np.isfinite(array).all():
-            raise InvalidInput(f"{where} contains NaN or Inf")
-        options = self.spec.preprocess
-        f = self.spec.component_dim
-        if options.get("kind") == "patches":
-            height, width = options["image_shape"]
-            if array.shape == (height * width,):
-                array = array.reshape(height, width)
-            if array.shape != (height, width):
-                raise InvalidInput(f"{where} has shape {array.shape}; expected {height * width} pixel values "
-                                   f"or a {height} x {width} image")
-            return preprocess.patchify(array[None], tuple(options["patch_shape"]))[0]
-        if array.ndim == 1 and f == 1:
-            array = array[:, None]
-        if array.ndim != 2 or array.shape[1] != f:
-            expected = "a list of numbers or " if f == 1 else ""
-            raise InvalidInput(f"{where} has shape {array.shape}; expected {expected}an (n, {f}) array")
-        return array
+            prepared = self.inputs.prepare(inputs, field)
+        return [Item(components, neighbors, rank_by, truncated) for components, truncated in prepared]
 
     def component_positions(self, item: Item) -> list[int]:
         """Positions of the item's real components: all but the tokenizer's special tokens."""

@@ -105,11 +105,14 @@ def export(
     int8: Annotated[bool, typer.Option(help="also write encoder.int8.onnx for CPUs (measured against fp32)")] = False,
 ) -> None:
     """Export a run to a self-describing, self-verified ONNX bundle."""
+    from service.bundle import bundle_digest
+
     from .export import export_bundle
 
     with user_errors():
         bundle = export_bundle(run_dir, out, fp16=fp16, int8=int8)
     typer.echo(f"bundle: {bundle}")
+    typer.echo(f"digest: {bundle_digest(bundle)}  (pin it: ATOM_BUNDLE_DIGEST)")
 
 
 def _register_serve() -> None:

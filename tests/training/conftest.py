@@ -1,49 +1,11 @@
-"""Tiny real training runs (text and numeric), trained once per session and shared."""
+"""Training fixtures: the tiny runs and bundles are session fixtures of tests/conftest.py (shared
+with the service and deploy tests); a tiny pretrained-shaped backbone is built here."""
 
 from __future__ import annotations
 
 import pytest
 
-TINY_MODEL = {"d_model": 32, "n_layers": 1, "embedding_dim": 16, "n_heads": 2}
-
-
-def tiny_options(dataset: str, out, **changes):
-    from training.train import TrainOptions
-
-    values = dict(
-        dataset=dataset, out=out, epochs=2, limit=400, seed=0, batch_size=32, progress=False,
-        device="cpu", model_overrides=dict(TINY_MODEL), log_every=2,
-    )
-    values.update(changes)
-    return TrainOptions(**values)
-
-
-@pytest.fixture(scope="session")
-def text_run(tmp_path_factory):
-    from training.train import train
-
-    return train(tiny_options("synthetic", tmp_path_factory.mktemp("runs") / "synthetic"))
-
-
-@pytest.fixture(scope="session")
-def numeric_run(tmp_path_factory):
-    from training.train import train
-
-    return train(tiny_options("digits", tmp_path_factory.mktemp("runs") / "digits"))
-
-
-@pytest.fixture(scope="session")
-def text_bundle(text_run, tmp_path_factory):
-    from training.export import export_bundle
-
-    return export_bundle(text_run, tmp_path_factory.mktemp("bundles") / "synthetic")
-
-
-@pytest.fixture(scope="session")
-def numeric_bundle(numeric_run, tmp_path_factory):
-    from training.export import export_bundle
-
-    return export_bundle(numeric_run, tmp_path_factory.mktemp("bundles") / "digits", report=False)
+from ..conftest import TINY_MODEL, tiny_options  # noqa: F401  (re-exported for the tests here)
 
 
 def make_tiny_backbone(folder, texts: list[str]):
