@@ -29,9 +29,9 @@ from starlette.exceptions import HTTPException
 from contract.projection import PROJECTION_FILE, Projection, fit_projection, read_projection
 
 from ..bundle import Bundle, BundleError
-from ..errors import NotReady, TooLarge
+from ..errors import InternalError, InvalidInput, NotReady, Overloaded, TooLarge, Unauthorized
 from .deps import Serving
-from .handlers import ERROR_RESPONSES
+from .handlers import error_responses
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ MAP_SAMPLE_SEED = 0
 DEFAULT_MAP_ATOMS = 2000  # enough to see the bank's shape; a 27k-atom bank would be ~1 MB of JSON
 MAX_MAP_ATOMS = 20_000
 MAX_MAP_IDS = 100
+MAP_ERRORS = error_responses(InvalidInput, TooLarge, Unauthorized, NotReady, Overloaded, InternalError)
 # The docs pages may load nothing from outside: ReDoc hard-codes its maker's logo from a CDN; under
 # this policy the browser refuses it without a network request (ReDoc then hides the image).
 DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
@@ -225,7 +226,7 @@ def map_atoms(bundle: Bundle, source: MapSource, rows: np.ndarray) -> MapAtoms:
     )
 
 
-@router.get("/v1/bank/map", response_model=BankMap, responses=ERROR_RESPONSES, tags=["explorer"])
+@router.get("/v1/bank/map", response_model=BankMap, responses=MAP_ERRORS, tags=["explorer"])
 async def bank_map(
     request: Request,
     serving: Serving,

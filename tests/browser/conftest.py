@@ -3,7 +3,7 @@
 Playwright's own browser download cannot reach the network here, so the tests drive the
 system `chromium` (`make test` installs it; see the Makefile's `browser` target). The service
 runs in-process under uvicorn on a random 127.0.0.1 port, serving tiny bundles built by the
-real training and export code (the same recipe as tests/service). Screenshots go to
+real training and export code (tests/conftest.py, shared with every test area). Screenshots go to
 tmp/artifacts/browser/ (ignored by git), or to $ATOM_ARTIFACTS.
 """
 
@@ -28,26 +28,17 @@ CHROMIUM_FLAGS = [
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]
 ARTIFACTS = Path(os.environ.get("ATOM_ARTIFACTS", Path(__file__).resolve().parents[2] / "tmp" / "artifacts" / "browser"))
-TINY_MODEL = {"d_model": 32, "n_layers": 1, "embedding_dim": 16}
 
 
-def build_bundle(tmp: Path, dataset: str, *, report: bool) -> Bundle:
-    from training.export import export_bundle
-    from training.train import TrainOptions, train
-
-    options = TrainOptions(dataset=dataset, out=tmp / "run", epochs=1, limit=400, seed=0, progress=False,
-                           device="cpu", model_overrides=dict(TINY_MODEL))
-    return load_bundle(export_bundle(train(options), tmp / "bundle", report=report))
+# The tiny text (with its report) and numeric bundles of tests/conftest.py, shared with every test area.
+@pytest.fixture(scope="session")
+def text_loaded(text_bundle) -> Bundle:
+    return load_bundle(text_bundle)
 
 
 @pytest.fixture(scope="session")
-def text_bundle(tmp_path_factory) -> Bundle:
-    return build_bundle(tmp_path_factory.mktemp("browser-text"), "synthetic", report=True)
-
-
-@pytest.fixture(scope="session")
-def numeric_bundle(tmp_path_factory) -> Bundle:
-    return build_bundle(tmp_path_factory.mktemp("browser-numeric"), "digits", report=False)
+def numeric_loaded(numeric_bundle) -> Bundle:
+    return load_bundle(numeric_bundle)
 
 
 def free_port() -> int:
@@ -81,14 +72,14 @@ def serve(bundle: Bundle, **settings) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def text_url(text_bundle) -> Iterator[str]:
-    with serve(text_bundle) as url:
+def text_url(text_loaded) -> Iterator[str]:
+    with serve(text_loaded) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
-def numeric_url(numeric_bundle) -> Iterator[str]:
-    with serve(numeric_bundle) as url:
+def numeric_url(numeric_loaded) -> Iterator[str]:
+    with serve(numeric_loaded) as url:
         yield url
 
 

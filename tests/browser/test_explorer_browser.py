@@ -39,7 +39,7 @@ def neighbour_rows(page) -> list[list[str]]:
     return page.eval_on_selector_all("#neighbors tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent.trim()))")
 
 
-def test_text_model_shows_roles_composition_neighbours_and_map(watch, text_url, text_bundle):
+def test_text_model_shows_roles_composition_neighbours_and_map(watch, text_url, text_loaded):
     view = watch(text_url)
     page = view.page
     page.goto(f"{text_url}/")
@@ -52,9 +52,9 @@ def test_text_model_shows_roles_composition_neighbours_and_map(watch, text_url, 
 
     # the model card
     facts = dict(zip(page.locator("#model-facts dt").all_inner_texts(), page.locator("#model-facts dd").all_inner_texts()))
-    manifest = text_bundle.manifest
+    manifest = text_loaded.manifest
     assert facts["name"] == manifest.name and facts["modality"] == "text"
-    assert facts["bank"].startswith(f"{len(text_bundle.bank):,} atoms") and facts["device"].startswith("cpu")
+    assert facts["bank"].startswith(f"{len(text_loaded.bank):,} atoms") and facts["device"].startswith("cpu")
     assert facts["device"].endswith("fp32") and manifest.training.dataset in facts["trained on"]
 
     # every component, coloured by its role, with the role also as text
@@ -94,11 +94,11 @@ def test_text_model_shows_roles_composition_neighbours_and_map(watch, text_url, 
 
     # the map: the bank sample, the query and its 8 neighbours, really painted
     canvas = page.locator("#map")
-    assert int(canvas.get_attribute("data-atoms-drawn")) == min(len(text_bundle.bank), 2000)
+    assert int(canvas.get_attribute("data-atoms-drawn")) == min(len(text_loaded.bank), 2000)
     assert canvas.get_attribute("data-neighbours-drawn") == "8" and canvas.get_attribute("data-query-drawn") == "yes"
     assert painted_pixels(page, "#map") > 5000
     page.check("#map-zoom")  # framed on the input and its neighbours: fewer bank atoms in view
-    assert int(canvas.get_attribute("data-atoms-drawn")) < min(len(text_bundle.bank), 2000)
+    assert int(canvas.get_attribute("data-atoms-drawn")) < min(len(text_loaded.bank), 2000)
     assert canvas.get_attribute("data-neighbours-drawn") == "8" and painted_pixels(page, "#map") > 2000
     view.screenshot("explorer-text-zoomed")
     page.uncheck("#map-zoom")
@@ -118,14 +118,14 @@ def test_text_model_shows_roles_composition_neighbours_and_map(watch, text_url, 
     assert view.errors == [] and view.outside() == []
 
 
-def test_image_model_drawing_pad(watch, numeric_url, numeric_bundle):
+def test_image_model_drawing_pad(watch, numeric_url, numeric_loaded):
     view = watch(numeric_url)
     page = view.page
     page.goto(f"{numeric_url}/")
     page.wait_for_selector("#pad-form:not([hidden])")
     assert page.locator("#text-form").is_hidden()
     assert page.locator("#pad-size").inner_text() == "8 × 8"
-    assert int(page.get_attribute("#map", "data-atoms-drawn")) == len(numeric_bundle.bank)  # the map before any input
+    assert int(page.get_attribute("#map", "data-atoms-drawn")) == len(numeric_loaded.bank)  # the map before any input
     box = page.locator("#pad").bounding_box()
     page.mouse.move(box["x"] + 0.5 * box["width"], box["y"] + 0.15 * box["height"])
     with page.expect_request("**/v1/atomize") as sent:  # atomized when the stroke ends
@@ -186,9 +186,9 @@ def test_docs_and_redoc_work_offline(watch, text_url):
     assert any(url.endswith("/static/docs/swagger-ui-bundle.js") for url in view.requests)
 
 
-def test_page_asks_for_the_api_key_and_keeps_it_in_the_session(watch, text_bundle):
+def test_page_asks_for_the_api_key_and_keeps_it_in_the_session(watch, text_loaded):
     key = "s3cret-key-for-the-test"
-    with serve(text_bundle, api_key=key) as url:
+    with serve(text_loaded, api_key=key) as url:
         html = httpx.get(f"{url}/").text
         assert key not in html and httpx.get(f"{url}/v1/model").status_code == 401
         view = watch(url)

@@ -47,11 +47,19 @@ def test_docs_and_redoc_are_served_offline(text_client):
     assert text_client.get("/openapi.json").json()["paths"]["/v1/bank/map"]["get"]["tags"] == ["explorer"]
 
 
-def test_report_is_missing_from_a_bundle_exported_without_one(text_client):
+def test_report_is_served_from_the_bundle(text_client, text_case):
     assert text_client.get("/report", follow_redirects=False).headers["location"] == "report/"
-    response = text_client.get("/report/")
-    assert response.status_code == 404 and "has no training report" in response.json()["error"]["message"]
+    page = text_client.get("/report/")
+    assert page.status_code == 200 and page.text == (text_case.path / "report" / "report.html").read_text()
+    figure = text_client.get("/report/atoms.png")
+    assert figure.headers["content-type"] == "image/png" and figure.content[:4] == b"\x89PNG"
     assert text_client.get("/report/../manifest.json").status_code == 404
+    assert text_client.get("/report/nothing.png").status_code == 404
+
+
+def test_report_is_missing_from_a_bundle_exported_without_one(numeric_client):
+    response = numeric_client.get("/report/")
+    assert response.status_code == 404 and "has no training report" in response.json()["error"]["message"]
 
 
 def test_map_holds_the_stored_projection(client_case):
@@ -66,7 +74,10 @@ def test_map_holds_the_stored_projection(client_case):
     np.testing.assert_allclose(body["atoms"]["radius"], bank.radius[rows], atol=1e-6)
     names = case.bundle.manifest.label_names
     assert body["atoms"]["label"] == [names[i] for i in bank.label[rows]]
-    assert body["stats"] is None  # exported without a report
+    if case.path.joinpath("report", "stats.json").is_file():  # the text bundle has a report
+        assert body["stats"]["summary"]["atoms in bank"] == len(bank) and "top_tokens" in body["stats"]
+    else:
+        assert body["stats"] is None
 
 
 def test_a_query_lands_where_its_bank_atom_is(client_case):
