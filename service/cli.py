@@ -28,6 +28,7 @@ def _flag(name: str) -> Any:
 
 def serve(
     bundle: Annotated[Optional[Path], _flag("bundle")] = None,
+    bank: Annotated[Optional[Path], _flag("bank")] = None,
     host: Annotated[Optional[str], _flag("host")] = None,
     port: Annotated[Optional[int], _flag("port")] = None,
     max_batch_items: Annotated[Optional[int], _flag("max_batch_items")] = None,
@@ -64,17 +65,21 @@ def run(settings: Settings) -> None:
     except ImportError as exc:
         typer.echo(f"serving needs the `serve` extra (pip install 'atomizer[serve]'): {exc}", err=True)
         raise typer.Exit(1) from None
+    from contract.bank import BankError
+
     from .bundle import BundleError, load_bundle
+    from .neighbors import load_served_bank
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         # Validated before uvicorn starts, so a bad bundle is one line, not a traceback.
         bundle = load_bundle(settings.bundle)
-    except BundleError as exc:
+        bank = load_served_bank(bundle, settings.bank)
+    except (BundleError, BankError) as exc:
         log.error("cannot start: %s", exc)
         raise typer.Exit(1) from None
     uvicorn.run(
-        create_app(settings, bundle=bundle),
+        create_app(settings, bundle=bundle, bank=bank),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -17,6 +17,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ATOM_", frozen=True, extra="forbid")
 
     bundle: Path = Field(Path("bundles/tweets"), description="model bundle folder (manifest.json, encoder.onnx, ...)")
+    bank: Path | None = Field(
+        None, description="bank folder from `atomize index` to find neighbours in (default: the bundle's atoms.npz); "
+        "reloaded on SIGHUP"
+    )
     # Loopback by default: exposing the service is a deliberate choice (a container sets 0.0.0.0).
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port)")
