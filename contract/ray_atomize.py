@@ -67,7 +67,8 @@ def atomize_on_ray(shards: Iterable[Shard], shards_dir: Path, options: IndexOpti
                 results[number][position] = (embedding, radius, charge, problem or None)
                 shard = pending[number]
                 if len(results[number]) == len(shard.records):
-                    rows = [results.pop(number)[i] for i in range(len(shard.records))]
+                    done = results.pop(number)
+                    rows = [done[i] for i in range(len(shard.records))]
                     write_shard(shards_dir / shard.name, shard.records, np.stack([r[0] for r in rows]),
                                 np.asarray([r[1] for r in rows], np.float32), np.asarray([r[2] for r in rows], np.float32),
                                 [r[3] for r in rows], options)
