@@ -1,9 +1,9 @@
 """Nearest-atom search: one implementation for the service, evaluation and the training report.
 
 FAISS does the search. A small bank gets an exact `IndexFlatL2`; above `EXACT_MAX_ELEMENTS`
-(atoms x dimensions) it gets an HNSW graph, chosen over IVF by `benchmarks/bank.py` (at 10^6
-atoms of 384 dimensions HNSW reached the recall target at a fraction of IVF's latency; the
-figures are in `benchmarks/results/bank.md`). The index only proposes candidates: every
+(atoms x dimensions) an HNSW graph, and above `HNSW_MAX_ATOMS` an IVF index, whose build time
+stays in minutes on a small machine (measured by `benchmarks/bank.py`, figures in
+`benchmarks/results/bank.md`). The index only proposes candidates: every
 returned distance is recomputed from the difference vectors in float32, because FAISS's
 ||q||^2 + ||b||^2 - 2 q.b form loses small distances to cancellation (a bank atom's distance
 to itself would read ~1e-3 instead of 0).
@@ -20,6 +20,7 @@ strongly bound atoms among the nearest ones.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,19 +41,23 @@ IndexKind = Literal["flat", "hnsw", "ivf"]
 EnergyFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 # Exact search up to 2^24 atom-dimensions (~44k atoms at 384 dims, ~524k at 32): below that one
-# exact query costs about 1 ms on a 2-core CPU (benchmarks/results/bank.md) and the exact
-# index needs no build.
+# exact query costs about a millisecond on a 2-core CPU (benchmarks/results/bank.md) and the
+# exact index needs no build.
 EXACT_MAX_ELEMENTS = 1 << 24
+# HNSW (the fastest search at a given recall) up to this many atoms, IVF above: an HNSW graph
+# is built one insertion at a time, and on 2 cores a graph over 10^6 atoms of 384 dimensions
+# would take hours, while IVF's k-means and assignment take minutes (benchmarks/results/bank.md).
+HNSW_MAX_ATOMS = 300_000
 # Candidates re-ranked by energy. 100 keeps the HNSW beam (efSearch >= k) within the latency
 # target while covering the whole bond well of the banks this project trains.
 ENERGY_CANDIDATES = 100
-# HNSW: 32 links per node and a beam of 128 at search gave recall@10 >= 0.95 on MiniLM-derived
-# banks of 10^6 atoms; efConstruction 80 halves the build time of the default 200 for a recall
-# loss below 0.005 at that beam (benchmarks/results/bank.md).
+# HNSW: 32 links per node and a beam of 128 at search; see the ef_search sweep in the results.
 HNSW_DEFAULTS = {"m": 32, "ef_construction": 80, "ef_search": 128}
-# IVF (kept for comparison and for banks beyond memory, where IVF-PQ is the next step):
-# sqrt(M)-ish lists, probing 1/32 of them.
-IVF_DEFAULTS = {"nlist": 1024, "nprobe": 32}
+# IVF: ~4 sqrt(M) lists (a power of two), k-means on at most 40 points per list, 10 iterations
+# (FAISS's 25 cost 2.5x the build for no recall gain here); nprobe from the sweep in the results.
+IVF_NPROBE = 64
+IVF_TRAIN_PER_LIST = 40
+IVF_TRAIN_ITERATIONS = 10
 
 
 @dataclass(frozen=True)
@@ -69,14 +74,15 @@ class IndexSpec:
 def choose_spec(count: int, dim: int, kind: str = "auto") -> IndexSpec:
     """The spec for a bank of `count` atoms of `dim` dimensions: exact when small enough, else HNSW."""
     if kind == "auto":
-        kind = "flat" if count * dim <= EXACT_MAX_ELEMENTS else "hnsw"
+        kind = "flat" if count * dim <= EXACT_MAX_ELEMENTS else "hnsw" if count <= HNSW_MAX_ATOMS else "ivf"
     if kind == "flat":
         return IndexSpec("flat")
     if kind == "hnsw":
         return IndexSpec("hnsw", dict(HNSW_DEFAULTS))
     if kind == "ivf":
-        nlist = int(min(IVF_DEFAULTS["nlist"], max(1, count // 39)))  # FAISS wants >= 39 points per list
-        return IndexSpec("ivf", {"nlist": nlist, "nprobe": min(IVF_DEFAULTS["nprobe"], nlist)})
+        nlist = 2 ** max(0, round(math.log2(max(1.0, 4.0 * math.sqrt(count)))))
+        nlist = max(1, min(nlist, count // IVF_TRAIN_PER_LIST))  # enough points to train every list
+        return IndexSpec("ivf", {"nlist": nlist, "nprobe": min(IVF_NPROBE, nlist)})
     raise ValueError(f"index kind must be auto, flat, hnsw or ivf, got {kind!r}")
 
 
@@ -101,10 +107,11 @@ def build_faiss(embedding: np.ndarray, spec: IndexSpec, *, seed: int = 0) -> fai
         index.hnsw.efConstruction = int(spec.params["ef_construction"])
     elif spec.kind == "ivf":
         index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, int(spec.params["nlist"]))
-        index.cp.seed = seed
+        index.cp.seed, index.cp.niter = seed, IVF_TRAIN_ITERATIONS
         sample = embedding
-        if len(embedding) > 256 * index.nlist:  # k-means on a seeded sample: what FAISS would keep
-            sample = embedding[np.random.default_rng(seed).choice(len(embedding), 256 * index.nlist, replace=False)]
+        if len(embedding) > IVF_TRAIN_PER_LIST * index.nlist:  # k-means on a seeded sample
+            size = IVF_TRAIN_PER_LIST * index.nlist
+            sample = embedding[np.sort(np.random.default_rng(seed).choice(len(embedding), size, replace=False))]
         index.train(sample)
     else:
         raise ValueError(f"unknown index kind {spec.kind!r}")

@@ -182,6 +182,8 @@ def finish_bank(out: Path, shards_dir: Path, options: IndexOptions, fmt: str, di
         parts["embedding"].append(np.zeros((0, bundle.embedding_dim), np.float32))
     joined = {name: np.concatenate(arrays) if arrays else np.zeros(0) for name, arrays in parts.items()}
     ids = [json.loads(value) for value in joined["id"].tolist()]
+    if all(isinstance(i, str) and i.isdigit() and str(int(i)) == i for i in ids):
+        ids = [int(i) for i in ids]  # CSV cells are text: "42" is the id 42 (but "007" stays "007")
     id_array = np.asarray(ids, np.int64) if all(isinstance(i, int) for i in ids) else np.asarray([str(i) for i in ids])
     labels = joined["label"].astype(str).tolist()
     label_names = sorted({label for label in labels if label})
