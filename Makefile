@@ -9,7 +9,7 @@ RUN ?= runs/tweets
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup test run bundle bench-quality bench-serve check-prometheus clean
+.PHONY: setup test run bundle bench-quality bench-serve bench-bank check-prometheus clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -42,6 +42,20 @@ bench-quality: setup
 
 bench-serve: setup bundle
 	$(PY) benchmarks/serve.py --bundle $(BUNDLE)
+
+# Banks of 10^4..10^6 atoms derived from real all-MiniLM-L6-v2 embeddings of tweets, exact vs
+# HNSW vs IVF; then /v1/atomize with and without neighbours at 10^5 atoms (a 384-dim tweets bundle).
+BANK_WORK ?= runs/bench-bank
+$(BANK_WORK)/minilm_tweets.npz: | $(STAMP)
+	$(PY) benchmarks/minilm_embed.py --limit 16000 --out $@
+
+$(BANK_WORK)/bundle/manifest.json: | $(STAMP)
+	$(ATOMIZE) train --dataset tweets --out $(BANK_WORK)/run --epochs 2 --model '{"embedding_dim": 384}' --no-progress
+	$(ATOMIZE) export $(BANK_WORK)/run --out $(BANK_WORK)/bundle
+
+bench-bank: setup $(BANK_WORK)/minilm_tweets.npz $(BANK_WORK)/bundle/manifest.json
+	$(PY) benchmarks/bank.py search --embeddings $(BANK_WORK)/minilm_tweets.npz
+	$(PY) benchmarks/bank.py e2e --bundle $(BANK_WORK)/bundle --work $(BANK_WORK)
 
 clean:
 	rm -rf runs bundles .pytest_cache
