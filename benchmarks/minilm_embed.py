@@ -92,7 +92,7 @@ def embed(texts: list[str], batch_size: int = 128) -> np.ndarray:
             ids[j, : len(e.ids)] = torch.tensor(e.ids)
             mask[j, : len(e.ids)] = 1
         out[rows] = model(ids, mask).numpy()
-        if (start // batch_size) % 50 == 0:
+        if (start // batch_size) % 10 == 0:
             log.info("%d / %d texts, %.0f s", start + len(rows), len(texts), time.perf_counter() - started)
     return out
 
@@ -100,11 +100,15 @@ def embed(texts: list[str], batch_size: int = 128) -> np.ndarray:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/bench-bank/minilm_tweets.npz"))
+    parser.add_argument("--limit", type=int, default=None, help="a seeded random subset of this many texts")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(2)
     data = load_tweets(split_seed=0, limit=None)
     texts = [*data.train.texts, *data.validation.texts, *data.test.texts]
+    if args.limit is not None and args.limit < len(texts):
+        keep = np.sort(np.random.default_rng(0).choice(len(texts), args.limit, replace=False))
+        texts = [texts[i] for i in keep]
     embedding = embed(texts)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(args.out, embedding=embedding, text=np.asarray(texts))

@@ -12,7 +12,8 @@ Ranking by energy: the pair energy is not monotone in distance (it is lowest nea
 r = R_a + R_b, and zero past the well's cutoff), so energy ranking takes the
 `ENERGY_CANDIDATES` nearest atoms by distance and re-ranks them by pair energy. This is exact
 whenever the candidate set reaches past the cutoff (every atom outside it then has energy 0 and
-ranks, like in the exhaustive search, after every bound atom, nearer first); in a bank so
+ranks, like in the exhaustive search, after every bound atom, nearer first) and the index found
+the true nearest (always for the exact index, at its recall for HNSW and IVF); in a bank so
 dense that more than `ENERGY_CANDIDATES` atoms lie inside one query's well it returns the most
 strongly bound atoms among the nearest ones.
 """
