@@ -309,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     args.load = round(os.getloadavg()[0], 2)  # other work on the machine skews the figures
     if args.part == "search":
         result = {"search": {**run_search(args), "load_average_1m": args.load}}

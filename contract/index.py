@@ -41,10 +41,10 @@ IndexKind = Literal["flat", "hnsw", "ivf"]
 # pair energy (distance, radius_a, radius_b, charge_a, charge_b) -> energy, broadcasting like NumPy
 EnergyFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
-# Exact search up to 2^24 atom-dimensions (~44k atoms at 384 dims, ~524k at 32): below that one
-# exact query costs about a millisecond on a 2-core CPU (benchmarks/results/bank.md) and the
-# exact index needs no build.
-EXACT_MAX_ELEMENTS = 1 << 24
+# Exact search up to 2^22 atom-dimensions (~11k atoms at 384 dims, ~131k at 32): one exact
+# query took 0.4-0.6 ms at 10^4 x 384 and 45-55 ms at 10^5 x 384 on the shared 2-core machine
+# (benchmarks/results/bank.md); below this size it needs no build and is never wrong.
+EXACT_MAX_ELEMENTS = 1 << 22
 # HNSW (the fastest search at a given recall) up to this many atoms, IVF above: an HNSW graph
 # is built one insertion at a time, and on 2 cores a graph over 10^6 atoms of 384 dimensions
 # would take hours, while IVF's k-means and assignment take minutes (benchmarks/results/bank.md).
