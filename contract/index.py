@@ -48,8 +48,8 @@ EXACT_MAX_ELEMENTS = 1 << 22
 # HNSW up to this many atoms, IVF above. Measured on MiniLM-derived banks of 384 dims on the
 # shared 2-core machine (benchmarks/results/bank.md): at 10^5 atoms HNSW gave recall@10 0.983
 # at 0.41 ms a query; at 10^6 its recall at ef_search 128 fell to 0.868 (0.921 at 256) after a
-# 623 s build, while IVF with 4096 lists gave 0.947 at nprobe 32 (1.7 ms), 0.991 at nprobe 128,
-# after a 357 s build.
+# 623 s build, while IVF with 4096 lists gave 0.969 at nprobe 48 (1.7 ms) after a 105-357 s
+# build (the machine's load varied between runs).
 HNSW_MAX_ATOMS = 300_000
 # Candidates re-ranked by energy. 100 keeps the HNSW beam (efSearch >= k) near its default
 # while covering the whole bond well of the banks this project trains.
@@ -58,8 +58,9 @@ ENERGY_CANDIDATES = 100
 HNSW_DEFAULTS = {"m": 32, "ef_construction": 80, "ef_search": 128}
 # IVF: ~4 sqrt(M) lists (a power of two), k-means on at most 40 points per list and 10
 # iterations (FAISS's default is 25; not compared, fewer keeps the build in minutes); nprobe
-# from the sweep in the results.
-IVF_NPROBE = 32
+# 48 from the sweep at 10^6 (bank_ivf_1m.md): recall@10 0.958 / 0.969 / 0.977 at nprobe 40 / 48
+# / 64 for 1.4 / 1.7 / 2.0 ms.
+IVF_NPROBE = 48
 IVF_TRAIN_PER_LIST = 40
 IVF_TRAIN_ITERATIONS = 10
 
