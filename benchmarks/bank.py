@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     search.add_argument("--kinds", nargs="+", default=["hnsw", "ivf"])
     search.add_argument("--hnsw-max", type=int, default=HNSW_MAX_ATOMS, help="largest bank given an HNSW index")
     search.add_argument("--ef-sweep", type=int, nargs="*", default=[32, 64, 256], help="HNSW ef_search values to try")
-    search.add_argument("--nprobe-sweep", type=int, nargs="*", default=[16, 32, 128, 256], help="IVF nprobe values")
+    search.add_argument("--nprobe-sweep", type=int, nargs="*", default=[16, 32, 40, 64, 128], help="IVF nprobe values")
     search.add_argument("--queries", type=int, default=500)
     search.add_argument("--singles", type=int, default=300)
     search.add_argument("--batches", type=int, default=20)
