@@ -10,8 +10,8 @@
 #                    The bundle comes from the named build context `bundle`:
 #                      docker build --target serve-bundled --build-context bundle=bundles/tweets \
 #                        -t atomizer:0.1.0-tweets .
-#                    Without --build-context, the `bundle` stage below trains the default
-#                    (tweets) bundle inside the build: slow, but needs nothing on the host.
+#                    Without --build-context, the `bundle` stage below trains the small
+#                    tweets bundle inside the build: slow, but needs nothing on the host.
 #   train            torch + the training package for `atomize train` and `atomize export`:
 #                      docker build --target train -t atomizer-train:0.1.0 .
 #
@@ -26,12 +26,17 @@
 # ONNXRUNTIME_GPU_VERSION to a release built for another CUDA major means changing this tag too.
 ARG CUDA_RUNTIME_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
 # The builder and the training image share the runtime's distribution, so a virtual
-# environment built here runs unchanged there (same /usr/bin/python3.12, same glibc).
+# environment built here runs unchanged there (same /usr/bin/python${PYTHON_VERSION}, same glibc).
 ARG PYTHON_BASE_IMAGE=ubuntu:24.04
+# The distribution's own Python, named by version so the builder's venv and the runtime's
+# interpreter are the same one (a venv only runs on the Python it was made with). Ubuntu 24.04
+# ships 3.12; on another base pass its version, e.g. Debian trixie: --build-arg PYTHON_VERSION=3.13.
+ARG PYTHON_VERSION=3.12
 ARG ONNXRUNTIME_GPU_VERSION=1.31.1
 
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_BASE_IMAGE} AS python-base
+ARG PYTHON_VERSION
 # ARG, not ENV: only apt-get during the build needs it, the running container must not inherit it.
 ARG DEBIAN_FRONTEND=noninteractive
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -39,15 +44,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3.12 python3.12-venv ca-certificates \
+    && apt-get install -y --no-install-recommends "python${PYTHON_VERSION}" "python${PYTHON_VERSION}-venv" ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 
 # ---------------------------------------------------------------------------------------------
 # Serving dependencies in /opt/venv: the project with its `serve` extra, and no torch.
 FROM python-base AS serve-builder
+ARG PYTHON_VERSION
 ARG ONNXRUNTIME_GPU_VERSION
 WORKDIR /src
-RUN python3.12 -m venv /opt/venv
+RUN "python${PYTHON_VERSION}" -m venv /opt/venv
 COPY pyproject.toml README.md ./
 COPY model ./model
 COPY training ./training
@@ -64,8 +70,9 @@ RUN /opt/venv/bin/pip install ".[serve]" "onnxruntime-gpu==${ONNXRUNTIME_GPU_VER
 # twice. The `serve` extra is included because `atomize export` checks the ONNX file with ONNX
 # Runtime exactly as the service will load it.
 FROM python-base AS train
+ARG PYTHON_VERSION
 WORKDIR /work
-RUN python3.12 -m venv /opt/venv \
+RUN "python${PYTHON_VERSION}" -m venv /opt/venv \
     && groupadd --system --gid 10001 atom \
     && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/atom atom \
     && mkdir -p /models /work/runs \
@@ -86,7 +93,8 @@ ENTRYPOINT ["atomize"]
 CMD ["--help"]
 
 # ---------------------------------------------------------------------------------------------
-# The default bundle trained inside the build; replaced by `--build-context bundle=DIR`.
+# The small tweets bundle (build-bundle) trained inside the build; replaced by
+# `--build-context bundle=DIR`.
 FROM train AS bundle-trained
 RUN build-bundle /tmp/bundle
 
@@ -95,12 +103,13 @@ COPY --from=bundle-trained /tmp/bundle/ /
 
 # ---------------------------------------------------------------------------------------------
 FROM ${CUDA_RUNTIME_IMAGE} AS runtime
+ARG PYTHON_VERSION
 ARG DEBIAN_FRONTEND=noninteractive
 # tini is PID 1: it forwards SIGTERM to the Python process and reaps zombies, so
 # `docker stop` / a Kubernetes termination reach uvicorn, which stops accepting connections,
 # finishes in-flight requests and runs the app's shutdown (queue drain) before exiting.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3.12 tini \
+    && apt-get install -y --no-install-recommends "python${PYTHON_VERSION}" tini \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 atom \
     && useradd --system --uid 10001 --gid 10001 --create-home --home-dir /home/atom atom \
@@ -113,6 +122,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     ATOM_BUNDLE=/models/bundle \
     ATOM_HOST=0.0.0.0 \
     ATOM_PORT=8000
+# The copied venv runs on this stage's Python: a base whose Python differs from the builder's
+# fails here, at build time, instead of at the first start.
+RUN python -c "import service.app, service.cli"
 USER 10001:10001
 WORKDIR /home/atom
 EXPOSE 8000
@@ -124,8 +136,11 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
 # SIGTERM (Docker's default, stated because the shutdown depends on it): uvicorn treats it as
 # a graceful shutdown and drains for up to ATOM_REQUEST_TIMEOUT_MS + 1 s. Give it that long:
 # `docker stop -t 40`, compose stop_grace_period, Kubernetes terminationGracePeriodSeconds.
+# After draining, uvicorn re-raises the SIGTERM it caught, so Python dies of it and tini would
+# report 143 (128 + 15), which Docker and Kubernetes record as a failure. `-e 143` maps exactly
+# that status to 0: a stop asked for and drained exits 0; any other status passes through.
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["/usr/bin/tini", "--"]
+ENTRYPOINT ["/usr/bin/tini", "-e", "143", "--"]
 CMD ["python", "-m", "service"]
 
 FROM runtime AS serve-bundled

@@ -190,7 +190,7 @@ def run_search(args) -> dict:
 def run_e2e(args) -> dict:
     import httpx
 
-    from contract.bank import BankArrays, BuiltWith, SourceInfo, bundle_digest, write_bank
+    from contract.bank import BankArrays, BuiltWith, SourceInfo, write_bank
     from contract.index import build_faiss
     from serve import running_server
     from service.bundle import load_bundle
@@ -212,7 +212,7 @@ def run_e2e(args) -> dict:
     build_s = time.perf_counter() - started
     lines = [(json.dumps({"text": f"atom {i}"}) + "\n").encode() for i in range(args.atoms)]
     write_bank(bank_dir, arrays, lines, built_with=BuiltWith(name=bundle.manifest.name, version=bundle.manifest.version,
-                                                            digest=bundle_digest(bundle.path)),
+                                                            digest=bundle.digest),
                label_names=[], metadata_fields=["text"], source=SourceInfo(file="derived", format="npz",
                rows_read=args.atoms, rows_skipped=0), spec=spec, faiss_index=index)
     texts = list(load_tweets(split_seed=0, limit=None).test.texts)[: args.requests]

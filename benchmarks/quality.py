@@ -1,10 +1,16 @@
-"""Quality benchmark: plain vs baseline (lambda = 0) vs atom, same encoder, budget and seeds.
+"""Quality benchmark: plain vs baseline (lambda = 0) vs atom, tuned alike on validation, then seeds.
 
-    python benchmarks/quality.py [--datasets digits,tweets] [--seeds 3] [--quick]
+    python benchmarks/quality.py --suite scratch  [--datasets digits,tweets] [--workers 4] [--device auto]
+    python benchmarks/quality.py --suite backbone [--backbone minilm] [--workers 8] [--device cuda]
+    python benchmarks/quality.py --suite scratch --summarise-only
 
-Writes benchmarks/results/quality.json (one record per dataset, method and seed, plus the
-scikit-learn references) and benchmarks/results/quality.md (mean +- std, role usage, targets,
-training-step overhead of the potential term). Trains on the CPU; see the README for how long.
+Every method gets the same tuning budget: the same number of configurations (SWEEPS), each
+trained once with seed 0; for each dataset and method the configuration with the best
+validation accuracy (the best epoch's, which also chooses the epoch count) is kept, and trained
+again with the other seeds. The test split is only read for the final records. A suite's
+records go to benchmarks/results/quality_<name>.jsonl as each run ends (a rerun skips the jobs
+already there, so an interrupted run resumes); its summary to quality_<name>.md, where name is
+scratch, backbone-frozen or backbone-finetuned.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing as mp
+import os
 import platform
 import shutil
 import sys
@@ -19,163 +27,336 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.svm import SVC
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.checkpoint import load_json  # noqa: E402
-from training.data import load_dataset  # noqa: E402
-from training.evaluate import evaluate_run  # noqa: E402
-from training.train import TrainOptions, train  # noqa: E402
+from quality_report import summarise  # noqa: E402
 
 log = logging.getLogger("bench.quality")
 RESULTS = Path(__file__).resolve().parent / "results"
+
 METHODS = {
     "plain": {"head": "plain", "potential_weight": 0.0},
     "baseline": {"head": "atom", "potential_weight": 0.0},
     "atom": {"head": "atom", "potential_weight": None},  # None = the AtomConfig default lambda
 }
-# The same budget for every method of a dataset; sized so the whole benchmark fits a CPU hour.
+# The same number of configurations for every method. plain and baseline tune their learning
+# rate and dropout; atom keeps the learning rate and tunes its own terms instead.
+SCRATCH_SWEEP = {
+    "plain": {"lr1e-3": {"lr": 1e-3}, "lr2e-3": {"lr": 2e-3}, "lr4e-3": {"lr": 4e-3}, "nodropout": {"model": {"dropout": 0.0}}},
+    "baseline": {"lr1e-3": {"lr": 1e-3}, "lr2e-3": {"lr": 2e-3}, "lr4e-3": {"lr": 4e-3}, "nodropout": {"model": {"dropout": 0.0}}},
+    "atom": {
+        "default": {},
+        "lambda1": {"potential_weight": 1.0},
+        "valence-all": {"model": {"valence": 0}},
+        "radius-shell": {"model": {"radius_mode": "shell"}},
+    },
+}
+# A fine-tuned backbone (a GPU job): the backbone's learning rate x the head's (atom: its terms).
+BACKBONE_SWEEP = {
+    method: {
+        f"blr{blr:g}-{name}": {"backbone_lr": blr, **extra}
+        for blr in (3e-5, 1e-4)
+        for name, extra in (
+            {"lr1e-3": {"lr": 1e-3}, "lr3e-3": {"lr": 3e-3}, "lr3e-4": {"lr": 3e-4}}
+            if method != "atom"
+            else {"default": {"lr": 1e-3}, "lambda1": {"lr": 1e-3, "potential_weight": 1.0},
+                  "radius-shell": {"lr": 1e-3, "model": {"radius_mode": "shell"}}}
+        ).items()
+    }
+    for method in METHODS
+}
+# A frozen backbone (what 2 CPU cores afford: its states are computed once and every run trains
+# only its head on them): the head's learning rate, the same two for every method.
+FROZEN_SWEEP = {method: {"lr1e-3": {"lr": 1e-3}, "lr3e-3": {"lr": 3e-3}} for method in METHODS}
+# Same budget for every method of a dataset.
 BUDGET = {
-    "synthetic": {"epochs": 8, "batch_size": 64, "model_overrides": {}},
-    "digits": {"epochs": 30, "batch_size": 64, "model_overrides": {}},
-    "mnist5k": {"epochs": 15, "batch_size": 64, "model_overrides": {}},
-    "tweets": {"epochs": 3, "batch_size": 128, "model_overrides": {}},
+    "synthetic": {"epochs": 8, "batch_size": 64},
+    "digits": {"epochs": 30, "batch_size": 64},
+    "mnist5k": {"epochs": 15, "batch_size": 64},
+    "tweets": {"epochs": 3, "batch_size": 128},
+    "tweets-backbone": {"epochs": 3, "batch_size": 32},
+    "tweets-frozen": {"epochs": 3, "batch_size": 64},
 }
 METRICS = ("test_accuracy", "knn_accuracy", "silhouette", "uniformity", "role_recovery")
+RADIUS = ("radius_mean", "radius_cv", "radius_length_spearman", "radius_class_eta2", "radius_by_class")
+
+_DATA: dict = {}  # per worker process: loaded datasets
+_STATES: dict = {}  # per worker process: a frozen backbone's states per dataset
 
 
-def reference_records(data) -> list[dict]:
-    """Outside references on the same splits: logistic regression and (numeric) RBF SVC."""
-    records = []
-    if data.modality == "text":
-        vectoriser = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
-        train_x = vectoriser.fit_transform(data.train.texts)
-        test_x = vectoriser.transform(data.test.texts)
-        models = {"logreg": LogisticRegression(max_iter=2000, C=4.0)}
+def job_key(job: dict) -> str:
+    return f"{job['suite']}/{job['dataset']}/{job['method']}/{job['config']}/seed{job['seed']}"
+
+
+def load_data(dataset: str, backbone: str | None, limit: int | None = None):
+    from training.backbone import backbone_tokenizer, resolve_backbone
+    from training.data import load_dataset
+    from training.datasets.builtin import TEXT_MAX_COMPONENTS
+
+    key = (dataset, backbone, limit)
+    if key not in _DATA:
+        tokenizer = backbone_tokenizer(resolve_backbone(backbone), TEXT_MAX_COMPONENTS) if backbone else None
+        _DATA[key] = load_dataset(dataset, tokenizer=tokenizer, limit=limit)
+    return _DATA[key]
+
+
+def states_cache_path(dataset: str, path: Path, data, cache_dir: Path) -> Path:
+    import hashlib
+
+    weights = next(iter(sorted(path.glob("*.safetensors"))))
+    digest = hashlib.sha256(weights.read_bytes()[: 1 << 20] + data.tokenizer.to_str().encode()
+                            + str([len(s) for s in data.splits().values()]).encode()).hexdigest()[:16]
+    return cache_dir / f"states-{dataset}-{path.name}-{digest}.pt"
+
+
+def frozen_states(dataset: str, backbone: str, data, cache_dir: Path) -> dict:
+    """{split: (N, n, d) fp16} of the pretrained backbone, computed once and kept on disk (they
+    depend only on the backbone, its tokenizer and the split)."""
+    import torch
+
+    from model import AtomModel
+    from training.backbone import load_pretrained_weights, resolve_backbone
+    from training.train import TrainOptions, build_config, split_states
+
+    if dataset in _STATES:
+        return _STATES[dataset]
+    path = resolve_backbone(backbone)
+    cache = states_cache_path(dataset, path, data, cache_dir)
+    if cache.exists():
+        states = torch.load(cache)
     else:
-        train_x, test_x = data.train.features * data.input_scale, data.test.features * data.input_scale
-        models = {"logreg": LogisticRegression(max_iter=2000), "svc": SVC(kernel="rbf", C=10.0)}
-    for method, model in models.items():
-        start = time.perf_counter()
-        model.fit(train_x, data.train.labels)
-        accuracy = float((model.predict(test_x) == data.test.labels).mean())
-        records.append(blank_record(data.name, method, 0) | {"test_accuracy": accuracy, "train_seconds": time.perf_counter() - start})
-    return records
+        options = TrainOptions(dataset=dataset, backbone=backbone, backbone_train_layers=0)
+        model = AtomModel(build_config(options, data, path))
+        load_pretrained_weights(model.encoder, path)
+        states = split_states(model, data, ("train", "validation", "test"), torch.device("cpu"), None, progress=True)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(states, cache)
+    _STATES[dataset] = states
+    return states
 
 
-def blank_record(dataset: str, method: str, seed: int) -> dict:
-    return {"dataset": dataset, "method": method, "seed": seed, **{m: None for m in METRICS}, "train_seconds": None}
+def run_job(job: dict) -> dict:
+    """Train and evaluate one (dataset, method, configuration, seed); returns its record."""
+    import torch
 
+    from training.checkpoint import load_json
+    from training.evaluate import evaluate_run
+    from training.train import TrainOptions, train
 
-def run_one(data, dataset: str, method: str, seed: int, runs: Path, epochs_scale: float) -> dict:
-    budget = BUDGET[dataset]
-    settings = METHODS[method]
-    run_dir = runs / dataset / method / f"seed{seed}"
-    options = TrainOptions(
-        dataset=dataset, out=run_dir, epochs=max(1, round(budget["epochs"] * epochs_scale)), seed=seed,
-        batch_size=budget["batch_size"],
-        head=settings["head"], potential_weight=settings["potential_weight"],
-        model_overrides=budget["model_overrides"], progress=False,
-    )
+    if job["workers"] > 1 and job["device"] == "cpu":
+        torch.set_num_threads(1)
+    settings = dict(job["settings"])
+    model_overrides = settings.pop("model", {})
+    method = METHODS[job["method"]]
+    frozen = job["backbone"] and job["train_layers"] == 0
+    budget = BUDGET[job["dataset"] + ("-frozen" if frozen else "-backbone" if job["backbone"] else "")]
+    data = load_data(job["dataset"], job["backbone"], job["limit"])
+    states = frozen_states(job["dataset"], job["backbone"], data, Path(job["runs"])) if frozen else None
+    run_dir = Path(job["runs"]) / job_key(job)
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a fresh run, never a resumed one
-    train(options, data=data)
-    result = evaluate_run(run_dir, data=data)
-    epochs = [json.loads(line) for line in open(run_dir / "metrics.jsonl") if '"epoch"' in line]
+    values = dict(
+        dataset=job["dataset"], out=run_dir, seed=job["seed"], progress=False, device=job["device"],
+        epochs=max(1, round(budget["epochs"] * job["epochs_scale"])), batch_size=budget["batch_size"],
+        head=method["head"], potential_weight=method["potential_weight"], backbone=job["backbone"],
+        model_overrides=model_overrides, limit=job["limit"],
+    )
+    if job["backbone"]:
+        values["backbone_train_layers"] = job["train_layers"]
+    values.update(settings)  # the configuration under test
+    options = TrainOptions(**values)
+    started = time.perf_counter()
+    train(options, data=data, states=states)
+    device = "cuda" if torch.cuda.is_available() and job["device"] != "cpu" else "cpu"
+    result = evaluate_run(run_dir, data=data, device=device, states=states)
+    epochs = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
     epochs = [e for e in epochs if e["kind"] == "epoch"]
-    record = blank_record(data.name, method, seed)
-    record.update({m: result.get(m) for m in METRICS})
+    best = max(epochs, key=lambda e: e["val_accuracy"])
+    record = {k: job[k] for k in ("suite", "dataset", "method", "config", "seed", "phase")}
+    record.update(settings=job["settings"], key=job_key(job))
+    record.update({m: result.get(m) for m in (*METRICS, *RADIUS, "role_usage", "nn_overlap_fraction")})
+    record["best_val_accuracy"] = load_json(run_dir / "state.json")["best_val_accuracy"]
+    record["best_epoch"] = best["epoch"] + 1
     record["train_seconds"] = epochs[-1]["train_seconds"]
     record["steps"] = epochs[-1]["step"]
     record["seconds_per_step"] = record["train_seconds"] / max(record["steps"], 1)
-    record["role_usage"] = result.get("role_usage")
-    record["nn_overlap_fraction"] = result.get("nn_overlap_fraction")
-    record["best_val_accuracy"] = load_json(run_dir / "state.json")["best_val_accuracy"]
+    record["wall_seconds"] = time.perf_counter() - started
+    if not job.get("keep_run"):
+        shutil.rmtree(run_dir, ignore_errors=True)
     return record
 
 
-def summarise(records: list[dict]) -> str:
-    lines = ["# Quality benchmark", "", f"Machine: {platform.processor() or platform.machine()}, "
-             f"Python {platform.python_version()}. Regenerate with `make bench-quality`.", ""]
-    datasets = list(dict.fromkeys(r["dataset"] for r in records))
-    methods = list(dict.fromkeys(r["method"] for r in records))
-    lines += ["| dataset | method | seeds | test accuracy | kNN accuracy | silhouette | uniformity | role recovery | s/step |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    verdicts = []
-    for dataset in datasets:
-        stats = {}
-        for method in methods:
-            rows = [r for r in records if r["dataset"] == dataset and r["method"] == method]
-            if not rows:
-                continue
-            cells = []
-            for metric in (*METRICS, "seconds_per_step"):
-                values = [r[metric] for r in rows if r.get(metric) is not None]
-                stats[(method, metric)] = (np.mean(values), np.std(values)) if values else None
-                cells.append(f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "–")
-            lines.append(f"| {dataset} | {method} | {len(rows)} | " + " | ".join(cells) + " |")
-        if all(stats.get((m, "test_accuracy")) for m in ("plain", "baseline", "atom")):
-            best_plain = max(("plain", "baseline"), key=lambda m: stats[(m, "test_accuracy")][0])
-            atom_mean, atom_std = stats[("atom", "test_accuracy")]
-            ref_mean, ref_std = stats[(best_plain, "test_accuracy")]
-            spread = max(atom_std, ref_std)
-            verdict = "better" if atom_mean - ref_mean > spread else "worse" if ref_mean - atom_mean > spread else "within one std"
-            verdicts.append(f"- {dataset}: atom {atom_mean:.4f} vs best plain variant ({best_plain}) {ref_mean:.4f}, "
-                            f"delta {atom_mean - ref_mean:+.4f}, larger std {spread:.4f}: **{verdict}**")
-    lines += ["", "s/step is each run's own training time per step, timed whatever else the 2 cores were doing, so",
-              "it is noisy. The potential's cost is measured side by side in `train_speed.md` (below).",
-              "", "## Atom vs the better of plain and baseline", "", *verdicts, "",
-              "## Role usage (atom, test split; electron, proton, neutron)", ""]
-    for dataset in datasets:
-        usage = [r["role_usage"] for r in records if r["dataset"] == dataset and r["method"] == "atom" and r.get("role_usage")]
-        if usage:
-            mean = np.mean(usage, axis=0)
-            lines.append(f"- {dataset}: " + ", ".join(f"{name} {value:.2f}" for name, value in zip(("electron", "proton", "neutron"), mean)))
-    speed = RESULTS / "train_speed.md"
-    if speed.exists():  # written by benchmarks/train_speed.py
-        lines += ["", "## Training-step cost of the potential term", "", *speed.read_text().splitlines()[2:]]
-    return "\n".join(lines) + "\n"
+def reference_records(suite: str, dataset: str, backbone: str | None, limit: int | None, cache_dir: Path) -> list[dict]:
+    """Outside references on the same splits; any hyper-parameter is chosen on validation."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import SVC
+
+    data = load_data(dataset, None, limit)
+    records = []
+
+    def add(method: str, make, train_x, val_x, test_x, grid: dict) -> None:
+        started = time.perf_counter()
+        scored = []
+        for name, params in grid.items():
+            model = make(**params).fit(train_x, data.train.labels)
+            scored.append((float((model.predict(val_x) == data.validation.labels).mean()), name, model))
+        val, name, model = max(scored, key=lambda s: s[0])
+        records.append({"suite": suite, "dataset": dataset, "method": method, "config": name, "seed": 0, "phase": "reference",
+                        "best_val_accuracy": val, "test_accuracy": float((model.predict(test_x) == data.test.labels).mean()),
+                        "train_seconds": time.perf_counter() - started})
+
+    logreg_grid = {f"C{c:g}": {"C": c, "max_iter": 3000} for c in (0.1, 1.0, 10.0)}
+    if data.modality == "text":
+        vectoriser = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+        xs = [vectoriser.fit_transform(data.train.texts), vectoriser.transform(data.validation.texts), vectoriser.transform(data.test.texts)]
+        add("tfidf-logreg", LogisticRegression, *xs, logreg_grid)
+        if backbone:
+            backbone_data = load_data(dataset, backbone, limit)
+            xs = frozen_sentence_embeddings(dataset, backbone, backbone_data, cache_dir)
+            add("frozen-backbone-logreg", LogisticRegression, *xs, logreg_grid)
+    else:
+        xs = [split.features * data.input_scale for split in (data.train, data.validation, data.test)]
+        add("logreg", LogisticRegression, *xs, logreg_grid)
+        add("svc", SVC, *xs, {f"C{c:g}": {"C": c, "kernel": "rbf"} for c in (1.0, 10.0, 100.0)})
+    return records
+
+
+def frozen_sentence_embeddings(dataset: str, backbone: str, data, cache_dir: Path) -> list[np.ndarray]:
+    """The pretrained backbone as sentence-transformers uses it, per split: mean pooling of its
+    last states over the attended tokens ([CLS]/[SEP] included), L2-normalised. Pooled from the
+    cached frozen states, the same ones the heads train on."""
+    states = frozen_states(dataset, backbone, data, cache_dir)
+    pooled = []
+    for name in ("train", "validation", "test"):
+        mask = data.splits()[name].mask[..., None].astype(np.float32)  # (N, n, 1)
+        chunks = []
+        for start in range(0, len(mask), 2048):
+            h = states[name][start : start + 2048].float().numpy()
+            m = mask[start : start + 2048, : h.shape[1]]
+            mean = (h * m).sum(1) / m.sum(1)
+            chunks.append(mean / np.linalg.norm(mean, axis=1, keepdims=True))
+        pooled.append(np.concatenate(chunks))
+    return pooled
+
+
+def sweep_of(suite: str, train_layers: int) -> dict:
+    if suite == "scratch":
+        return SCRATCH_SWEEP
+    return FROZEN_SWEEP if train_layers == 0 else BACKBONE_SWEEP
+
+
+def sweep_jobs(args, dataset: str) -> list[dict]:
+    sweep = sweep_of(args.suite, args.train_layers)
+    return [job(args, dataset, method, name, settings, 0, "sweep") for method in METHODS for name, settings in sweep[method].items()]
+
+
+def job(args, dataset: str, method: str, config: str, settings: dict, seed: int, phase: str) -> dict:
+    return {"suite": args.suite, "dataset": dataset, "method": method, "config": config, "settings": settings, "seed": seed,
+            "phase": phase, "backbone": args.backbone if args.suite == "backbone" else None, "device": args.device,
+            "workers": args.workers, "limit": args.limit, "train_layers": args.train_layers,
+            "epochs_scale": 0.1 if args.quick else 1.0, "runs": str(args.runs),
+            "keep_run": args.suite == "backbone"}  # backbone runs are kept: the chosen one is exported as is
+
+
+def chosen(records: list[dict], dataset: str, method: str, sweep: dict) -> dict | None:
+    """The sweep record with the best validation accuracy (ties: the configuration listed first)."""
+    order = list(sweep[method])
+    rows = [r for r in records if r["phase"] == "sweep" and r["dataset"] == dataset and r["method"] == method]
+    return max(rows, key=lambda r: (r["best_val_accuracy"], -order.index(r["config"]))) if rows else None
+
+
+def final_jobs(args, records: list[dict], dataset: str) -> list[dict]:
+    jobs = []
+    for method in METHODS:
+        best = chosen(records, dataset, method, sweep_of(args.suite, args.train_layers))
+        if best is None:
+            continue
+        jobs += [job(args, dataset, method, best["config"], best["settings"], seed, "final") for seed in range(1, args.seeds)]
+        if args.suite == "backbone" and method == "atom" and args.train_layers != 0:
+            # the training mode, on validation: top 2 layers only, and a frozen backbone
+            for layers in (2, 0):
+                jobs.append(job(args, dataset, method, f"{best['config']}-layers{layers}",
+                                {**best["settings"], "backbone_train_layers": layers}, 0, "mode"))
+    return jobs
+
+
+def run_jobs(jobs: list[dict], results: Path, workers: int, done: set[str]) -> list[dict]:
+    todo = [j for j in jobs if job_key(j) not in done]
+    records = []
+    if not todo:
+        return records
+    bar = tqdm(total=len(todo), desc="quality")
+    context = mp.get_context("spawn")  # CUDA cannot be used in a forked child
+    with context.Pool(workers, maxtasksperchild=None) if workers > 1 else _Serial() as pool:
+        for record in pool.imap_unordered(run_job, todo):
+            records.append(record)
+            with open(results, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            bar.set_postfix_str(f"{record['dataset']} {record['method']} {record['config']} s{record['seed']}")
+            bar.update(1)
+    bar.close()
+    return records
+
+
+class _Serial:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def imap_unordered(self, fn, items):
+        return map(fn, items)
+
+
+def read_records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", default="synthetic,digits,mnist5k,tweets")
+    parser.add_argument("--suite", choices=("scratch", "backbone"), default="scratch")
+    parser.add_argument("--datasets", default=None, help="default: synthetic,digits,mnist5k,tweets (scratch), tweets (backbone)")
+    parser.add_argument("--backbone", default="minilm")
+    parser.add_argument("--train-layers", type=int, default=0,
+                        help="backbone suite: layers fine-tuned from the top (-1 all: a GPU job; 0 frozen)")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="a tenth of the epochs (smoke test, not results)")
+    parser.add_argument("--limit", type=int, default=None, help="subsample each dataset (smoke test, not results)")
     parser.add_argument("--runs", type=Path, default=Path("runs/bench"))
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--summarise-only", action="store_true", help="rewrite quality.md from quality.json")
+    parser.add_argument("--summarise-only", action="store_true", help="rewrite the summary from the records")
     args = parser.parse_args(argv)
-    if args.summarise_only:
-        records = json.loads((args.out / "quality.json").read_text())
-        previous = (args.out / "quality.md").read_text() if (args.out / "quality.md").exists() else ""
-        wall = [line for line in previous.splitlines() if line.startswith("Total wall time")]
-        (args.out / "quality.md").write_text(summarise(records) + ("\n" + wall[0] + "\n" if wall else ""))
-        return 0
     logging.basicConfig(level=logging.WARNING)
-    datasets = args.datasets.split(",")
-    records: list[dict] = []
-    started = time.perf_counter()
-    jobs = [(d, m, s) for d in datasets for s in range(args.seeds) for m in METHODS]
-    bar = tqdm(total=len(jobs), desc="quality")
-    for dataset in datasets:
-        data = load_dataset(dataset)
-        records += reference_records(data)
-        for seed in range(args.seeds):
-            for method in METHODS:  # methods interleaved per seed: timing drift hits all alike
-                bar.set_postfix_str(f"{dataset} {method} seed {seed}")
-                records.append(run_one(data, dataset, method, seed, args.runs, 0.1 if args.quick else 1.0))
-                bar.update(1)
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "quality.json").write_text(json.dumps(records, indent=2) + "\n")
-    bar.close()
-    summary = summarise(records) + f"\nTotal wall time: {time.perf_counter() - started:.0f} s.\n"
-    (args.out / "quality.md").write_text(summary)
-    print(summary)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = args.suite if args.suite == "scratch" else f"backbone-{'frozen' if args.train_layers == 0 else 'finetuned'}"
+    results = args.out / f"quality_{name}.jsonl"
+    summary_path = args.out / f"quality_{name}.md"
+    datasets = (args.datasets or ("tweets" if args.suite == "backbone" else "synthetic,digits,mnist5k,tweets")).split(",")
+    if not args.summarise_only:
+        started = time.perf_counter()
+        records = read_records(results)
+        done = {r["key"] for r in records if "key" in r}
+        for dataset in datasets:
+            if not any(r["phase"] == "reference" and r["dataset"] == dataset for r in records):
+                for record in reference_records(args.suite, dataset, args.backbone if args.suite == "backbone" else None, args.limit, args.runs):
+                    records.append(record)
+                    with open(results, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+        for dataset in datasets:  # one dataset finished before the next: an interrupted run still tells something
+            records += run_jobs(sweep_jobs(args, dataset), results, args.workers, done)
+            records += run_jobs(final_jobs(args, records, dataset), results, args.workers, done)
+        log.warning("quality %s: %.0f s", args.suite, time.perf_counter() - started)
+    records = read_records(results)
+    machine = f"{platform.processor() or platform.machine()}, Python {platform.python_version()}"
+    summary_path.write_text(summarise(records, name, machine, lambda d, m: chosen(records, d, m, sweep_of(args.suite, args.train_layers))))
+    print(summary_path.read_text())
     return 0
 
 

@@ -10,8 +10,9 @@
                      other columns, read back only for the atoms a request returns
     index.faiss      the FAISS index over embedding (see contract/index.py)
 
-A bank built with another bundle is refused: its manifest names the bundle digest (sha256 of
-the bundle's canonical manifest, which lists every bundle file's sha256).
+A bank built with another bundle is refused: its manifest names the bundle digest
+(`service.bundle.bundle_digest`: sha256 of the bundle's canonical manifest, which lists every
+bundle file's sha256).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class _Strict(BaseModel):
 class BuiltWith(_Strict):
     name: str
     version: str
-    digest: str  # sha256 hex of the bundle's canonical manifest
+    digest: str  # the bundle's digest, "sha256:<hex>" of its canonical manifest (service/bundle.py)
 
 
 class IndexInfo(_Strict):
@@ -108,16 +109,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def bundle_digest(bundle_dir: Path | str) -> str:
-    """sha256 of a bundle's manifest in canonical JSON (sorted keys, no spaces).
-
-    The manifest lists every other bundle file's sha256, so this one value pins the whole bundle.
-    """
-    raw = json.loads((Path(bundle_dir) / MANIFEST_FILE).read_text())
-    canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def fit_projection(embedding: np.ndarray, seed: int = 0) -> Projection:
@@ -264,7 +255,7 @@ def load_bank(bank_dir: Path | str, *, bundle_digest: str | None = None, embeddi
     if bundle_digest is not None and manifest.built_with.digest != bundle_digest:
         raise BankError(bank_dir / MANIFEST_FILE,
                         f"built with bundle {manifest.built_with.name} {manifest.built_with.version} "
-                        f"(digest {manifest.built_with.digest[:12]}), not the served bundle (digest {bundle_digest[:12]})")
+                        f"(digest {manifest.built_with.digest[:19]}), not the served bundle (digest {bundle_digest[:19]})")
     if embedding_dim is not None and manifest.embedding_dim != embedding_dim:
         raise BankError(bank_dir / MANIFEST_FILE, f"embedding_dim {manifest.embedding_dim}, the bundle's is {embedding_dim}")
     for name in BANK_FILES:

@@ -28,7 +28,7 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .atomizer import Atomizer
-from .bank import BankArrays, BankManifest, BuiltWith, SourceInfo, bundle_digest, sha256_file, write_bank
+from .bank import BankArrays, BankManifest, BuiltWith, SourceInfo, sha256_file, write_bank
 from .corpus import Columns, CorpusError, Record, read_records
 from .index import build_faiss, choose_spec
 
@@ -128,6 +128,8 @@ def build_bank(options: IndexOptions) -> BankManifest:
     out = Path(options.out)
     fmt, columns, records = read_records(options.input, input_column=options.input_column,
                                          id_column=options.id_column, label_column=options.label_column)
+    from service.bundle import bundle_digest  # the bundle contract; moves into this package
+
     digest = bundle_digest(options.bundle)
     out.mkdir(parents=True, exist_ok=True)
     shards_dir = prepare_shards(out, _plan(options, digest, columns))

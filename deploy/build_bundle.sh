@@ -1,7 +1,7 @@
 #!/bin/sh
-# Train and export the default (tweets) bundle into DEST, unless a bundle is already there.
+# Train and export the small from-scratch tweets bundle into DEST, unless a bundle is already there.
 # Used by the training image: docker compose's one-shot `trainer` and the Dockerfile's
-# `bundle-trained` stage. Same two steps as `make bundle`.
+# `bundle-trained` stage. Same two steps as `make bundle-small` (`make bundle` is the MiniLM one).
 #
 #   build-bundle [DEST]                          DEST defaults to /models/bundle
 #   TRAIN_DATASET=digits TRAIN_EPOCHS=10 build-bundle /models/bundle

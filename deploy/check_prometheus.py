@@ -239,7 +239,6 @@ def make_tiny_bundle(workdir: Path, deadline: float) -> Path:
                                 timeout=max(1.0, deadline - time.monotonic()))
         if result.returncode != 0:
             raise CheckFailed(f"atomize {step[0]} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
-    say(f"made a tiny bundle in {bundle}")
     return bundle
 
 
@@ -248,7 +247,9 @@ def run_check(bundle: Path | None, deadline_s: float, workdir: Path) -> None:
     prometheus_binary = shutil.which("prometheus")
     if prometheus_binary is None:
         raise CheckFailed("prometheus is not installed (deploy/check_prometheus.sh installs Debian's package)")
-    bundle = bundle or make_tiny_bundle(workdir, deadline)
+    if bundle is None:
+        bundle = make_tiny_bundle(workdir, deadline)
+        say(f"made a tiny bundle in {bundle}")
     service_port, prometheus_port = free_port(), free_port()
     base = f"http://127.0.0.1:{service_port}"
     prometheus = f"http://127.0.0.1:{prometheus_port}"

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import AtomConfig
+from .backbone import BackboneEncoder
 from .encoders import ComponentEncoder
 from .potentials import batch_potential_energy, pair_distances
 
@@ -46,7 +47,8 @@ class AtomHead(nn.Module):
         # recovery 0.44 with contextual roles).
         self.role = nn.Sequential(nn.Linear(config.d_model, config.d_model), nn.GELU(), nn.Linear(config.d_model, 3))
         self.nucleus = nn.Linear(config.d_model, config.embedding_dim)  # W_z
-        self.shell = nn.Linear(config.d_model, config.embedding_dim)  # W_u, electron offsets
+        if config.radius_mode == "shell":
+            self.shell = nn.Linear(config.d_model, config.embedding_dim)  # W_u, electron offsets
 
     def roles(self, source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         logits = self.role(source) / self.config.role_temperature  # (B, n, 3)
@@ -76,15 +78,27 @@ class AtomHead(nn.Module):
         z = self.nucleus(pooled)
         z = config.sphere_radius * z / torch.sqrt((z * z).sum(-1, keepdim=True) + 1e-12)  # (B, k)
 
-        # Electron shell: RMS length of the electrons' offsets sets the radius, bounded in
-        # [r_min, r_max] so atoms cannot grow without limit to satisfy the exclusion term.
-        offsets_sq = (self.shell(h) ** 2).sum(-1)  # (B, n)
-        shell_ms = (pi[..., 0] * offsets_sq).sum(1) / (electrons + config.nucleon_floor)
-        shell_rms = torch.sqrt(shell_ms / config.embedding_dim + 1e-12)  # per-dimension RMS
-        radius = config.r_min + (config.r_max - config.r_min) * torch.tanh(shell_rms)
+        radius = self.radius(h, z, pi, electrons)  # (B,)
 
         composition = torch.stack([electrons, protons, neutrons, mass, charge, radius], dim=-1)  # (B, 6)
         return z, pi, composition
+
+    def radius(self, h: torch.Tensor, z: torch.Tensor, pi: torch.Tensor, electrons: torch.Tensor) -> torch.Tensor:
+        """The electron shell sets the radius, bounded in [r_min, r_max] so atoms cannot grow
+        without limit to satisfy the exclusion term."""
+        config = self.config
+        weight = pi[..., 0] / (electrons + config.nucleon_floor)[:, None]  # (B, n) electron shares
+        if config.radius_mode == "span":
+            # each component's own position on the sphere, by the map that places the nucleus
+            p = self.nucleus(h)
+            p = config.sphere_radius * p / torch.sqrt((p * p).sum(-1, keepdim=True) + 1e-12)  # (B, n, k)
+            spread_sq = ((p - z[:, None, :]) ** 2).sum(-1)  # (B, n), at most (2 * sphere_radius)^2
+            span = torch.sqrt((weight * spread_sq).sum(1) + 1e-12) / (2.0 * config.sphere_radius)  # (B,) in [0, 1]
+            return config.r_min + (config.r_max - config.r_min) * span.clamp(max=1.0)
+        # "shell": RMS length of free electron offsets W_u h_i
+        offsets_sq = (self.shell(h) ** 2).sum(-1)  # (B, n)
+        shell_rms = torch.sqrt((weight * offsets_sq).sum(1) / config.embedding_dim + 1e-12)  # per-dimension RMS
+        return config.r_min + (config.r_max - config.r_min) * torch.tanh(shell_rms)
 
 
 class AtomModel(nn.Module):
@@ -98,7 +112,7 @@ class AtomModel(nn.Module):
     def __init__(self, config: AtomConfig):
         super().__init__()
         self.config = config
-        self.encoder = ComponentEncoder(config)
+        self.encoder = BackboneEncoder(config) if config.backbone_config else ComponentEncoder(config)
         if config.head == "atom":
             self.atom = AtomHead(config)
             self.classifier = nn.Linear(config.embedding_dim + 3, config.num_classes)
@@ -115,28 +129,45 @@ class AtomModel(nn.Module):
         else:
             raise ValueError(f"unknown head {config.head!r}")
 
-    def forward(self, inputs: torch.Tensor, mask: torch.Tensor) -> AtomOutput:
-        h, e = self.encoder(inputs, mask)  # (B, n, d) each
+    def component_mask(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, n) bool: the real components, i.e. the mask without the tokenizer's special tokens."""
+        for special in self.config.special_token_ids:
+            mask = mask & (inputs != special)
+        return mask
+
+    def forward(self, inputs: torch.Tensor, mask: torch.Tensor, states: torch.Tensor | None = None) -> AtomOutput:
+        """`states`: a frozen backbone's own states for these inputs, computed once and reused."""
+        h, e = self.encoder(inputs, mask) if states is None else self.encoder(inputs, mask, states)  # (B, n, d) each
         if self.config.head == "plain":
+            # mean over every attended token, [CLS]/[SEP] included: the sentence-transformers way
             m = mask.to(h.dtype)[..., None]
             pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, d)
             batch, n = mask.shape
             roles = torch.zeros(batch, n, 3, dtype=h.dtype, device=h.device)
             composition = torch.zeros(batch, 6, dtype=h.dtype, device=h.device)
             return AtomOutput(pooled, roles, composition, self.classifier(pooled))
+        mask = self.component_mask(inputs, mask)
         z, pi, composition = self.atom(h, e, mask)
-        n_real = mask.to(h.dtype).sum(1, keepdim=True).clamp(min=1.0)
-        fractions = composition[:, :3] / n_real  # (B, 3) electron/proton/neutron fractions
-        features = torch.cat([z / self.config.sphere_radius, fractions], dim=-1)
-        logits = self.logit_scale.exp() * self.classifier(features)
+        logits, fractions = self.classify(z, composition)
         element_logits = self.element(self.element_scale.exp() * (fractions - 1.0 / 3.0))
         return AtomOutput(z, pi, composition, logits, element_logits)
+
+    def classify(self, z: torch.Tensor, composition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class logits (B, C) from the atom alone (what an exported model outputs), and the
+        electron/proton/neutron fractions (B, 3)."""
+        n_real = composition[:, :3].sum(1, keepdim=True).clamp(min=1.0)  # role mass = real components
+        fractions = composition[:, :3] / n_real
+        features = torch.cat([z / self.config.sphere_radius, fractions], dim=-1)
+        return self.logit_scale.exp() * self.classifier(features), fractions
 
 
 def role_usage(roles: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Share of all real components assigned to each role: (3,), sums to 1."""
+    # each real component's probabilities sum to 1 and padding / special tokens are 0, so the
+    # total role mass counts the components whatever mask the caller holds
+    del mask
     totals = roles.sum(dim=(0, 1))
-    return totals / mask.to(roles.dtype).sum().clamp(min=1.0)
+    return totals / totals.sum().clamp(min=1e-12)
 
 
 def bond_weights(labels: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor:

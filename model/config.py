@@ -27,6 +27,15 @@ class AtomConfig:
     # "plain" = encoder + mean pooling + linear classifier, no atom head (the outside baseline).
     head: Literal["atom", "plain"] = "atom"
     input_scale: float = 1.0  # numeric inputs are multiplied by this inside the graph (e.g. 1/255)
+    # Pretrained backbone (text): its Hugging Face config, so the model rebuilds from this file
+    # alone; None = the small from-scratch ComponentEncoder above.
+    backbone: str | None = None  # where it came from ("minilm" or a folder), for the record
+    backbone_config: dict | None = None
+    backbone_train_layers: int = -1  # -1 = full fine-tune, 0 = frozen, k = the top k layers
+    backbone_adapter_layers: int = 0  # new blocks (n_heads heads) trained on top of the backbone
+    # Ids the tokenizer adds around every text ([CLS], [SEP]): attended to by the backbone but
+    # not components of the atom (no role, not in the composition or the nucleus).
+    special_token_ids: tuple[int, ...] = ()
     # Roles
     role_source: Literal["component", "context"] = "component"  # what the role head reads
     role_temperature: float = 1.0  # tau in softmax(W_r h / tau)
@@ -39,6 +48,11 @@ class AtomConfig:
     sphere_radius: float = 1.0
     r_min: float = 0.05
     r_max: float = 0.35
+    # How the electrons set the radius. "shell": free offsets W_u h_i (the first formulation; the
+    # exclusion term shrinks them until every radius sits at r_min). "span": the RMS distance
+    # from the nucleus of the electrons' own positions on the sphere (W_z h_i, normalised), so
+    # the radius is what the electrons span and cannot shrink without moving the electrons.
+    radius_mode: Literal["shell", "span"] = "span"
     # Potential
     potential: Literal["morse", "lj"] = "morse"
     potential_weight: float = 0.3  # lambda; 0 gives the baseline (0.3 tuned on digits, see benchmarks)
@@ -64,6 +78,8 @@ class AtomConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown AtomConfig fields: {sorted(unknown)}")
+        if isinstance(data.get("special_token_ids"), list):
+            data = {**data, "special_token_ids": tuple(data["special_token_ids"])}
         return cls(**data)
 
     def replace(self, **changes: Any) -> "AtomConfig":

@@ -1,11 +1,18 @@
 """`create_app(settings)`: the FastAPI app, its lifespan and its wiring (HTTP -> batcher -> runtime).
 
 Start-up (the lifespan): load and validate the bundle, open the ONNX Runtime session, warm it
-up, start the batcher; only then does /readyz say ready. A bundle that cannot be served stops
-the start with one error line naming the file and the problem. Shutdown (after uvicorn has
-stopped accepting connections and finished those in flight): /readyz turns 503, new requests
-get 503, the queued items are finished, the batcher stops. SIGHUP reloads the bank (`--bank`
-or the bundle's own) without dropping requests: see `reload_bank`.
+up, build the request models of the served bundle, start the batcher; only then does /readyz
+say ready. A bundle that cannot be served stops the start with one error line naming the file
+and the problem. SIGTERM under `atomize serve` (service/server.py) first drains: /readyz turns
+503 while requests are still served. Shutdown (after uvicorn has stopped accepting connections
+and finished those in flight): new requests get 503, the queued items are finished, the batcher
+stops.
+
+The OpenAPI document is built from the served bundle and the settings: the request bodies are
+the app's own request models (service/schemas.py), a numeric model has no /v1/embeddings, and
+with ATOM_METRICS_PORT /metrics is not on the API port.
+SIGHUP reloads the bank (`--bank` or the bundle's own) without dropping requests: see
+`reload_bank`.
 """
 
 from __future__ import annotations
@@ -14,9 +21,12 @@ import asyncio
 import logging
 import signal
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from contract.bank import BankError
 
@@ -30,6 +40,7 @@ from .routes.deps import ServiceState
 from .routes.handlers import install_exception_handlers
 from .routes.middleware import RequestContextMiddleware
 from .runtime import DeviceError, Runtime
+from .schemas import RequestModels, request_models
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +58,17 @@ def start_runtime(settings: Settings, metrics: Metrics, bundle: Bundle | None, b
                   state: ServiceState) -> Runtime:
     """Blocking start-up work, run in a thread: load, validate, open the session, warm up."""
     if bundle is None:
-        bundle = load_bundle(settings.bundle)
+        bundle = load_bundle(settings.bundle, digest=settings.pinned_digest)
+    elif settings.pinned_digest is not None and bundle.digest != settings.pinned_digest:
+        raise BundleError(bundle.path / "manifest.json",
+                          f"bundle digest {bundle.digest} is not the pinned {settings.pinned_digest}")
     state.started["bundle_loaded"] = True
     if bank is None:
         bank = load_served_bank(bundle, settings.bank)
     state.started["bank_loaded"] = True
     runtime = Runtime(
-        bundle, device=settings.device, max_components_per_input=settings.max_components_per_input, metrics=metrics,
-        bank=bank,
+        bundle, device=settings.device, precision=settings.precision,
+        max_components_per_input=settings.max_components_per_input, metrics=metrics, bank=bank,
     )
     runtime.warm_up()
     state.started["session_warmed_up"] = True
@@ -107,6 +121,56 @@ class ReloadOnSighup:
             self.loop.remove_signal_handler(signal.SIGHUP)
 
 
+def models_for(runtime: Runtime, settings: Settings) -> RequestModels:
+    spec = runtime.manifest.input
+    return request_models(
+        runtime.manifest,
+        max_inputs=settings.max_inputs_per_request,
+        max_components=min(spec.max_components, settings.max_components_per_input),
+        max_neighbors=settings.max_neighbors,
+        max_text_chars=settings.max_request_bytes,  # a character is at least one byte of the body
+    )
+
+
+def start_metrics_server(settings: Settings, metrics: Metrics) -> Any:
+    """/metrics alone on ATOM_METRICS_PORT (prometheus-client's own small HTTP server, in a thread)."""
+    from prometheus_client import start_http_server
+
+    server, _thread = start_http_server(settings.metrics_port, addr=settings.host, registry=metrics.registry)
+    log.info("metrics at http://%s:%d/metrics", settings.host, settings.metrics_port)
+    return server
+
+
+def openapi_document(app: FastAPI, state: ServiceState) -> dict[str, Any]:
+    """FastAPI's document, with the request bodies of the served bundle and only its routes."""
+    if app.openapi_schema is not None and state.models is not None:
+        return app.openapi_schema
+    document = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+    components = document.setdefault("components", {}).setdefault("schemas", {})
+    paths = document["paths"]
+    if state.models is None:  # not loaded yet: say only that a JSON object is expected
+        components.update(AtomizeRequest={"type": "object"}, EmbeddingsRequest={"type": "object"})
+        return document
+    for model in (state.models.atomize, state.models.embeddings):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(schema.pop("$defs", {}))
+        components[model.__name__] = schema
+    if state.runtime is not None and state.runtime.manifest.input.modality != "text":
+        paths.pop("/v1/embeddings", None)
+        components.pop("EmbeddingsRequest", None)
+    if state.settings.metrics_port is not None:
+        paths.pop("/metrics", None)
+    if state.settings.api_key is not None:
+        components_root = document["components"]
+        components_root["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        for path, operations in paths.items():
+            if path.startswith("/v1/"):
+                for operation in operations.values():
+                    operation["security"] = [{"bearer": []}]
+    app.openapi_schema = document
+    return document
+
+
 def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None,
                bank: ServedBank | None = None) -> FastAPI:
     """The service for `settings`; pass an already loaded `bundle` (and `bank`) to skip loading again."""
@@ -122,19 +186,27 @@ def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None
             log.error("cannot start: %s", exc)
             raise
         manifest = runtime.manifest
-        metrics.model_info.labels(name=manifest.name, version=manifest.version, provider=runtime.provider).set(1)
+        metrics.model_info.labels(name=manifest.name, version=manifest.version, provider=runtime.provider,
+                                  digest=runtime.bundle.digest).set(1)
         metrics.set_bank(len(runtime.bank), runtime.bank.version, runtime.bank.index.spec.kind)
         reloads = ReloadOnSighup(settings, runtime, metrics)
+        metrics_server = start_metrics_server(settings, metrics) if settings.metrics_port is not None else None
         batcher = Batcher(runtime.run, batching_config(settings), metrics)
         batcher.start()
+        state.prepare_pool = ThreadPoolExecutor(settings.prepare_threads, thread_name_prefix="atom-prepare")
+        state.models = models_for(runtime, settings)
         state.runtime, state.batcher = runtime, batcher
-        log.info("ready: %s %s at http://%s:%d", manifest.name, manifest.version, settings.host, settings.port)
+        log.info("ready: %s %s (%s) at http://%s:%d", manifest.name, manifest.version, runtime.bundle.digest,
+                 settings.host, settings.port)
         try:
             yield
         finally:
             reloads.close()
             state.stopping = True
             await batcher.stop()
+            state.prepare_pool.shutdown(wait=False, cancel_futures=True)
+            if metrics_server is not None:
+                metrics_server.shutdown()
             log.info("stopped")
 
     app = FastAPI(
@@ -144,6 +216,7 @@ def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None
         lifespan=lifespan,
     )
     app.state.atom = state
+    app.openapi = lambda: openapi_document(app, state)  # type: ignore[method-assign]
     install_exception_handlers(app, metrics)
     routers = [module.router for module in (atomize, embeddings, meta)]
     for router in routers:
@@ -154,7 +227,9 @@ def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None
     app.add_middleware(
         RequestContextMiddleware,
         max_request_bytes=settings.max_request_bytes,
+        max_concurrent_requests=settings.max_concurrent_requests,
         metrics=metrics,
         route_paths=route_paths,
+        draining=lambda: state.draining,
     )
     return app

@@ -7,12 +7,21 @@ A bundle is a folder:
                               (numeric) components float32 (B, n, f), attention_mask int64 (B, n)
                        outputs embedding (B, k), roles (B, n, 3), composition (B, 6)
     encoder.fp16.onnx  optional, for GPU
+    encoder.int8.onnx  optional, for CPU (dynamic per-channel quantization)
     tokenizer.json     text bundles only
     atoms.npz          reference bank: embedding (M, k) float32, radius (M,), charge (M,), id (M,), label (M,)
     report/            plots and report.html (checksummed like the rest)
 
 The exporter writes a `Manifest`; `load_bundle` validates one. Both import this module, so
 the schema version is checked the same way on both sides.
+
+The **bundle digest** (`bundle_digest`) is the sha256 of the canonical manifest (keys sorted,
+no whitespace); the manifest lists every other file's sha256, so the digest identifies every
+byte of the bundle. `atomize export` prints it; pinned (`ATOM_BUNDLE_DIGEST`), a bundle with any
+other digest, or with a file the manifest does not list, is refused. Unpinned, the values that
+the files themselves determine (embedding size, maximum length, vocabulary size, the radius
+range of the bank) must agree with the manifest; values that no file determines (the
+potential's parameters) are protected by the pin alone.
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 FP16_FILE = "encoder.fp16.onnx"
+INT8_FILE = "encoder.int8.onnx"
+MODEL_FILES = {"fp32": "encoder.onnx", "fp16": FP16_FILE, "int8": INT8_FILE}
 ROLE_NAMES = ("electron", "proton", "neutron")
 COMPOSITION_FIELDS = ("electrons", "protons", "neutrons", "mass", "charge", "radius")
 BANK_ARRAYS = ("embedding", "radius", "charge", "id", "label")
@@ -60,6 +71,9 @@ class InputSpec(_Strict):
     component_dim: int = Field(gt=0)  # numeric: features per component; 1 for text
     # numeric image data: {"kind": "patches", "image_shape": [H, W], "patch_shape": [ph, pw]}
     preprocess: dict[str, Any] = Field(default_factory=lambda: {"kind": "none"})
+    # ids the tokenizer adds around each text ([CLS], [SEP] of a pretrained backbone): the model
+    # attends to them, but they are no components (no role, outside the composition)
+    special_token_ids: list[int] = Field(default_factory=list)
 
 
 class PotentialSpec(_Strict):
@@ -79,6 +93,7 @@ class PotentialSpec(_Strict):
 
 class TrainingSummary(_Strict):
     dataset: str
+    backbone: str | None = None  # "minilm" or a folder name; None = trained from scratch
     seed: int
     epochs: int
     metrics: dict[str, float | None] = Field(default_factory=dict)
@@ -99,6 +114,9 @@ class Manifest(_Strict):
     potential: PotentialSpec
     radius_range: list[float]  # [r_min, r_max]
     training: TrainingSummary
+    # what each reduced-precision copy costs, measured at export against fp32 on held-out items:
+    # {"int8": {"cosine_mean": ..., "cosine_min": ..., "accuracy_fp32": ..., "accuracy": ...}}
+    precisions: dict[str, dict[str, float]] = Field(default_factory=dict)
     files: dict[str, str]  # relative path -> sha256 hex, every file of the bundle but the manifest
 
     def write(self, bundle_dir: Path) -> Path:
@@ -117,12 +135,7 @@ def sha256_file(path: Path) -> str:
 
 def checksum_tree(bundle_dir: Path) -> dict[str, str]:
     """sha256 of every file under bundle_dir except the manifest, keyed by POSIX relative path."""
-    bundle_dir = Path(bundle_dir)
-    return {
-        path.relative_to(bundle_dir).as_posix(): sha256_file(path)
-        for path in sorted(bundle_dir.rglob("*"))
-        if path.is_file() and path.name != MANIFEST_FILE
-    }
+    return {name: sha256_file(Path(bundle_dir) / name) for name in checksum_tree_names(bundle_dir)}
 
 
 @dataclass(frozen=True)
@@ -142,6 +155,7 @@ class Bundle:
     path: Path
     manifest: Manifest
     bank: Bank
+    digest: str = ""  # "sha256:<hex>" of the canonical manifest
 
     @property
     def onnx_path(self) -> Path:
@@ -153,19 +167,50 @@ class Bundle:
         return self.path / FP16_FILE if FP16_FILE in self.manifest.files else None
 
     @property
+    def int8_onnx_path(self) -> Path | None:
+        return self.path / INT8_FILE if INT8_FILE in self.manifest.files else None
+
+    def model_path(self, precision: str) -> Path | None:
+        """The checksummed model file of a precision (fp32, fp16, int8), None if the bundle lacks it."""
+        name = MODEL_FILES[precision]
+        return self.path / name if name in self.manifest.files else None
+
+    def precisions(self) -> list[str]:
+        return [p for p, name in MODEL_FILES.items() if name in self.manifest.files]
+
+    def precision_of(self, model_file: str) -> str:
+        return next(p for p, name in MODEL_FILES.items() if name == model_file)
+
+    @property
     def tokenizer_path(self) -> Path | None:
         path = self.path / "tokenizer.json"
         return path if path.exists() else None
 
 
-def read_manifest(bundle_dir: Path) -> Manifest:
+def _read_raw_manifest(bundle_dir: Path) -> Any:
     path = Path(bundle_dir) / MANIFEST_FILE
     if not path.is_file():
         raise BundleError(path, "missing file")
     try:
-        raw = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise BundleError(path, f"not valid JSON ({exc})") from None
+
+
+def canonical_digest(raw_manifest: Any) -> str:
+    """sha256 of the manifest as canonical JSON: sorted keys, no whitespace, UTF-8."""
+    canonical = json.dumps(raw_manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def bundle_digest(bundle_dir: Path | str) -> str:
+    """The bundle's digest, `sha256:<hex>` (what `atomize export` prints and ATOM_BUNDLE_DIGEST pins)."""
+    return canonical_digest(_read_raw_manifest(Path(bundle_dir)))
+
+
+def read_manifest(bundle_dir: Path) -> Manifest:
+    path = Path(bundle_dir) / MANIFEST_FILE
+    raw = _read_raw_manifest(bundle_dir)
     version = raw.get("schema_version") if isinstance(raw, dict) else None
     if version != SCHEMA_VERSION:
         raise BundleError(path, f"schema_version {version!r} is not supported (expected {SCHEMA_VERSION})")
@@ -188,6 +233,62 @@ def verify_checksums(bundle_dir: Path, manifest: Manifest) -> None:
             raise BundleError(path, "missing file")
         if sha256_file(path) != expected:
             raise BundleError(path, "checksum mismatch (file changed after export)")
+
+
+def verify_only_listed_files(bundle_dir: Path, manifest: Manifest) -> None:
+    """With a pinned digest every file must be one the manifest lists (an added file is a change too)."""
+    for name in checksum_tree_names(bundle_dir):
+        if name not in manifest.files:
+            raise BundleError(Path(bundle_dir) / name, "file is not listed in the manifest of the pinned bundle")
+
+
+def checksum_tree_names(bundle_dir: Path) -> list[str]:
+    bundle_dir = Path(bundle_dir)
+    return [
+        path.relative_to(bundle_dir).as_posix()
+        for path in sorted(bundle_dir.rglob("*"))
+        if path.is_file() and path.name != MANIFEST_FILE
+    ]
+
+
+def verify_derived_values(bundle_dir: Path, manifest: Manifest, bank: Bank) -> None:
+    """What the files themselves determine must agree with the manifest (see the module docstring)."""
+    bundle_dir = Path(bundle_dir)
+    path = bundle_dir / MANIFEST_FILE
+    spec = manifest.input
+    if spec.modality == "text":
+        from tokenizers import Tokenizer  # a base dependency; local so the exporter's import stays light
+
+        try:
+            tokenizer = Tokenizer.from_file(str(bundle_dir / "tokenizer.json"))
+        except Exception as exc:  # tokenizers raises its own exception types
+            raise BundleError(bundle_dir / "tokenizer.json", f"cannot be read ({exc})") from None
+        vocab_size = tokenizer.get_vocab_size()
+        if vocab_size != spec.vocab_size:
+            raise BundleError(path, f"input.vocab_size is {spec.vocab_size}, tokenizer.json has {vocab_size} tokens")
+        truncation = tokenizer.truncation or {}
+        if truncation.get("max_length") not in (None, spec.max_components):
+            raise BundleError(path, f"input.max_components is {spec.max_components}, tokenizer.json truncates "
+                                    f"at {truncation['max_length']}")
+    elif spec.preprocess.get("kind") == "patches":
+        (height, width), (ph, pw) = spec.preprocess["image_shape"], spec.preprocess["patch_shape"]
+        patches = (height // ph) * (width // pw)
+        if patches != spec.max_components:
+            raise BundleError(path, f"input.max_components is {spec.max_components}, a {height} x {width} image "
+                                    f"in {ph} x {pw} patches has {patches}")
+    for tensor in manifest.onnx_outputs:
+        if tensor.name == "embedding" and isinstance(tensor.shape[-1], int) and tensor.shape[-1] != manifest.embedding_dim:
+            raise BundleError(path, f"embedding_dim is {manifest.embedding_dim}, onnx_outputs.embedding has "
+                                    f"{tensor.shape[-1]} columns")
+    if len(manifest.radius_range) != 2 or not manifest.radius_range[0] <= manifest.radius_range[1]:
+        raise BundleError(path, f"radius_range {manifest.radius_range} is not [r_min, r_max]")
+    if len(bank):
+        r_min, r_max = manifest.radius_range
+        low, high = float(bank.radius.min()), float(bank.radius.max())
+        slack = 1e-4 * max(1.0, abs(r_max))  # float32 rounding of the model's bounded radius
+        if low < r_min - slack or high > r_max + slack:
+            raise BundleError(path, f"radius_range is {manifest.radius_range}, the bank's radii span "
+                                    f"[{low:.6g}, {high:.6g}]")
 
 
 def _spec_shape_matches(declared: list[int | str], actual: list[Any]) -> bool:
@@ -249,16 +350,26 @@ def load_bank(path: Path, manifest: Manifest) -> Bank:
     )
 
 
-def load_bundle(bundle_dir: Path | str, *, check_onnx: bool = True) -> Bundle:
-    """Validate and load a bundle; raises BundleError with one line naming the file and problem."""
+def load_bundle(bundle_dir: Path | str, *, check_onnx: bool = True, digest: str | None = None) -> Bundle:
+    """Validate and load a bundle; raises BundleError with one line naming the file and problem.
+
+    `digest` pins the bundle ("sha256:<hex>"): any other digest, or an unlisted file, is refused.
+    """
     bundle_dir = Path(bundle_dir)
     if not bundle_dir.is_dir():
         raise BundleError(bundle_dir, "bundle folder does not exist")
+    actual = bundle_digest(bundle_dir)
+    if digest is not None and actual != digest:
+        raise BundleError(bundle_dir / MANIFEST_FILE, f"bundle digest {actual} is not the pinned {digest}")
     manifest = read_manifest(bundle_dir)
     verify_checksums(bundle_dir, manifest)
+    if digest is not None:
+        verify_only_listed_files(bundle_dir, manifest)
     if check_onnx:
         verify_onnx_signature(bundle_dir / "encoder.onnx", manifest)
-        if FP16_FILE in manifest.files:  # fp16 inside, float32 in and out (keep_io_types)
-            verify_onnx_signature(bundle_dir / FP16_FILE, manifest)
+        for name in (FP16_FILE, INT8_FILE):  # reduced inside, float32 in and out
+            if name in manifest.files:
+                verify_onnx_signature(bundle_dir / name, manifest)
     bank = load_bank(bundle_dir / "atoms.npz", manifest)
-    return Bundle(path=bundle_dir, manifest=manifest, bank=bank)
+    verify_derived_values(bundle_dir, manifest, bank)
+    return Bundle(path=bundle_dir, manifest=manifest, bank=bank, digest=actual)

@@ -29,18 +29,26 @@ def _flag(name: str) -> Any:
 def serve(
     bundle: Annotated[Optional[Path], _flag("bundle")] = None,
     bank: Annotated[Optional[Path], _flag("bank")] = None,
+    bundle_digest: Annotated[Optional[str], _flag("bundle_digest")] = None,
     host: Annotated[Optional[str], _flag("host")] = None,
     port: Annotated[Optional[int], _flag("port")] = None,
     max_batch_items: Annotated[Optional[int], _flag("max_batch_items")] = None,
     max_batch_components: Annotated[Optional[int], _flag("max_batch_components")] = None,
     max_wait_ms: Annotated[Optional[float], _flag("max_wait_ms")] = None,
     max_queue_items: Annotated[Optional[int], _flag("max_queue_items")] = None,
+    max_concurrent_requests: Annotated[Optional[int], _flag("max_concurrent_requests")] = None,
+    prepare_threads: Annotated[Optional[int], _flag("prepare_threads")] = None,
     max_inputs_per_request: Annotated[Optional[int], _flag("max_inputs_per_request")] = None,
     max_components_per_input: Annotated[Optional[int], _flag("max_components_per_input")] = None,
     max_neighbors: Annotated[Optional[int], _flag("max_neighbors")] = None,
     max_request_bytes: Annotated[Optional[int], _flag("max_request_bytes")] = None,
     request_timeout_ms: Annotated[Optional[float], _flag("request_timeout_ms")] = None,
+    max_connections: Annotated[Optional[int], _flag("max_connections")] = None,
+    read_timeout_ms: Annotated[Optional[float], _flag("read_timeout_ms")] = None,
+    drain_ms: Annotated[Optional[float], _flag("drain_ms")] = None,
+    metrics_port: Annotated[Optional[int], _flag("metrics_port")] = None,
     device: Annotated[Optional[str], _flag("device")] = None,
+    precision: Annotated[Optional[str], _flag("precision")] = None,
     api_key: Annotated[Optional[str], _flag("api_key")] = None,
     log_level: Annotated[Optional[str], _flag("log_level")] = None,
 ) -> None:
@@ -62,6 +70,7 @@ def run(settings: Settings) -> None:
         import uvicorn
 
         from .app import create_app
+        from .server import DrainingServer, guarded_protocol
     except ImportError as exc:
         typer.echo(f"serving needs the `serve` extra (pip install 'atomizer[serve]'): {exc}", err=True)
         raise typer.Exit(1) from None
@@ -73,18 +82,22 @@ def run(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         # Validated before uvicorn starts, so a bad bundle is one line, not a traceback.
-        bundle = load_bundle(settings.bundle)
+        bundle = load_bundle(settings.bundle, digest=settings.pinned_digest)
         bank = load_served_bank(bundle, settings.bank)
     except (BundleError, BankError) as exc:
         log.error("cannot start: %s", exc)
         raise typer.Exit(1) from None
-    uvicorn.run(
-        create_app(settings, bundle=bundle, bank=bank),
+    app = create_app(settings, bundle=bundle, bank=bank)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        http=guarded_protocol(settings.max_connections, settings.read_timeout_s),
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 1,
     )
+    server = DrainingServer(config, drain_s=settings.drain_s, on_drain=lambda: setattr(app.state.atom, "draining", True))
+    server.run()
 
 
 def main(argv: list[str] | None = None) -> int:

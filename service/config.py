@@ -21,6 +21,9 @@ class Settings(BaseSettings):
         None, description="bank folder from `atomize index` to find neighbours in (default: the bundle's atoms.npz); "
         "reloaded on SIGHUP"
     )
+    bundle_digest: str | None = Field(
+        None, description="pin: refuse to start unless the bundle has this digest (printed by `atomize export`)"
+    )
     # Loopback by default: exposing the service is a deliberate choice (a container sets 0.0.0.0).
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port)")
@@ -39,6 +42,10 @@ class Settings(BaseSettings):
     # gain from 1-2 ms under moderate load.
     max_wait_ms: float = Field(0.0, ge=0.0, le=10_000.0, description="longest wait for a batch to fill")
     max_queue_items: int = Field(2048, ge=1, description="items waiting for inference before 429")
+    # The admission limit (as text-embeddings-inference's --max-concurrent-requests): past it a
+    # /v1 request is refused with 429 before its body is even read, so refusing costs nothing.
+    max_concurrent_requests: int = Field(512, ge=1, description="/v1 requests in flight before 429")
+    prepare_threads: int = Field(2, ge=1, le=64, description="threads that parse and tokenize request bodies")
 
     # Request limits: every one is answered with 413 (or 422 for neighbors) naming the limit.
     max_inputs_per_request: int = Field(256, ge=1, description="inputs in one request")
@@ -47,19 +54,55 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest request body in bytes")
     request_timeout_ms: float = Field(30_000.0, gt=0.0, description="deadline of one request, queueing included")
 
+    # Connections (under uvicorn): a stalled client must not hold a socket for long.
+    max_connections: int = Field(
+        2048, ge=1, description="open connections; past it the longest-waiting unfinished request is dropped"
+    )
+    read_timeout_ms: float = Field(
+        15_000.0, gt=0.0, description="time to receive one request's headers and body, after which it is dropped"
+    )
+    # On SIGTERM /readyz turns 503 at once and requests are still served for drain_ms, so a load
+    # balancer stops sending first; then in-flight requests finish and the process exits 0.
+    drain_ms: float = Field(5_000.0, ge=0.0, le=600_000.0, description="serving time after SIGTERM, /readyz 503")
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="serve /metrics on this port only (not on the API port)"
+    )
+
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when it works, else CPU")
+    precision: Literal["auto", "fp32", "fp16", "int8"] = Field(
+        "auto", description="model copy: auto = fp16 on CUDA, int8 on CPU when the bundle has them, else fp32"
+    )
     api_key: SecretStr | None = Field(None, description="when set, /v1/* requires `Authorization: Bearer KEY`")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="logging level")
 
     @model_validator(mode="after")
-    def _request_fits_queue(self) -> "Settings":
+    def _limits_fit_together(self) -> "Settings":
         # A request is admitted whole or refused; one larger than the queue could never be admitted.
         if self.max_inputs_per_request > self.max_queue_items:
             raise ValueError(
-                f"max_inputs_per_request={self.max_inputs_per_request} exceeds "
-                f"max_queue_items={self.max_queue_items}: such a request could never be queued"
+                f"max_queue_items={self.max_queue_items} is below max_inputs_per_request="
+                f"{self.max_inputs_per_request}: a request of {self.max_inputs_per_request} inputs could never be "
+                f"queued. Lower ATOM_MAX_INPUTS_PER_REQUEST (--max-inputs-per-request) to at most "
+                f"{self.max_queue_items} as well, or raise ATOM_MAX_QUEUE_ITEMS"
             )
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            raise ValueError(f"metrics_port={self.metrics_port} is the API port; pick another, or leave it unset")
         return self
+
+    @property
+    def pinned_digest(self) -> str | None:
+        """The pin in the form `sha256:<hex>`, whether or not it was given with the prefix."""
+        if self.bundle_digest is None:
+            return None
+        return self.bundle_digest if self.bundle_digest.startswith("sha256:") else f"sha256:{self.bundle_digest}"
+
+    @property
+    def read_timeout_s(self) -> float:
+        return self.read_timeout_ms / 1000.0
+
+    @property
+    def drain_s(self) -> float:
+        return self.drain_ms / 1000.0
 
     @property
     def max_wait_s(self) -> float:

@@ -3,7 +3,8 @@
 Lower layers (runtime, batcher) raise these without knowing about HTTP; the HTTP layer turns
 any of them into `{"error": {"type", "message", "request_id"}}` with the status below. The
 `reason` of each class is both the error `type` in the body and the `reason` label of
-`atom_failures_total`.
+`atom_failures_total`. Only the 500s (`inference_error`, `internal_error`) are the service's own
+faults; every other reason is a request refused for what it asked or when it came.
 """
 
 from __future__ import annotations
@@ -33,13 +34,23 @@ class TooLarge(AtomError):
 
 
 class QueueFull(AtomError):
+    """The batching queue has no room for the request's items."""
+
     reason = "queue_full"
 
     def __init__(self, message: str, *, retry_after_s: int = 1):
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
 
 
+class Overloaded(QueueFull):
+    """Too many requests in flight (the admission limit), refused before the body is read."""
+
+    reason = "overloaded"
+
+
 class Unauthorized(AtomError):
+    """Missing or wrong API key."""
+
     reason = "unauthorized"
 
     def __init__(self, message: str):
@@ -53,6 +64,8 @@ class NotReady(AtomError):
 
 
 class DeadlineExceeded(AtomError):
+    """The request deadline passed before its results were ready."""
+
     reason = "deadline"
 
 
@@ -62,15 +75,23 @@ class InferenceFailed(AtomError):
     reason = "inference_error"
 
 
+class InternalError(AtomError):
+    """A fault of the service itself outside inference (a bug); answered with a request id."""
+
+    reason = "internal_error"
+
+
 # The one exception -> status table.
 HTTP_STATUS: dict[type[AtomError], int] = {
     InvalidInput: 422,
     TooLarge: 413,
     QueueFull: 429,
+    Overloaded: 429,
     Unauthorized: 401,
     NotReady: 503,
     DeadlineExceeded: 504,
     InferenceFailed: 500,
+    InternalError: 500,
 }
 
 FAILURE_REASONS = tuple(cls.reason for cls in HTTP_STATUS)

@@ -47,7 +47,8 @@ class Metrics:
         )
         self.items_atomized = Counter("atom_items_atomized_total", "items run through the model", registry=r)
         self.model_info = Gauge(
-            "atom_model_info", "the served model (value 1)", ["name", "version", "provider"], registry=r
+            "atom_model_info", "the served model (value 1), with its bundle digest",
+            ["name", "version", "provider", "digest"], registry=r,
         )
         self.bank_atoms = Gauge("atom_bank_atoms", "atoms in the reference bank", registry=r)
         self.bank_info = Gauge(

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from contract.bank import NO_LABEL, MetadataReader, bundle_digest, load_bank
-from contract.index import EMPTY, AtomIndex, Neighbors, RankBy, set_threads
+from contract.bank import NO_LABEL, MetadataReader, load_bank
+from contract.index import EMPTY, AtomIndex, IndexSpec, Neighbors, RankBy, set_threads
 
 from .bundle import Bundle
 from .potential import pair_energy
@@ -62,12 +62,15 @@ def load_served_bank(bundle: Bundle, path: Path | None = None) -> ServedBank:
     energy = functools.partial(pair_energy, spec=bundle.manifest.potential)
     if path is None:
         own = bundle.bank
-        index = AtomIndex(own.embedding, own.radius, own.charge, energy=energy)
+        # Exact: this index is built at every start-up, and an HNSW build over the default
+        # bundle's 26,814 x 384 atoms would add tens of seconds there (benchmarks/results/bank.md);
+        # `atomize index` builds an approximate index once, offline.
+        index = AtomIndex(own.embedding, own.radius, own.charge, spec=IndexSpec("flat"), energy=energy)
         version = bundle.manifest.files["atoms.npz"][:12]
         info = {"atoms": len(index), "source": "bundle", "search": index.spec.kind, "index": index.spec.to_dict(),
                 "version": version}
         return ServedBank(index, own.id, own.label, list(bundle.manifest.label_names), version, info)
-    bank = load_bank(path, bundle_digest=bundle_digest(bundle.path), embedding_dim=bundle.manifest.embedding_dim)
+    bank = load_bank(path, bundle_digest=bundle.digest, embedding_dim=bundle.manifest.embedding_dim)
     arrays, manifest = bank.arrays, bank.manifest
     index = AtomIndex(arrays.embedding, arrays.radius, arrays.charge, spec=manifest.index.spec,
                       faiss_index=bank.faiss_index, energy=energy)

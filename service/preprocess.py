@@ -21,7 +21,7 @@ import numpy as np
 if TYPE_CHECKING:  # imported lazily so that numeric-only callers need no tokenizers install
     from tokenizers import Tokenizer
 
-__all__ = ["PAD_ID", "patchify", "unpatchify", "load_tokenizer", "tokenize"]
+__all__ = ["PAD_ID", "patchify", "unpatchify", "load_tokenizer", "tokenize", "encode"]
 
 # Token id 0 is padding in every tokenizer of this project ("[PAD]").
 PAD_ID = 0
@@ -92,14 +92,21 @@ def load_tokenizer(path: str | os.PathLike[str]) -> "Tokenizer":
 def tokenize(tokenizer: "Tokenizer", texts: Sequence[str]) -> list[list[int]]:
     """Token ids for each text, without padding.
 
-    Truncation is whatever the tokenizer carries (saved in ``tokenizer.json``); the project's
-    tokenizers have no post-processor, so no special tokens are added. An empty list of ids is
-    possible (e.g. an empty string); callers decide what to do with it.
+    Truncation is whatever the tokenizer carries (saved in ``tokenizer.json``). Special tokens
+    are whatever its post-processor adds: [CLS] ... [SEP] for a pretrained backbone's tokenizer
+    (the model needs them; the manifest lists their ids, which are not components), nothing for
+    the project's own WordPiece tokenizers. An empty list of ids is possible (e.g. an empty
+    string with the project's tokenizers); callers decide what to do with it.
 
     Id 0 is reserved for padding, so an id 0 produced by the text itself (the literal "[PAD]"
     in a vocabulary-based tokenizer) is removed: padding never appears inside a sequence, and
     masks can be derived from lengths alone.
     """
+    return [ids for ids, _ in encode(tokenizer, texts)]
+
+
+def encode(tokenizer: "Tokenizer", texts: Sequence[str]) -> list[tuple[list[int], bool]]:
+    """``tokenize``, and for each text whether the tokenizer's truncation cut it."""
     if isinstance(texts, str):
         # A bare string would otherwise be tokenized character by character.
         raise TypeError("tokenize expects a list of strings, got a single str")
@@ -109,5 +116,8 @@ def tokenize(tokenizer: "Tokenizer", texts: Sequence[str]) -> list[list[int]]:
             raise TypeError(f"tokenize: texts[{i}] is {type(t).__name__}, not str")
     if not texts:
         return []
-    seqs = [enc.ids for enc in tokenizer.encode_batch(texts, add_special_tokens=False)]
-    return [[i for i in ids if i != PAD_ID] if PAD_ID in ids else ids for ids in seqs]
+    encodings = tokenizer.encode_batch(texts, add_special_tokens=True)
+    return [
+        ([i for i in enc.ids if i != PAD_ID] if PAD_ID in enc.ids else enc.ids, bool(enc.overflowing))
+        for enc in encodings
+    ]

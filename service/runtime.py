@@ -19,7 +19,7 @@ import onnxruntime as ort
 
 from . import preprocess
 from .bundle import Bundle
-from .errors import InvalidInput, TooLarge
+from .inputs import NumericInputs, TextInputs
 from .metrics import Metrics
 from .neighbors import EMPTY, Neighbors, RankBy, ServedBank, load_served_bank
 
@@ -40,6 +40,7 @@ class Item:
     components: np.ndarray  # text: (n,) int64 token ids; numeric: (n, f) float32, unscaled
     neighbors: int = 0  # how many bank atoms to return
     rank_by: RankBy = "distance"
+    truncated: bool = False  # text cut to the model's maximum length
 
     @property
     def length(self) -> int:
@@ -64,15 +65,20 @@ def session_options() -> ort.SessionOptions:
     return options
 
 
-def create_session(bundle: Bundle, device: str) -> tuple[ort.InferenceSession, str, str]:
+def create_session(bundle: Bundle, device: str, precision: str = "auto") -> tuple[ort.InferenceSession, str, str]:
     """(session, provider, model file): CUDA when asked for or available and working, else CPU.
 
-    On CUDA the bundle's fp16 copy is used when it has one (float32 in and out either way).
+    precision "auto" takes the bundle's copy made for the device: fp16 on CUDA, int8 on the CPU
+    (each only when the bundle has it), else fp32; "fp32", "fp16" or "int8" takes that copy or
+    refuses to start. Inputs and outputs are float32 / int64 whatever the copy.
     """
+    if precision != "auto" and bundle.model_path(precision) is None:
+        raise DeviceError(f"precision={precision} was asked for but the bundle has no {precision} model "
+                          f"(it has {', '.join(bundle.precisions())})")
     if device in ("auto", "cuda") and CUDA in ort.get_available_providers():
         # ONNX Runtime falls back to CPU by itself when the CUDA libraries or the GPU are
         # missing; the providers it ended up with say whether CUDA really works.
-        path = bundle.fp16_onnx_path or bundle.onnx_path
+        path = bundle.model_path(precision) if precision != "auto" else (bundle.fp16_onnx_path or bundle.onnx_path)
         try:
             session = ort.InferenceSession(str(path), session_options(), providers=[CUDA, CPU])
             if session.get_providers()[0] == CUDA:
@@ -82,19 +88,28 @@ def create_session(bundle: Bundle, device: str) -> tuple[ort.InferenceSession, s
             log.warning("CUDA execution provider failed (%s); using CPU", str(exc).splitlines()[0])
     if device == "cuda":
         raise DeviceError("device=cuda was asked for but the CUDA execution provider is not working here")
-    return ort.InferenceSession(str(bundle.onnx_path), session_options(), providers=[CPU]), CPU, bundle.onnx_path.name
+    path = bundle.model_path(precision) if precision != "auto" else (bundle.int8_onnx_path or bundle.onnx_path)
+    return ort.InferenceSession(str(path), session_options(), providers=[CPU]), CPU, path.name
 
 
 class Runtime:
-    def __init__(self, bundle: Bundle, *, device: str = "auto", max_components_per_input: int = 1024,
-                 metrics: Metrics | None = None, bank: ServedBank | None = None):
+    def __init__(self, bundle: Bundle, *, device: str = "auto", precision: str = "auto",
+                 max_components_per_input: int = 1024, metrics: Metrics | None = None,
+                 bank: ServedBank | None = None):
         self.bundle = bundle
         self.manifest = bundle.manifest
         self.spec = bundle.manifest.input
         self.max_components_per_input = max_components_per_input
         self.metrics = metrics
         self.tokenizer = preprocess.load_tokenizer(bundle.tokenizer_path) if self.spec.modality == "text" else None
-        self.session, self.provider, self.model_file = create_session(bundle, device)
+        self._special_ids = list(self.spec.special_token_ids)  # e.g. [CLS], [SEP]: attended to, no components
+        self.inputs = (
+            TextInputs(self.tokenizer, max_components_per_input, self.manifest.name, self._special_ids)
+            if self.tokenizer is not None
+            else NumericInputs(self.spec, max_components_per_input, self.manifest.name)
+        )
+        self.session, self.provider, self.model_file = create_session(bundle, device, precision)
+        self.precision = bundle.precision_of(self.model_file)
         self._input_names = [spec.name for spec in self.manifest.onnx_inputs]  # (values, attention_mask)
         self._values_dtype = np.int64 if self.spec.modality == "text" else np.float32
         composition = self.manifest.composition_fields
@@ -107,56 +122,22 @@ class Runtime:
     # ---- preprocessing -------------------------------------------------------------------
 
     def prepare(self, inputs: Sequence[Any], *, neighbors: int = 0, rank_by: RankBy = "distance",
-                field: str = "inputs") -> list[Item]:
-        """Validate raw inputs and turn them into items; `field` names them in error messages."""
-        if self.spec.modality == "text":
-            arrays = self._tokenize(inputs, field)
+                field: str = "inputs", truncate: bool = True) -> list[Item]:
+        """Validate raw inputs and turn them into items; `field` names them in error messages.
+
+        CPU work (tokenizing up to megabytes): call it from a worker thread, not the event loop.
+        """
+        if isinstance(self.inputs, TextInputs):
+            prepared = self.inputs.prepare(inputs, field, truncate)
         else:
-            arrays = [self._numeric(value, f"{field}[{i}]") for i, value in enumerate(inputs)]
-        for i, array in enumerate(arrays):
-            if array.shape[0] == 0:
-                raise InvalidInput(f"{field}[{i}] is empty")
-            if array.shape[0] > self.max_components_per_input:
-                raise TooLarge(f"{field}[{i}] has {array.shape[0]} components; the limit is "
-                               f"max_components_per_input={self.max_components_per_input}")
-            if array.shape[0] > self.spec.max_components:
-                raise InvalidInput(f"{field}[{i}] has {array.shape[0]} components; this model takes at most "
-                                   f"{self.spec.max_components}")
-        return [Item(array, neighbors, rank_by) for array in arrays]
+            prepared = self.inputs.prepare(inputs, field)
+        return [Item(components, neighbors, rank_by, truncated) for components, truncated in prepared]
 
-    def _tokenize(self, inputs: Sequence[Any], field: str) -> list[np.ndarray]:
-        for i, value in enumerate(inputs):
-            if not isinstance(value, str):
-                raise InvalidInput(f"{field}[{i}] is not a string; model {self.manifest.name} takes text")
-        # Truncation at max_components is saved inside tokenizer.json, as in training.
-        return [np.asarray(ids, dtype=np.int64) for ids in preprocess.tokenize(self.tokenizer, list(inputs))]
-
-    def _numeric(self, value: Any, where: str) -> np.ndarray:
-        """One numeric input -> (n, f) float32, per manifest.input.preprocess."""
-        if isinstance(value, str):
-            raise InvalidInput(f"{where} is a string; model {self.manifest.name} takes arrays of numbers")
-        try:
-            array = np.asarray(value, dtype=np.float32)
-        except (TypeError, ValueError):
-            raise InvalidInput(f"{where} is not a rectangular array of numbers") from None
-        if not np.isfinite(array).all():
-            raise InvalidInput(f"{where} contains NaN or Inf")
-        options = self.spec.preprocess
-        f = self.spec.component_dim
-        if options.get("kind") == "patches":
-            height, width = options["image_shape"]
-            if array.shape == (height * width,):
-                array = array.reshape(height, width)
-            if array.shape != (height, width):
-                raise InvalidInput(f"{where} has shape {array.shape}; expected {height * width} pixel values "
-                                   f"or a {height} x {width} image")
-            return preprocess.patchify(array[None], tuple(options["patch_shape"]))[0]
-        if array.ndim == 1 and f == 1:
-            array = array[:, None]
-        if array.ndim != 2 or array.shape[1] != f:
-            expected = "a list of numbers or " if f == 1 else ""
-            raise InvalidInput(f"{where} has shape {array.shape}; expected {expected}an (n, {f}) array")
-        return array
+    def component_positions(self, item: Item) -> list[int]:
+        """Positions of the item's real components: all but the tokenizer's special tokens."""
+        if not self._special_ids:
+            return list(range(item.length))
+        return np.flatnonzero(~np.isin(item.components, self._special_ids)).tolist()
 
     def token_strings(self, item: Item) -> list[str] | None:
         """What each component is, for display: token text (text) or None (numeric, use the index)."""

@@ -1,33 +1,132 @@
-"""Request and response bodies of the HTTP API (pydantic v2).
+"""Request and response bodies of the HTTP API (pydantic v2), and the request models of one app.
 
-Limits that depend on the settings (inputs per request, components, neighbors) are checked by
-the routes and the runtime, so their messages can name the setting; the static rules live here.
+The request models are built per app from the served bundle and the settings
+(`request_models`), so one pydantic model both validates a request and writes its part of the
+OpenAPI document: the input type of the served modality (text, or an exact array shape), the
+number of inputs, the largest `neighbors`, the only `dimensions` there is. Validation is strict:
+`"5"` or `true` is not an integer and a number is not a string.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, create_model
+from pydantic_core import PydanticCustomError
+
+from .bundle import Manifest
 
 IncludePart = Literal["embedding", "composition", "components", "neighbors"]
 ALL_PARTS: tuple[IncludePart, ...] = ("embedding", "composition", "components", "neighbors")
-# One input: a string (text models), a flat list of numbers (pixels, or n scalar components),
-# or a nested list (an H x W image, or n components of f features).
-InputValue = str | list[float] | list[list[float]]
+# The largest magnitude of a numeric component: near float32's maximum (3.4e38) the model's own
+# arithmetic overflows (the digits model stayed finite up to 1e30 and not at 3e38); 1e18 leaves
+# room for wider models. Results that are not finite all the same are refused (routes/atomize.py).
+MAX_ABS_VALUE = 1e18
+VISIBLE = r"\S"  # a text needs one character that is not white space (JSON Schema: a search, not a match)
+
+TRUNCATE_DESCRIPTION = (
+    "text longer than the model's maximum length is cut to it and its result marked `truncated`; "
+    "with false such a text is refused with 413"
+)
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class AtomizeRequest(_Request):
-    inputs: list[InputValue] = Field(min_length=1, description="strings for text models, arrays for numeric ones")
-    neighbors: int = Field(5, ge=0, description="nearest bank atoms per input (0 = none)")
-    rank_by: Literal["distance", "energy"] = Field(
-        "distance", description="order neighbors by distance, or by pair energy (most strongly bound first)"
+# ---- request models of one app ----------------------------------------------------------------
+
+
+def _no_text_or_bool(value: Any) -> Any:
+    if isinstance(value, (str, bool)):
+        raise PydanticCustomError("int_type", "Input should be a valid integer, not a {kind}",
+                                  {"kind": "string" if isinstance(value, str) else "boolean"})
+    return value
+
+
+# An integer as JSON Schema means it: 5 and 5.0 (a number with no fraction) are integers; "5",
+# true and 5.5 are not (strict mode alone would refuse 5.0, which the document allows).
+def integer(**constraints: Any) -> Any:
+    return Annotated[int, Field(strict=False, **constraints), BeforeValidator(_no_text_or_bool)]
+
+
+def _number() -> Any:
+    # allow_inf_nan=False: NaN/Infinity literals (which Python's JSON writes) are refused by name.
+    return Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)]
+
+
+def _array(item: Any, length: int | None = None, max_length: int | None = None) -> Any:
+    if length is not None:
+        return Annotated[list[item], Field(min_length=length, max_length=length)]
+    # The component limit is stated here and enforced by the runtime, whose 413 names the setting.
+    return Annotated[list[item], Field(min_length=1, json_schema_extra={"maxItems": max_length})]
+
+
+def _by_first_element(value: Any) -> str:
+    """A flat list of numbers or a nested one: choose the union member by the first element."""
+    first = value[0] if isinstance(value, list) and value else None
+    return "rows" if isinstance(first, list) else "flat"
+
+
+def input_type(manifest: Manifest, max_components: int, max_text_chars: int) -> tuple[Any, str]:
+    """(pydantic type of one input, what the model takes in words) for the served bundle."""
+    spec = manifest.input
+    if spec.modality == "text":
+        return Annotated[str, Field(min_length=1, max_length=max_text_chars, pattern=VISIBLE)], "text"
+    number = _number()
+    if spec.preprocess.get("kind") == "patches":
+        height, width = spec.preprocess["image_shape"]
+        flat, rows = _array(number, height * width), _array(_array(number, width), height)
+        words = f"{height * width} numbers, or {height} rows of {width} numbers"
+    elif spec.component_dim == 1:
+        flat, rows = _array(number, max_length=max_components), _array(_array(number, 1), max_length=max_components)
+        words = f"a list of at most {max_components} numbers"
+    else:
+        f = spec.component_dim
+        return _array(_array(number, f), max_length=max_components), f"at most {max_components} rows of {f} numbers"
+    return Annotated[Annotated[flat, Tag("flat")] | Annotated[rows, Tag("rows")], Discriminator(_by_first_element)], words
+
+
+@dataclass(frozen=True)
+class RequestModels:
+    atomize: type[BaseModel]
+    embeddings: type[BaseModel]
+    input_words: str  # what one input is, for error messages: "text", "64 numbers or an 8 x 8 image"
+
+
+def request_models(manifest: Manifest, *, max_inputs: int, max_components: int, max_neighbors: int,
+                   max_text_chars: int) -> RequestModels:
+    one_input, words = input_type(manifest, max_components, max_text_chars)
+    atomize = create_model(
+        "AtomizeRequest",
+        __base__=_Request,
+        inputs=(Annotated[list[one_input], Field(min_length=1, max_length=max_inputs,
+                                                   description=f"what model {manifest.name} takes: {words}")], ...),
+        neighbors=(integer(ge=0, le=max_neighbors), Field(5, description="nearest bank atoms per input (0 = none)")),
+        rank_by=(Literal["distance", "energy"], Field(
+            "distance", description="order neighbors by distance, or by pair energy (most strongly bound first)")),
+        include=(list[IncludePart], Field(default_factory=lambda: list(ALL_PARTS), description="parts to return")),
+        truncate=(bool, Field(True, description=TRUNCATE_DESCRIPTION)),
     )
-    include: list[IncludePart] = Field(default_factory=lambda: list(ALL_PARTS), description="parts to return")
+    text = Annotated[str, Field(min_length=1, max_length=max_text_chars, pattern=VISIBLE)]
+    embeddings = create_model(
+        "EmbeddingsRequest",
+        # extra="ignore": OpenAI clients may send fields this service has no use for.
+        __config__=ConfigDict(extra="ignore", strict=True),
+        input=(text | Annotated[list[text], Field(min_length=1, max_length=max_inputs)],
+               Field(description="a string or a list of strings (token arrays are not accepted)")),
+        model=(str | None, Field(None, description="accepted for compatibility; the loaded model answers")),
+        encoding_format=(Literal["float", "base64"], "float"),
+        dimensions=(integer(ge=manifest.embedding_dim, le=manifest.embedding_dim) | None,
+                    Field(None, description="the model's embedding size, the only one there is")),
+        user=(str | None, None),
+        truncate=(bool, Field(True, description=TRUNCATE_DESCRIPTION)),
+    )
+    return RequestModels(atomize, embeddings, words)
+
+
+# ---- responses --------------------------------------------------------------------------------
 
 
 class Composition(BaseModel):
@@ -56,6 +155,7 @@ class Neighbor(BaseModel):
 
 class AtomizeResult(BaseModel):
     index: int
+    truncated: bool = Field(description="the input was longer than the model's maximum and was cut to it")
     embedding: list[float] | None = None
     composition: Composition | None = None
     components: list[Component] | None = None
@@ -68,24 +168,11 @@ class AtomizeResponse(BaseModel):
     usage: dict[str, int] = Field(description="components: components processed, all inputs together")
 
 
-# ---- OpenAI-compatible embeddings -------------------------------------------------------------
-
-
-class EmbeddingsRequest(BaseModel):
-    # extra="ignore": OpenAI clients may send fields this service has no use for (e.g. "user").
-    model_config = ConfigDict(extra="ignore")
-
-    input: str | list[str] = Field(description="a string or a list of strings (token arrays are not accepted)")
-    model: str | None = Field(None, description="accepted for compatibility; the loaded model answers")
-    encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1, description="must equal the model's embedding size if given")
-    user: str | None = None
-
-
 class EmbeddingData(BaseModel):
     object: Literal["embedding"] = "embedding"
     index: int
     embedding: list[float] | str = Field(description="floats, or base64 of little-endian float32")
+    truncated: bool = Field(description="the input was longer than the model's maximum and was cut to it")
 
 
 class EmbeddingsUsage(BaseModel):
@@ -113,10 +200,20 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, bool]
+
+
 class ModelInfo(BaseModel):
     name: str
     version: str
     created_at: str
+    digest: str = Field(description="sha256 of the canonical manifest, which lists every file's sha256")
     modality: Literal["text", "numeric"]
     input: dict
     embedding_dim: int

@@ -81,6 +81,9 @@ def load_run_dataset(run_dir: Path):
 
     run_dir = Path(run_dir)
     options = load_json(run_dir / "run.json")["options"]
+    if options.get("backbone"):  # the backbone's tokenizer, as saved in the run
+        tokenizer = Tokenizer.from_file(str(run_dir / "tokenizer.json"))
+        return load_dataset(options["dataset"], split_seed=options["split_seed"], limit=options["limit"], tokenizer=tokenizer)
     data = load_dataset(options["dataset"], split_seed=options["split_seed"], limit=options["limit"])
     if data.tokenizer is not None and (run_dir / "tokenizer.json").exists():
         data.tokenizer = Tokenizer.from_file(str(run_dir / "tokenizer.json"))

@@ -19,12 +19,13 @@ def user_errors():
     """Errors a user can fix (bad dataset, bad file, failed export check) end in one line, exit 2."""
     from service.bundle import BundleError
 
+    from .backbone import BackboneError
     from .data import DatasetError
     from .errors import ExportError
 
     try:
         yield
-    except (DatasetError, ExportError, BundleError) as exc:
+    except (DatasetError, ExportError, BundleError, BackboneError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 
@@ -49,8 +50,16 @@ def train(
     potential: Annotated[str, typer.Option(help="morse or lj")] = "morse",
     lambda_: Annotated[Optional[float], typer.Option("--lambda", help="potential weight; 0 = baseline")] = None,
     head: Annotated[str, typer.Option(help="atom, or plain (mean pooling, no atom head)")] = "atom",
+    backbone: Annotated[
+        Optional[str], typer.Option(help="pretrained text encoder: minilm, or a local Hugging Face folder")
+    ] = None,
+    train_layers: Annotated[
+        int, typer.Option(help="backbone layers fine-tuned from the top: -1 all, 0 frozen")
+    ] = -1,
+    backbone_lr: Annotated[float, typer.Option(help="learning rate of the backbone's weights")] = 5e-5,
+    adapter_layers: Annotated[int, typer.Option(help="new Transformer blocks trained on top of the backbone")] = 0,
     batch_size: int = 128,
-    lr: float = 2e-3,
+    lr: Annotated[float, typer.Option(help="learning rate (the atom head's, with a backbone)")] = 2e-3,
     limit: Annotated[Optional[int], typer.Option(help="subsample the dataset to this many items")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     resume: Annotated[bool, typer.Option(help="continue from the run folder's last state")] = False,
@@ -66,7 +75,8 @@ def train(
         raise typer.BadParameter(f"--head must be atom or plain, got {head!r}")
     options = TrainOptions(
         dataset=dataset, out=out, epochs=epochs, max_steps=max_steps, seed=seed, potential=potential,
-        potential_weight=lambda_, head=head, batch_size=batch_size, lr=lr, limit=limit, device=device,
+        potential_weight=lambda_, head=head, backbone=backbone, backbone_train_layers=train_layers,
+        backbone_lr=backbone_lr, backbone_adapter_layers=adapter_layers, batch_size=batch_size, lr=lr, limit=limit, device=device,
         resume=resume, progress=progress, model_overrides=json.loads(model) if model else {},
     )
     with user_errors():
@@ -92,13 +102,17 @@ def export(
     run_dir: Path,
     out: Annotated[Path, typer.Option(help="bundle folder to write")] = Path("bundles/tweets"),
     fp16: Annotated[bool, typer.Option(help="also write encoder.fp16.onnx for GPUs")] = False,
+    int8: Annotated[bool, typer.Option(help="also write encoder.int8.onnx for CPUs (measured against fp32)")] = False,
 ) -> None:
     """Export a run to a self-describing, self-verified ONNX bundle."""
+    from service.bundle import bundle_digest
+
     from .export import export_bundle
 
     with user_errors():
-        bundle = export_bundle(run_dir, out, fp16=fp16)
+        bundle = export_bundle(run_dir, out, fp16=fp16, int8=int8)
     typer.echo(f"bundle: {bundle}")
+    typer.echo(f"digest: {bundle_digest(bundle)}  (pin it: ATOM_BUNDLE_DIGEST)")
 
 
 @app.command("index")

@@ -39,21 +39,27 @@ _BUILTIN = {
     "tweets": load_tweets,
 }
 _USER_FILES = {"csv": load_csv, "npz": load_npz}
+_TAKES_TOKENIZER = ("tweets",)  # plus csv:PATH
 
 
-def load_dataset(name: str, *, split_seed: int = 0, limit: int | None = None) -> Dataset:
+def load_dataset(name: str, *, split_seed: int = 0, limit: int | None = None, tokenizer=None) -> Dataset:
     """Load dataset ``name`` with its fixed splits.
 
     ``limit`` subsamples the whole dataset (stratified, seeded by ``split_seed``) before
-    splitting, for tests and quick runs. Raises DatasetError (one line) for an unknown name, a
-    missing optional package or data file, or a malformed user file.
+    splitting, for tests and quick runs. ``tokenizer`` (text datasets: tweets, csv) replaces the
+    WordPiece tokenizer learned from the training split, e.g. with a pretrained backbone's own.
+    Raises DatasetError (one line) for an unknown name, a missing optional package or data file,
+    a malformed user file, or a tokenizer given for a dataset that cannot take one.
     """
     start = time.perf_counter()
     kind, sep, path = name.partition(":")
+    if tokenizer is not None and name not in _TAKES_TOKENIZER and kind != "csv":
+        raise DatasetError(f"dataset {name!r} cannot use a pretrained text backbone: only tweets and csv:PATH can")
+    extra = {"tokenizer": tokenizer} if tokenizer is not None else {}
     if name in _BUILTIN:
-        ds = _BUILTIN[name](split_seed=split_seed, limit=limit)
+        ds = _BUILTIN[name](split_seed=split_seed, limit=limit, **extra)
     elif sep and kind in _USER_FILES:
-        ds = _USER_FILES[kind](path, split_seed=split_seed, limit=limit)
+        ds = _USER_FILES[kind](path, split_seed=split_seed, limit=limit, **extra)
     else:
         valid = ", ".join(DATASET_NAMES + ("csv:PATH", "npz:PATH"))
         raise DatasetError(f"unknown dataset {name!r}; valid names: {valid}")

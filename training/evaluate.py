@@ -20,7 +20,7 @@ from model import role_usage
 
 from .checkpoint import load_model, load_run_dataset, save_json
 from .data import Dataset
-from .train import predict
+from .train import predict, split_states
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,26 @@ def nearest_neighbour_stats(
     }
 
 
+def radius_stats(radius: np.ndarray, lengths: np.ndarray, labels: np.ndarray, n_classes: int) -> dict:
+    """What the bank radii say: their spread (coefficient of variation, ddof 1), their rank
+    correlation with the number of components, and the share of their variance that the class
+    explains (eta squared), with each class's mean."""
+    from scipy.stats import spearmanr
+
+    radius = radius.astype(np.float64)
+    total = float(((radius - radius.mean()) ** 2).sum())
+    means = [float(radius[labels == c].mean()) if (labels == c).any() else None for c in range(n_classes)]
+    between = sum(float((labels == c).sum()) * (m - radius.mean()) ** 2 for c, m in enumerate(means) if m is not None)
+    varies = radius.std() > 0 and lengths.std() > 0
+    return {
+        "radius_mean": float(radius.mean()),
+        "radius_cv": float(radius.std(ddof=1) / radius.mean()) if len(radius) > 1 else None,
+        "radius_length_spearman": float(spearmanr(radius, lengths).statistic) if varies else None,
+        "radius_class_eta2": between / total if total > 0 else None,
+        "radius_by_class": means,
+    }
+
+
 def role_recovery(roles: np.ndarray, mask: np.ndarray, token_ids: np.ndarray, true_roles: np.ndarray) -> float:
     """Agreement of argmax roles with the ground truth, best over the 6 role permutations."""
     predicted = roles.argmax(-1)[mask]  # (components,)
@@ -69,16 +89,18 @@ def role_recovery(roles: np.ndarray, mask: np.ndarray, token_ids: np.ndarray, tr
     return max(float((np.array(perm)[predicted] == truth).mean()) for perm in itertools.permutations(range(3)))
 
 
-def evaluate_run(run_dir: Path, data: Dataset | None = None, device: str = "cpu") -> dict:
-    """Compute every metric for a run on its test split; writes run_dir/evaluation.json."""
+def evaluate_run(run_dir: Path, data: Dataset | None = None, device: str = "cpu", states: dict | None = None) -> dict:
+    """Compute every metric for a run on its test split; writes run_dir/evaluation.json.
+    `states`: a frozen backbone's states of the splits, as `train` takes them."""
     run_dir = Path(run_dir)
     data = data or load_run_dataset(run_dir)
     model = load_model(run_dir)
     config = model.config
     torch_device = torch.device(device)
     model.to(torch_device)
-    train = predict(model, data.train, config.modality, torch_device)
-    test = predict(model, data.test, config.modality, torch_device)
+    states = split_states(model, data, ("train", "test"), torch_device, states, progress=False)
+    train = predict(model, data.train, config.modality, torch_device, states=states.get("train"))
+    test = predict(model, data.test, config.modality, torch_device, states=states.get("test"))
 
     rng = np.random.default_rng(0)
     sample = rng.choice(len(data.test.labels), size=min(GEOMETRY_SAMPLE, len(data.test.labels)), replace=False)
@@ -99,6 +121,8 @@ def evaluate_run(run_dir: Path, data: Dataset | None = None, device: str = "cpu"
     if config.head == "atom":
         train_radius, test_radius = train["composition"][:, 5], test["composition"][:, 5]
         results.update(nearest_neighbour_stats(train["embedding"], train_radius, test["embedding"], test_radius))
+        components = train["roles"].sum(axis=(1, 2))  # real components per item (special tokens carry no role)
+        results.update(radius_stats(train_radius, components, data.train.labels, len(data.label_names)))
         results["role_usage"] = role_usage(torch.as_tensor(test["roles"]), torch.as_tensor(data.test.mask)).tolist()
         if data.true_roles is not None:
             results["role_recovery"] = role_recovery(test["roles"], data.test.mask, data.test.inputs, data.true_roles)

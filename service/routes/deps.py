@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 
 from ..batcher import Batcher
 from ..config import Settings
-from ..errors import NotReady, TooLarge, Unauthorized
+from ..errors import NotReady, QueueFull, Unauthorized
 from ..metrics import Metrics
 from ..runtime import Item, ItemResult, Runtime
+from ..schemas import RequestModels
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -28,20 +33,29 @@ class ServiceState:
     metrics: Metrics
     runtime: Runtime | None = None
     batcher: Batcher[Item, ItemResult] | None = None
+    models: RequestModels | None = None  # built from the bundle once it is loaded
+    prepare_pool: ThreadPoolExecutor | None = None  # parses and tokenizes request bodies
     # start-up steps done so far, set by the lifespan
     started: dict[str, bool] = field(
         default_factory=lambda: dict.fromkeys(("bundle_loaded", "bank_loaded", "session_warmed_up"), False)
     )
-    stopping: bool = False
+    draining: bool = False  # SIGTERM came: /readyz says 503, requests are still served
+    stopping: bool = False  # the lifespan's shutdown began: requests are refused
 
     def checks(self) -> dict[str, bool]:
         """What /readyz reports; ready = all true. The batcher is asked live, not remembered."""
         running = self.batcher is not None and self.batcher.running
-        return {**self.started, "batcher_running": running, "accepting_requests": not self.stopping}
+        return {**self.started, "batcher_running": running, "accepting_requests": not (self.stopping or self.draining)}
 
     @property
     def ready(self) -> bool:
         return all(self.checks().values())
+
+    @property
+    def serving(self) -> bool:
+        """Requests are answered: ready, or draining (ready in all but the name)."""
+        running = self.batcher is not None and self.batcher.running
+        return all(self.started.values()) and running and not self.stopping
 
 
 @dataclass(frozen=True)
@@ -51,7 +65,19 @@ class Ready:
     settings: Settings
     runtime: Runtime
     batcher: Batcher[Item, ItemResult]
+    models: RequestModels
+    prepare_pool: ThreadPoolExecutor
     deadline: float  # loop.time() seconds: request arrival + request_timeout_ms
+
+    def refuse_if_queue_full(self) -> None:
+        """429 before the body is parsed: a full queue would refuse the items anyway."""
+        queued, limit = self.batcher.queued, self.settings.max_queue_items
+        if queued >= limit:
+            raise QueueFull(f"the queue holds {queued} items; the limit is max_queue_items={limit}")
+
+    async def off_loop(self, work: Callable[..., T], *args: object) -> T:
+        """Run CPU work (parsing, tokenizing) in the prepare threads, so the event loop stays free."""
+        return await asyncio.get_running_loop().run_in_executor(self.prepare_pool, work, *args)
 
 
 async def get_state(request: Request) -> ServiceState:
@@ -78,15 +104,12 @@ async def get_serving(request: Request) -> Ready:
     check_api_key(request, state.settings)  # first: an unauthorized caller learns nothing else
     if state.stopping:
         raise NotReady("the service is shutting down")
-    if not state.ready or state.runtime is None or state.batcher is None:
+    if not state.serving or state.runtime is None or state.batcher is None or state.models is None:
         raise NotReady("the model is not loaded yet")
+    assert state.prepare_pool is not None  # set with the models
     arrived = request.scope.get("state", {}).get("arrived_at", asyncio.get_running_loop().time())
-    return Ready(state.settings, state.runtime, state.batcher, arrived + state.settings.request_timeout_s)
+    return Ready(state.settings, state.runtime, state.batcher, state.models, state.prepare_pool,
+                 arrived + state.settings.request_timeout_s)
 
 
 Serving = Annotated[Ready, Depends(get_serving)]
-
-
-def check_input_count(count: int, limit: int, name: str) -> None:
-    if count > limit:
-        raise TooLarge(f"{name} has {count} items; the limit is max_inputs_per_request={limit}")

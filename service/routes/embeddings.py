@@ -5,13 +5,19 @@ from __future__ import annotations
 import base64
 
 import numpy as np
-from fastapi import APIRouter, Response
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request, Response
 from pydantic_core import to_json
 
 from ..errors import InvalidInput
-from ..schemas import EmbeddingsRequest, EmbeddingsResponse
-from .deps import Serving, check_input_count
-from .handlers import ERROR_RESPONSES
+from ..runtime import Item
+from ..schemas import EmbeddingsResponse
+from .atomize import refuse_non_finite
+from .body import parse, request_body
+from .deps import Ready, Serving
+from .handlers import SERVING_ERRORS
 
 router = APIRouter(prefix="/v1", tags=["embeddings"])
 
@@ -22,28 +28,35 @@ def encode(embedding: np.ndarray, encoding_format: str) -> list[float] | str:
     return embedding.tolist()
 
 
-@router.post("/embeddings", response_model=EmbeddingsResponse, responses=ERROR_RESPONSES)
-async def embeddings(body: EmbeddingsRequest, serving: Serving) -> Response:
-    runtime = serving.runtime
-    manifest = runtime.manifest
-    if manifest.input.modality != "text":
+def prepare(serving: Ready, raw: bytes) -> tuple[Any, list[Item]]:
+    """Parse, validate and tokenize one request (in a worker thread)."""
+    settings, runtime, models = serving.settings, serving.runtime, serving.models
+    body: Any = parse(models.embeddings, raw, max_inputs=settings.max_inputs_per_request,
+                      max_neighbors=settings.max_neighbors, model_name=runtime.manifest.name,
+                      input_words=models.input_words)
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    return body, runtime.prepare(texts, field="input", truncate=body.truncate)
+
+
+@router.post("/embeddings", response_model=EmbeddingsResponse, responses=SERVING_ERRORS,
+             openapi_extra=request_body("EmbeddingsRequest"))
+async def embeddings(request: Request, serving: Serving) -> Response:
+    manifest = serving.runtime.manifest
+    if manifest.input.modality != "text":  # this route is left out of a numeric model's OpenAPI document
         raise InvalidInput(
             f"/v1/embeddings takes text, and model {manifest.name} is numeric: send arrays to /v1/atomize"
         )
-    texts = [body.input] if isinstance(body.input, str) else body.input
-    if not texts:
-        raise InvalidInput("input: must not be empty")
-    check_input_count(len(texts), serving.settings.max_inputs_per_request, "input")
-    if body.dimensions is not None and body.dimensions != manifest.embedding_dim:
-        raise InvalidInput(f"dimensions={body.dimensions}: model {manifest.name} has {manifest.embedding_dim}")
-    items = runtime.prepare(texts, field="input")
+    serving.refuse_if_queue_full()
+    body, items = await serving.off_loop(prepare, serving, await request.body())
     results = await serving.batcher.submit(items, serving.deadline)
+    refuse_non_finite(results, "input", manifest.name)
     tokens = sum(item.length for item in items)
     content = {
         "object": "list",
         "data": [
-            {"object": "embedding", "index": i, "embedding": encode(result.embedding, body.encoding_format)}
-            for i, result in enumerate(results)
+            {"object": "embedding", "index": i, "embedding": encode(result.embedding, body.encoding_format),
+             "truncated": item.truncated}
+            for i, (item, result) in enumerate(zip(items, results))
         ],
         "model": manifest.name,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},

@@ -7,7 +7,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from ..errors import HTTP_STATUS, AtomError, InvalidInput, error_body, http_status
+from ..errors import (
+    HTTP_STATUS,
+    AtomError,
+    DeadlineExceeded,
+    InferenceFailed,
+    InternalError,
+    InvalidInput,
+    NotReady,
+    Overloaded,
+    QueueFull,
+    TooLarge,
+    Unauthorized,
+    error_body,
+    http_status,
+)
 from ..metrics import Metrics
 from ..schemas import ErrorResponse
 
@@ -65,7 +79,17 @@ def install_exception_handlers(app: FastAPI, metrics: Metrics) -> None:
     app.add_exception_handler(HTTPException, on_http_error)
 
 
-# For the OpenAPI page: every domain error status, with the one error body.
-ERROR_RESPONSES: dict[int | str, dict] = {
-    status: {"model": ErrorResponse, "description": cls.__doc__ or cls.reason} for cls, status in HTTP_STATUS.items()
-}
+def error_responses(*errors: type[AtomError]) -> dict[int | str, dict]:
+    """The OpenAPI `responses` of a route that can fail with these errors, each with the one error body."""
+    out: dict[int | str, dict] = {}
+    for cls in errors:
+        status = HTTP_STATUS[cls]
+        entry = out.setdefault(status, {"model": ErrorResponse, "description": ""})
+        entry["description"] = "; ".join(filter(None, [entry["description"], cls.__doc__ or cls.reason]))
+    return out
+
+
+# What each kind of route can answer besides 200 (the middleware adds 413 and 429 on /v1, 500 anywhere).
+SERVING_ERRORS = error_responses(InvalidInput, TooLarge, QueueFull, Overloaded, Unauthorized, NotReady,
+                                 DeadlineExceeded, InferenceFailed, InternalError)
+MODEL_INFO_ERRORS = error_responses(Unauthorized, NotReady, Overloaded, TooLarge, InternalError)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import onnxruntime as ort
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException
 
-from ..schemas import ModelInfo
+from ..schemas import Health, ModelInfo, Readiness
 from .deps import Serving, State
-from .handlers import ERROR_RESPONSES
+from .handlers import MODEL_INFO_ERRORS
 
 router = APIRouter(tags=["meta"])
 
 
-@router.get("/v1/model", response_model=ModelInfo, responses=ERROR_RESPONSES)
+@router.get("/v1/model", response_model=ModelInfo, responses=MODEL_INFO_ERRORS)
 async def model_info(serving: Serving) -> ModelInfo:
     runtime, settings = serving.runtime, serving.settings
     manifest = runtime.manifest
@@ -21,6 +22,7 @@ async def model_info(serving: Serving) -> ModelInfo:
         name=manifest.name,
         version=manifest.version,
         created_at=manifest.created_at,
+        digest=runtime.bundle.digest,
         modality=manifest.input.modality,
         input=manifest.input.model_dump(),
         embedding_dim=manifest.embedding_dim,
@@ -34,6 +36,7 @@ async def model_info(serving: Serving) -> ModelInfo:
             "device": "cuda" if runtime.provider == "CUDAExecutionProvider" else "cpu",
             "provider": runtime.provider,
             "model_file": runtime.model_file,
+            "precision": runtime.precision,
             "onnxruntime_version": ort.__version__,
         },
         bank=runtime.bank.info,
@@ -45,13 +48,14 @@ async def model_info(serving: Serving) -> ModelInfo:
     )
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=Health)
 async def healthz() -> dict:
     """Alive: the process answers. Says nothing about the model (that is /readyz)."""
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=Readiness,
+            responses={503: {"model": Readiness, "description": "not ready: loading, draining or stopping"}})
 async def readyz(state: State) -> JSONResponse:
     """Ready to serve: bundle and bank loaded, session warmed up, batcher running, not stopping."""
     checks = state.checks()
@@ -59,7 +63,12 @@ async def readyz(state: State) -> JSONResponse:
     return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse,
+            responses={200: {"description": "Prometheus text format",
+                             "content": {"text/plain": {"schema": {"type": "string"}}}}})
 async def metrics(state: State) -> Response:
+    """Prometheus text format; with ATOM_METRICS_PORT set, only on that port (404 here)."""
+    if state.settings.metrics_port is not None:
+        raise HTTPException(404, "Not Found")  # nothing here says where the metrics are
     body, content_type = state.metrics.render()
     return Response(body, media_type=content_type)

@@ -1,7 +1,9 @@
-"""The outermost HTTP layer: request id, body-size limit, request metrics, last-resort 500.
+"""The outermost HTTP layer: request id, admission limit, body-size limit, request metrics, last-resort 500.
 
-A pure ASGI middleware (not BaseHTTPMiddleware) so it can refuse a body by its size before
-anything parses it, and see the status of every response, errors included.
+A pure ASGI middleware (not BaseHTTPMiddleware) so it can refuse a request before anything
+reads or parses its body (too many /v1 requests in flight: 429; a body past the limit: 413), and
+see the status of every response, errors included. /healthz, /readyz and /metrics are never
+refused by the admission limit: an overloaded service must still say so.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import InferenceFailed, TooLarge
+from ..errors import InternalError, Overloaded, TooLarge
 from ..metrics import Metrics
 from .handlers import error_response
 
@@ -25,11 +28,15 @@ _CLIENT_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")  # echoed back only 
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, max_request_bytes: int, metrics: Metrics, route_paths: frozenset[str]):
+    def __init__(self, app: ASGIApp, *, max_request_bytes: int, max_concurrent_requests: int, metrics: Metrics,
+                 route_paths: frozenset[str], draining: Callable[[], bool] = lambda: False):
         self.app = app
+        self.draining = draining
         self.max_request_bytes = max_request_bytes
+        self.max_concurrent_requests = max_concurrent_requests
         self.metrics = metrics
         self.route_paths = route_paths
+        self.in_flight = 0  # /v1 requests admitted and not yet answered
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,28 +58,44 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id.encode())]
+                if self.draining():  # the client's next request opens a new connection, to a replica that stays
+                    message["headers"].append((b"connection", b"close"))
             await send(message)
 
+        admitted = False
         try:
-            try:
-                receive = await self._limited_body(headers, receive)
-            except TooLarge as exc:
-                await error_response(exc, request_id, self.metrics)(scope, receive, send_with_id)
+            # Refused before the body is read; counted once it is read, so a client that stalls
+            # mid-body holds no slot (the read timeout of service/server.py drops it).
+            if path.startswith("/v1/") and self.in_flight >= self.max_concurrent_requests:
+                raise Overloaded(f"{self.in_flight} requests are in flight; the limit is "
+                                 f"max_concurrent_requests={self.max_concurrent_requests}")
+            body = await self._limited_body(headers, receive)
+            if body is None:  # the client went away (or was dropped) before sending the whole body
+                status = 499  # nginx's "client closed request": nothing is sent, nothing failed here
                 return
-            await self.app(scope, receive, send_with_id)
+            if path.startswith("/v1/"):
+                admitted = True
+                self.in_flight += 1
+            await self.app(scope, body, send_with_id)
+        except (Overloaded, TooLarge) as exc:
+            await error_response(exc, request_id, self.metrics)(scope, receive, send_with_id)
         except Exception:
             # Routes turn every domain error into a response; reaching here is a bug. Answer in
             # the one error shape (when nothing was sent yet) and keep serving.
             log.exception("unhandled error in %s %s (request %s)", scope["method"], path, request_id)
             if status is None:
-                error = InferenceFailed(f"internal error; quote request id {request_id}")
+                error = InternalError(f"internal error; quote request id {request_id}")
                 await error_response(error, request_id, self.metrics)(scope, receive, send_with_id)
         finally:
+            if admitted:
+                self.in_flight -= 1
             self.metrics.requests.labels(route=route, status=str(status or 500)).inc()
             self.metrics.request_duration.labels(route=route).observe(time.perf_counter() - started)
 
-    async def _limited_body(self, headers: dict[bytes, bytes], receive: Receive) -> Receive:
+    async def _limited_body(self, headers: dict[bytes, bytes], receive: Receive) -> Receive | None:
         """Read the whole body (at most max_request_bytes) and hand it on; raise TooLarge past it.
+
+        None when the client disconnected first.
 
         Content-Length is checked first so a declared-too-large body is never read; the actual
         size is checked too, for chunked bodies and lying headers.
@@ -86,7 +109,7 @@ class RequestContextMiddleware:
         while True:
             message = await receive()
             if message["type"] != "http.request":  # the client went away
-                return _replay([message], receive)
+                return None
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:

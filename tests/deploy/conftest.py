@@ -96,21 +96,9 @@ def check_atom_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[dict[str, Any],
 
 
 @pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny text bundle from the real pipeline (train + export), as tests/service builds its own.
-
-    tests/service/conftest.py has the same builder, but its fixtures are scoped to that folder;
-    if it moves to tests/conftest.py this fixture should use it instead.
-    """
-    from training.export import export_bundle
-    from training.train import TrainOptions, train
-
-    tmp = tmp_path_factory.mktemp("deploy-bundle")
-    options = TrainOptions(
-        dataset="synthetic", out=tmp / "run", epochs=1, limit=400, seed=0, progress=False, device="cpu",
-        model_overrides={"d_model": 32, "n_layers": 1, "embedding_dim": 16},
-    )
-    return export_bundle(train(options), tmp / "bundle", report=False)
+def tiny_bundle(text_bundle: Path) -> Path:
+    """The session's tiny text bundle (tests/conftest.py), from the real pipeline (train + export)."""
+    return text_bundle
 
 
 @pytest.fixture(scope="session")

@@ -160,10 +160,33 @@ def test_serving_image_runtime_contract(main_dockerfile) -> None:
             assert key[5:].lower() in Settings.model_fields, f"{key} is not a Settings field"
 
     assert "/readyz" in last["HEALTHCHECK"] and "CMD" in last["HEALTHCHECK"]
-    # tini as PID 1 forwards SIGTERM to the service; SIGTERM is what uvicorn drains on.
-    assert exec_form(last["ENTRYPOINT"])[0].endswith("/tini")
+    # tini as PID 1 forwards SIGTERM to the service; SIGTERM is what uvicorn drains on. uvicorn
+    # re-raises it after draining, so tini maps exactly 143 (128 + SIGTERM) to a clean exit 0.
+    assert exec_form(last["ENTRYPOINT"]) == ["/usr/bin/tini", "-e", "143", "--"]
     assert last["STOPSIGNAL"] == "SIGTERM"
     assert exec_form(last["CMD"]) == ["python", "-m", "service"]
+
+
+def test_one_python_version_names_the_interpreter_everywhere(main_dockerfile) -> None:
+    """Builder venv, training venv and the runtime's interpreter are one PYTHON_VERSION.
+
+    A venv only runs on the Python it was made with, and Debian or a newer Ubuntu ship another
+    version than 3.12: a literal python3.N anywhere would break a build on another base.
+    """
+    global_args, stages = main_dockerfile
+    assert re.fullmatch(r"3\.\d+", global_args["PYTHON_VERSION"])
+    text = (ROOT / "Dockerfile").read_text()
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    assert not re.search(r"python3\.\d+", code), "a literal python3.N: use ${PYTHON_VERSION}"
+    for name in ("python-base", "serve-builder", "train", "runtime"):
+        (stage,) = [s for s in stages if s.name == name]
+        runs = " ".join(stage.args("RUN"))
+        if "python${PYTHON_VERSION}" in runs or "apt-get install" in runs:
+            assert "PYTHON_VERSION" in stage.args("ARG"), f"stage {name} uses PYTHON_VERSION without ARG"
+    runtime_installs = " ".join(chain(stages, "runtime")[0].args("RUN"))
+    assert '"python${PYTHON_VERSION}"' in runtime_installs
+    # ... and the copied venv is imported there at build time, so a mismatch fails the build.
+    assert any("import service.app" in a for a in chain(stages, "runtime")[0].args("RUN"))
 
 
 def test_bundled_image_copies_the_bundle_to_the_documented_path(main_dockerfile) -> None:

@@ -1,7 +1,7 @@
-"""Shared fixtures: two tiny bundles (text and numeric) trained and exported once per session.
+"""Service fixtures on the two tiny bundles of tests/conftest.py (text and numeric).
 
-The bundles come from the real pipeline (`training.train` + `training.export`), so these tests
-check the service against the contract as the exporter writes it.
+The bundles come from the real pipeline (`training.train` + `training.export`), once per
+session, so these tests check the service against the contract as the exporter writes it.
 """
 
 from __future__ import annotations
@@ -49,18 +49,10 @@ class BundleCase:
         return {name: values for name, values in outputs.items()}
 
 
-def _build(tmp: Path, dataset: str) -> BundleCase:
+def _case(run_dir: Path, bundle_dir: Path) -> BundleCase:
     from training.checkpoint import load_run_dataset
-    from training.export import export_bundle
-    from training.train import TrainOptions, train
 
-    options = TrainOptions(
-        dataset=dataset, out=tmp / "run", epochs=1, limit=400, seed=0, progress=False, device="cpu",
-        model_overrides={"d_model": 32, "n_layers": 1, "embedding_dim": 16},
-    )
-    run_dir = train(options)
-    path = export_bundle(run_dir, tmp / "bundle", report=False)
-    bundle = load_bundle(path)
+    bundle = load_bundle(bundle_dir)
     train_split = load_run_dataset(run_dir).train
     spec = bundle.manifest.input
     if spec.modality == "text":
@@ -71,17 +63,17 @@ def _build(tmp: Path, dataset: str) -> BundleCase:
         preprocess = spec.preprocess
         images = unpatchify(model_inputs, preprocess["image_shape"], preprocess["patch_shape"])
         train_inputs = [image.reshape(-1).tolist() for image in images]  # flat pixel lists, as clients send
-    return BundleCase(path, bundle, train_inputs, model_inputs, np.asarray(train_split.mask))
+    return BundleCase(bundle_dir, bundle, train_inputs, model_inputs, np.asarray(train_split.mask))
 
 
 @pytest.fixture(scope="session")
-def text_case(tmp_path_factory) -> BundleCase:
-    return _build(tmp_path_factory.mktemp("text"), "synthetic")
+def text_case(text_run, text_bundle) -> BundleCase:
+    return _case(text_run, text_bundle)
 
 
 @pytest.fixture(scope="session")
-def numeric_case(tmp_path_factory) -> BundleCase:
-    return _build(tmp_path_factory.mktemp("numeric"), "digits")
+def numeric_case(numeric_run, numeric_bundle) -> BundleCase:
+    return _case(numeric_run, numeric_bundle)
 
 
 @pytest.fixture(params=["text", "numeric"])

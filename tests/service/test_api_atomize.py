@@ -87,9 +87,9 @@ def test_neighbors_are_sorted_and_carry_the_pair_energy(client_case, rank_by):
 
 def test_include_leaves_parts_out(text_client, text_case):
     raw = text_client.post("/v1/atomize", json={"inputs": [text_case.train_inputs[0]], "include": ["composition"]}).json()
-    assert set(raw["results"][0]) == {"index", "composition"}
+    assert set(raw["results"][0]) == {"index", "truncated", "composition"}
     raw = text_client.post("/v1/atomize", json={"inputs": [text_case.train_inputs[0]], "include": []}).json()
-    assert raw["results"][0] == {"index": 0}
+    assert raw["results"][0] == {"index": 0, "truncated": False}
 
 
 def test_zero_neighbors_gives_an_empty_list(text_client, text_case):

@@ -27,9 +27,10 @@ def error_of(response, status: int, error_type: str) -> str:
     "body, words",
     [
         ({"inputs": []}, "inputs: List should have at least 1 item"),
-        ({"inputs": ["t01", ""]}, "inputs[1] is empty"),
-        ({"inputs": [[1.0, 2.0]]}, "inputs[0] is not a string"),
-        ({"inputs": [{"a": 1}]}, "inputs[0]: expected a string (text models) or an array of numbers"),
+        ({"inputs": ["t01", ""]}, "inputs[1]: String should have at least 1 character"),
+        ({"inputs": [[1.0, 2.0]]}, "inputs[0]: Input should be a valid string (model synthetic-atom takes text)"),
+        ({"inputs": [{"a": 1}]}, "inputs[0]: Input should be a valid string"),
+        ({"inputs": [5]}, "inputs[0]: Input should be a valid string"),
         ({"inputs": ["t01"], "rank_by": "mass"}, "rank_by: Input should be 'distance' or 'energy'"),
         ({"inputs": ["t01"], "include": ["spin"]}, "include[0]: Input should be"),
         ({"inputs": ["t01"], "neighbors": -1}, "neighbors: Input should be greater than or equal to 0"),
@@ -46,8 +47,10 @@ def test_invalid_text_requests_answer_422(text_client, body, words):
     [
         ([[float("nan")] * 64], "inputs[0] contains NaN or Inf"),
         ([[0.0] * 64, [float("inf")] * 64], "inputs[1] contains NaN or Inf"),
-        (["a string"], "inputs[0] is a string"),
-        ([[1.0] * 10], "inputs[0] has shape (10,)"),
+        (["a string"], "inputs[0]: Input should be a valid array (model digits-atom takes 64 numbers, or 8 rows"),
+        ([[1.0] * 10], "inputs[0]: List should have at least 64 items after validation, not 10"),
+        ([[[1.0] * 8] * 7], "inputs[0]: List should have at least 8 items after validation, not 7"),
+        ([[1e39] * 64], "inputs[0][0]: 1e+39 is past the largest magnitude accepted, 1e+18"),
     ],
 )
 def test_invalid_numeric_inputs_answer_422(numeric_client, inputs, words):
@@ -62,15 +65,18 @@ def test_malformed_json_answers_422(text_client):
     error_of(response, 422, "invalid_input")
 
 
-def test_too_many_inputs_and_components_answer_413(text_case):
+def test_too_many_inputs_and_too_long_inputs_answer_413(text_case):
     settings = text_case.settings(max_inputs_per_request=3, max_components_per_input=4, max_queue_items=10)
     with TestClient(create_app(settings, bundle=text_case.bundle)) as client:
         message = error_of(client.post("/v1/atomize", json={"inputs": ["t01"] * 4}), 413, "too_large")
         assert message == "inputs has 4 items; the limit is max_inputs_per_request=3"
-        message = error_of(client.post("/v1/atomize", json={"inputs": ["t01", "t01 t02 t03 t04 t05"]}), 413, "too_large")
-        assert message == "inputs[1] has 5 components; the limit is max_components_per_input=4"
+        long = {"inputs": ["t01", "t01 t02 t03 t04 t05"], "truncate": False}
+        message = error_of(client.post("/v1/atomize", json=long), 413, "too_large")
+        assert message.startswith("inputs[1] is 19 characters long and has more than 4 tokens")
         message = error_of(client.post("/v1/embeddings", json={"input": ["t01"] * 4, "model": "m"}), 413, "too_large")
         assert "max_inputs_per_request=3" in message
+        message = error_of(client.post("/v1/embeddings", json={"input": "t01 " * 5, "truncate": False}), 413, "too_large")
+        assert message.startswith("input[0] is 20 characters long and has more than 4 tokens")
 
 
 def test_request_bytes_are_limited_by_header_and_by_actual_size(text_case):
@@ -156,3 +162,91 @@ def test_an_inference_failure_answers_500_and_the_service_keeps_serving(text_cas
 def test_unknown_paths_use_the_same_error_shape(text_client):
     response = text_client.get("/v2/nothing")
     assert response.status_code == 404 and response.json()["error"]["type"] == "not_found"
+
+
+BAD_BODIES = {
+    "lone surrogate": (b'{"inputs": ["\\ud800"]}', b'{"input": ["\\ud800"]}', "the body is not valid JSON"),
+    "lone low surrogate": (b'{"inputs": ["a\\udc00b"]}', b'{"input": "a\\udc00b"}', "the body is not valid JSON"),
+    "invalid UTF-8": (b'{"inputs": ["\xff\xfe"]}', b'{"input": "\xc3\x28"}', "the body is not valid JSON"),
+    "deep nesting": (b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}", b'{"input": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+                     "recursion limit exceeded"),
+    "not an object": (b'["t01"]', b'"t01"', "body: Input should be an object"),
+    "string for an integer": (b'{"inputs": ["t01"], "neighbors": "5"}', b'{"input": "t01", "dimensions": "16"}',
+                              "Input should be a valid integer, not a string"),
+    "boolean for an integer": (b'{"inputs": ["t01"], "neighbors": true}', b'{"input": "t01", "dimensions": true}',
+                               "Input should be a valid integer, not a boolean"),
+    "fraction for an integer": (b'{"inputs": ["t01"], "neighbors": 2.5}', b'{"input": "t01", "dimensions": 16.5}',
+                                "fractional part"),
+    "string for a boolean": (b'{"inputs": ["t01"], "truncate": "no"}', b'{"input": "t01", "truncate": "no"}',
+                             "truncate: Input should be a valid boolean"),
+    "number for a text": (b'{"inputs": [5]}', b'{"input": [5]}', "valid string"),
+}
+EMBEDDINGS_WORDS = {"number for a text": "token arrays are not accepted"}
+
+
+@pytest.mark.parametrize("name", list(BAD_BODIES))
+def test_every_bad_body_is_a_422_and_no_failure_of_the_service(text_case, name):
+    atomize_body, embeddings_body, words = BAD_BODIES[name]
+    with TestClient(create_app(text_case.settings(), bundle=text_case.bundle)) as client:
+        for path, body in (("/v1/atomize", atomize_body), ("/v1/embeddings", embeddings_body)):
+            response = client.post(path, content=body, headers={"content-type": "application/json"})
+            expected = EMBEDDINGS_WORDS.get(name, words) if path == "/v1/embeddings" else words
+            assert expected in error_of(response, 422, "invalid_input")
+        assert client.post("/v1/atomize", json={"inputs": ["t01"]}).status_code == 200  # and it keeps serving
+        text = client.get("/metrics").text
+    # Only the service's own faults count as failures of the service: none here.
+    assert 'atom_failures_total{reason="inference_error"} 0.0' in text
+    assert 'atom_failures_total{reason="internal_error"} 0.0' in text
+    assert 'atom_failures_total{reason="invalid_input"} 2.0' in text
+    assert not [line for line in text.splitlines() if line.startswith("atom_requests_total") and 'status="5' in line]
+
+
+def test_an_integral_number_is_an_integer_as_json_schema_says(text_client):
+    body = text_client.post("/v1/atomize", json={"inputs": ["t01"], "neighbors": 2.0}).json()
+    assert len(body["results"][0]["neighbors"]) == 2
+
+
+def test_a_text_of_white_space_is_empty_and_one_with_no_token_is_the_unknown_token(text_client):
+    assert error_of(text_client.post("/v1/atomize", json={"inputs": ["t01", " \n "]}), 422,
+                    "invalid_input") == "inputs[1] is empty (white space only)"
+    body = text_client.post("/v1/atomize", json={"inputs": ["\u0001", "\u0001\u0002"], "include": ["components"]}).json()
+    assert [[c["token"] for c in r["components"]] for r in body["results"]] == [["[UNK]"], ["[UNK]"]]
+
+
+def test_past_the_admission_limit_a_request_is_refused_before_its_body_is_read(text_case):
+    settings = text_case.settings(max_concurrent_requests=2, max_wait_ms=300)
+
+    async def main():
+        async with serving(create_app(settings, bundle=text_case.bundle)) as client:
+            first = [asyncio.ensure_future(client.post("/v1/atomize", json={"inputs": ["t01"]})) for _ in range(2)]
+            await asyncio.sleep(0.05)  # both are in the batcher's 300 ms wait
+
+            async def never_sent():  # a body that would stall forever if anything read it
+                await asyncio.sleep(3600)
+                yield b"{}"
+
+            refused = await client.post("/v1/atomize", content=never_sent())
+            health = await client.get("/healthz")  # never refused by the admission limit
+            return await asyncio.gather(*first), refused, health
+
+    first, refused, health = run_async(main())
+    assert [r.status_code for r in first] == [200, 200]
+    message = error_of(refused, 429, "overloaded")
+    assert message == "2 requests are in flight; the limit is max_concurrent_requests=2"
+    assert refused.headers["retry-after"] == "1" and health.status_code == 200
+
+
+def test_a_full_queue_is_refused_before_the_body_is_parsed(text_case):
+    settings = text_case.settings(max_queue_items=2, max_inputs_per_request=2, max_wait_ms=300)
+
+    async def main():
+        async with serving(create_app(settings, bundle=text_case.bundle)) as client:
+            first = asyncio.ensure_future(client.post("/v1/atomize", json={"inputs": ["t01", "t02"]}))
+            await asyncio.sleep(0.05)
+            # not even JSON: a full queue answers before anything parses the body
+            refused = await client.post("/v1/atomize", content=b"{not json", headers={"content-type": "application/json"})
+            return await first, refused
+
+    first, refused = run_async(main())
+    assert first.status_code == 200
+    assert error_of(refused, 429, "queue_full") == "the queue holds 2 items; the limit is max_queue_items=2"

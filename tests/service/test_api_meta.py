@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from fastapi.testclient import TestClient
 
 from service.app import create_app
@@ -54,10 +56,19 @@ def test_not_ready_before_start_and_after_shutdown(text_case):
 
 
 def metric(text: str, series: str, /, **labels) -> float:
+    """The value of one series; a series that is not there fails the test (it is not read as 0)."""
     label_text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     pattern = rf"^{re.escape(series)}{{{re.escape(label_text)}}} (\S+)$" if labels else rf"^{re.escape(series)} (\S+)$"
     found = re.search(pattern, text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
+    assert found, f"no series {series}{{{label_text}}} in /metrics"
+    return float(found.group(1))
+
+
+def test_the_metric_helper_fails_on_a_missing_series():
+    with pytest.raises(AssertionError, match="no series atom_nothing"):
+        metric('atom_requests_total{route="/v1/atomize",status="200"} 1.0\n', "atom_nothing")
+    with pytest.raises(AssertionError):
+        metric('atom_requests_total{route="/v1/atomize",status="200"} 1.0\n', "atom_requests_total", route="/v1/atomize")
 
 
 def test_metrics_count_the_requests_just_made(text_case):
@@ -84,8 +95,9 @@ def test_metrics_count_the_requests_just_made(text_case):
     assert 1 <= metric(text, "atom_neighbor_search_seconds_count") <= batches  # embeddings skip the search
     assert metric(text, "atom_bank_atoms") == len(text_case.bundle.bank)
     manifest = text_case.bundle.manifest
-    assert metric(text, "atom_model_info", name=manifest.name, provider="CPUExecutionProvider",
-                  version=manifest.version) == 1
+    assert metric(text, "atom_model_info", digest=text_case.bundle.digest, name=manifest.name,
+                  provider="CPUExecutionProvider", version=manifest.version) == 1
+    assert text_case.bundle.digest.startswith("sha256:")
     assert metric(text, "atom_queue_items") == 0
     for name in ("atom_queue_wait_seconds_count", "atom_batch_padded_components_count"):
         assert metric(text, name) >= 1

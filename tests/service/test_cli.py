@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import subprocess
 import sys
 
@@ -55,10 +56,7 @@ def test_a_missing_bundle_is_one_error_line(tmp_path, caplog):
 
 def test_the_app_refuses_to_start_on_a_tampered_bundle(text_case, tmp_path, caplog):
     tampered = tmp_path / "bundle"
-    tampered.mkdir()
-    for path in text_case.path.iterdir():
-        if path.is_file():
-            (tampered / path.name).write_bytes(path.read_bytes())
+    shutil.copytree(text_case.path, tampered)
     (tampered / "tokenizer.json").write_text("{}")
     app = create_app(text_case.settings(bundle=tampered))
     with caplog.at_level(logging.ERROR), pytest.raises(BundleError):

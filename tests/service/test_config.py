@@ -40,3 +40,21 @@ def test_invalid_settings_are_refused(values, field):
     with pytest.raises(ValidationError) as caught:
         Settings(**values)
     assert field in str(caught.value)
+
+
+def test_a_queue_smaller_than_a_request_is_refused_with_the_fix_named():
+    with pytest.raises(ValidationError) as caught:
+        Settings(max_queue_items=64)
+    message = str(caught.value)
+    assert "max_queue_items=64 is below max_inputs_per_request=256" in message
+    assert "Lower ATOM_MAX_INPUTS_PER_REQUEST (--max-inputs-per-request) to at most 64" in message
+    assert Settings(max_queue_items=64, max_inputs_per_request=64).max_queue_items == 64
+
+
+def test_new_limits_have_their_defaults_and_bounds():
+    settings = Settings()
+    assert (settings.max_concurrent_requests, settings.max_connections) == (512, 2048)
+    assert (settings.read_timeout_s, settings.drain_s, settings.metrics_port) == (15.0, 5.0, None)
+    assert Settings(bundle_digest="ab" * 32).pinned_digest == "sha256:" + "ab" * 32
+    with pytest.raises(ValidationError):
+        Settings(metrics_port=8000)  # the API port

@@ -82,11 +82,24 @@ def test_bad_text_inputs_are_refused(text_runtime):
         text_runtime.prepare([[1.0, 2.0]])
 
 
-def test_component_limit_names_the_setting(text_case):
+def test_a_text_past_the_component_limit_is_cut_or_refused(text_case):
     runtime = Runtime(text_case.bundle, device="cpu", max_components_per_input=3)
+    short, cut = runtime.prepare(["t01", "t01 t02 t03 t04 t05"])
+    assert (short.truncated, cut.truncated) == (False, True)
+    assert runtime.token_strings(cut) == ["t01", "t02", "t03"]
     with pytest.raises(TooLarge) as caught:
-        runtime.prepare(["t01", "t01 t02 t03 t04 t05"])
-    assert caught.value.message == "inputs[1] has 5 components; the limit is max_components_per_input=3"
+        runtime.prepare(["t01", "t01 t02 t03 t04 t05"], truncate=False)
+    assert caught.value.message == (
+        'inputs[1] is 19 characters long and has more than 3 tokens, the most model '
+        f'{text_case.bundle.manifest.name} takes here; send "truncate": true to cut it'
+    )
+
+
+def test_a_numeric_input_past_the_component_limit_names_the_setting(numeric_case):
+    runtime = Runtime(numeric_case.bundle, device="cpu", max_components_per_input=3)
+    with pytest.raises(TooLarge) as caught:
+        runtime.prepare([numeric_case.train_inputs[0]])
+    assert caught.value.message == "inputs[0] has 16 components; the limit is max_components_per_input=3"
 
 
 def test_token_strings_show_the_tokens(text_runtime):

@@ -3,51 +3,17 @@
 from __future__ import annotations
 
 import base64
-import os
+import shutil
 import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 import openai
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from .processes import start, wait_ready
+
 API_KEY = "test-key"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start(bundle: Path, *flags: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service", "--bundle", str(bundle), "--host", "127.0.0.1", "--port", str(port), *flags],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    return process, f"http://127.0.0.1:{port}"
-
-
-def wait_ready(process: subprocess.Popen, url: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited early: {process.stderr.read()}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("server did not become ready")
 
 
 @pytest.fixture(scope="module")
@@ -115,10 +81,8 @@ def test_sigterm_stops_the_server_cleanly(text_case):
 
 def test_a_broken_bundle_stops_the_start_with_one_line(text_case, tmp_path):
     broken = tmp_path / "bundle"
-    broken.mkdir()
-    for path in text_case.path.iterdir():
-        if path.is_file() and path.name != "atoms.npz":
-            (broken / path.name).write_bytes(path.read_bytes())
+    shutil.copytree(text_case.path, broken)
+    (broken / "atoms.npz").unlink()
     process, _ = start(broken, "--device", "cpu")
     assert process.wait(timeout=60) == 1
     lines = [line for line in process.stderr.read().splitlines() if line.strip()]

@@ -123,7 +123,7 @@ def test_synthetic_generator_label_names_match_formula():
 
 def test_digits(digits):
     check_structure(digits)
-    assert (len(digits.train), len(digits.validation), len(digits.test)) == (1131, 126, 540)
+    assert (len(digits.train), len(digits.validation), len(digits.test)) == (942, 315, 540)
     assert (digits.max_components, digits.component_dim) == (16, 4)
     assert digits.input_scale == pytest.approx(1 / 16)
     assert digits.preprocess == {"kind": "patches", "image_shape": [8, 8], "patch_shape": [2, 2]}

@@ -131,6 +131,7 @@ def test_loader_refuses_an_onnx_model_that_disagrees_with_the_manifest(broken):
     model.graph.output[0].name = "nucleus"  # rename the embedding output
     for node in model.graph.node:
         node.output[:] = ["nucleus" if name == "embedding" else name for name in node.output]
+        node.input[:] = ["nucleus" if name == "embedding" else name for name in node.input]  # the radius reads it
     onnx.save(model, str(broken / "encoder.onnx"))
     manifest = json.loads((broken / "manifest.json").read_text())
     manifest["files"]["encoder.onnx"] = sha256_file(broken / "encoder.onnx")  # a consistent checksum

@@ -115,3 +115,18 @@ def test_distributed_training_with_two_cpu_processes(tmp_path, weight):
     assert epochs[0]["step"] == train_size // 32
     assert load_model(out).config.embedding_dim == 8 and load_model(out).config.potential_weight == float(weight)
     shutil.rmtree(out)
+
+
+def test_radius_stats_by_hand():
+    import numpy as np
+
+    from training.evaluate import radius_stats
+
+    radius = np.array([0.1, 0.2, 0.3, 0.4])
+    stats = radius_stats(radius, lengths=np.array([1, 2, 3, 4]), labels=np.array([0, 0, 1, 1]), n_classes=2)
+    assert stats["radius_mean"] == pytest.approx(0.25)
+    assert stats["radius_cv"] == pytest.approx(np.std(radius, ddof=1) / 0.25)
+    assert stats["radius_length_spearman"] == pytest.approx(1.0)
+    # class means 0.15 and 0.35: between-class sum of squares 4 * 0.1^2 = 0.04 of a total 0.05
+    assert stats["radius_class_eta2"] == pytest.approx(0.8)
+    assert stats["radius_by_class"] == pytest.approx([0.15, 0.35])

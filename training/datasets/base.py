@@ -257,12 +257,13 @@ def build_text(
     if tokenizer.token_to_id("[PAD]") != 0:
         raise AssertionError("tokenizer must map [PAD] to id 0")
 
+    special = np.array(tokenizer.encode("", add_special_tokens=True).ids, dtype=np.int64)  # e.g. [CLS], [SEP]
     splits = []
     for part_name, part in zip(("train", "validation", "test"), parts):
         part_texts = [texts[i] for i in part]
         ids, mask = encode_texts(tokenizer, part_texts, max_components)
         split = Split(inputs=ids, mask=mask, labels=labels[part], texts=part_texts, features=None)
-        empty = ~mask.any(axis=1)
+        empty = ~(mask & ~np.isin(ids, special)).any(axis=1)  # [CLS] [SEP] alone is no atom
         if empty.any():
             logger.warning(
                 "%s: dropped %d %s text(s) that encode to no tokens", source, int(empty.sum()), part_name

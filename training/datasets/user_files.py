@@ -81,7 +81,7 @@ def _read_csv(path: str) -> tuple[list[str], list[str], np.ndarray]:
     return texts, labels, np.array(rows, dtype=np.int64)
 
 
-def load_csv(path: str, *, split_seed: int, limit: int | None) -> Dataset:
+def load_csv(path: str, *, split_seed: int, limit: int | None, tokenizer=None) -> Dataset:
     path = os.path.expanduser(path)
     _check_path(path, "csv")
     texts, label_strings, rows = _read_csv(path)
@@ -104,7 +104,7 @@ def load_csv(path: str, *, split_seed: int, limit: int | None) -> Dataset:
         split_seed=split_seed,
         limit=limit,
         max_components=TEXT_MAX_COMPONENTS,
-        make_tokenizer=text_tokenizer,
+        make_tokenizer=text_tokenizer if tokenizer is None else (lambda _train_texts: tokenizer),
         source=path,
     )
 

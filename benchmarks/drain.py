@@ -1,0 +1,123 @@
+"""Drain under load: SIGTERM while clients keep sending; no request accepted before the drain ends is lost.
+
+    python benchmarks/drain.py --bundle BUNDLE [--before DIR] [--clients 64] [--drain-ms 3000]
+
+Clients (raw HTTP/1.1 keep-alive, one input per request, full response) send back to back; a
+probe polls /readyz every 20 ms. After 4 s the service gets SIGTERM. Every request is recorded
+with the time it was sent relative to SIGTERM and its outcome. "Accepted before the drain" =
+sent before SIGTERM + drain_ms (before the hardening: before SIGTERM); a lost request is one of
+those that got no answer. After the drain, new connections are refused by design (the load
+balancer has stopped sending). Results: benchmarks/results/drain.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import time
+from pathlib import Path
+
+import httpx
+
+from hardening_common import ROOT, RawClient, machine, start_service, write_results
+
+BODY = json.dumps({"inputs": ["what a great day"]}).encode()
+
+
+async def run(process, url: str, clients: int, drain_s: float, total_s: float) -> dict:
+    port = int(url.rsplit(":", 1)[1])
+    records: list[tuple[float, str]] = []  # (sent - sigterm, outcome)
+    sigterm_at: list[float] = []
+    readyz_503_after: list[float] = []
+    stop_at = time.perf_counter() + total_s
+
+    async def client() -> None:
+        http = RawClient("127.0.0.1", port)
+        failures_after_drain = 0
+        while time.perf_counter() < stop_at and failures_after_drain < 3:
+            sent = time.perf_counter()
+            try:
+                outcome = str(await http.post("/v1/atomize", BODY))
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                outcome = f"error:{type(exc).__name__}"
+                if sigterm_at and sent > sigterm_at[0] + drain_s:
+                    failures_after_drain += 1
+                await asyncio.sleep(0.05)
+            records.append((sent, outcome))
+        await http.close()
+
+    async def probe() -> None:
+        async with httpx.AsyncClient(timeout=5) as http:
+            while time.perf_counter() < stop_at and not readyz_503_after:
+                try:
+                    status = (await http.get(f"{url}/readyz")).status_code
+                except httpx.TransportError:
+                    status = 0
+                if sigterm_at and status != 200:
+                    readyz_503_after.append(time.perf_counter() - sigterm_at[0])
+                await asyncio.sleep(0.02)
+
+    async def terminate() -> None:
+        await asyncio.sleep(4.0)
+        sigterm_at.append(time.perf_counter())
+        process.send_signal(signal.SIGTERM)
+
+    await asyncio.gather(*(client() for _ in range(clients)), probe(), terminate())
+    exit_code = await asyncio.to_thread(process.wait, 60)
+    t0 = sigterm_at[0]
+    phases: dict[str, dict[str, int]] = {}
+    for sent, outcome in records:
+        phase = "before SIGTERM" if sent < t0 else ("during the drain" if sent < t0 + drain_s else "after the drain")
+        counts = phases.setdefault(phase, {})
+        counts[outcome] = counts.get(outcome, 0) + 1
+    lost_before_sigterm = sum(1 for sent, outcome in records if sent < t0 and not outcome.isdigit())
+    lost_in_drain = [sent - t0 for sent, outcome in records if t0 <= sent < t0 + drain_s and not outcome.isdigit()]
+    return {"exit_code": exit_code, "readyz_not_200_after_s": readyz_503_after[0] if readyz_503_after else None,
+            "phases": phases, "lost_sent_before_sigterm": lost_before_sigterm,
+            "lost_sent_during_drain": len(lost_in_drain),
+            "lost_during_drain_sent_at_s": [min(lost_in_drain), max(lost_in_drain)] if lost_in_drain else None,
+            "requests": len(records)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, default=ROOT / "bundles" / "tweets")
+    parser.add_argument("--before", type=Path, help="an older checkout to measure too")
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--drain-ms", type=float, default=3000.0)
+    args = parser.parse_args(argv)
+    sides = ([("before", args.before, (), 0.0)] if args.before else []) + [
+        ("after", ROOT, ("--drain-ms", f"{args.drain_ms:g}"), args.drain_ms / 1000)]
+    rows = []
+    for side, code, flags, drain_s in sides:
+        process, url = start_service(code, args.bundle, *flags, log_path=Path(f"/tmp/drain_{side}.log"))
+        try:
+            row = {"side": side, "clients": args.clients, "drain_s": drain_s,
+                   **asyncio.run(run(process, url, args.clients, drain_s, total_s=4.0 + drain_s + 3.0))}
+        finally:
+            if process.poll() is None:
+                process.kill()
+        rows.append(row)
+        print(json.dumps(row))
+    lines = ["# Drain: SIGTERM under load", "",
+             f"`python benchmarks/drain.py --bundle BUNDLE --before DIR --drain-ms {args.drain_ms:g}`: "
+             f"{args.clients} keep-alive clients, SIGTERM after 4 s.", "",
+             "| code | drain (s) | /readyz not 200 after (s) | sent before SIGTERM | sent during the drain | "
+             "sent after the drain | lost: sent before SIGTERM | lost: sent during the drain (when, s after SIGTERM) | "
+             "exit code |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        def show(phase: str) -> str:
+            return ", ".join(f"{k}: {v}" for k, v in sorted(row["phases"].get(phase, {}).items())) or "-"
+        readyz, when = row["readyz_not_200_after_s"], row["lost_during_drain_sent_at_s"]
+        lost_in_drain = f"{row['lost_sent_during_drain']}" + (f" ({when[0]:.2f}-{when[1]:.2f})" if when else "")
+        lines.append(f"| {row['side']} | {row['drain_s']:g} | {'-' if readyz is None else f'{readyz:.2f}'} | "
+                     f"{show('before SIGTERM')} | {show('during the drain')} | {show('after the drain')} | "
+                     f"{row['lost_sent_before_sigterm']} | {lost_in_drain} | {row['exit_code']} |")
+    lines += ["", f"Machine: {machine()}. Bundle: `{args.bundle.name}`."]
+    write_results("drain", {"machine": machine(), "bundle": str(args.bundle), "rows": rows}, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

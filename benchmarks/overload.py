@@ -1,0 +1,100 @@
+"""Overload: how fast the refusals (429) arrive next to the answers (200), at 256 clients.
+
+    python benchmarks/overload.py --bundle BUNDLE [--before DIR] [--seconds 20] [--clients 256]
+
+256 closed-loop clients (one load process, raw HTTP/1.1 keep-alive) each send one-input
+/v1/atomize requests with the full default response, for a fixed time, against a service with a
+queue of 64 items (`--max-queue-items 64 --max-inputs-per-request 64`). Rows: the code before
+the hardening; this code with only the queue checked before parsing; this code with an admission
+limit of 64 requests in flight (`--max-concurrent-requests 64`). Target: p99 of the 429s at most
+a tenth of the p99 of the 200s. Results: benchmarks/results/overload.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from hardening_common import (ROOT, RawClient, machine, ms, percentile, start_service, stop_service,
+                              write_results)
+
+QUEUE = ("--max-queue-items", "64", "--max-inputs-per-request", "64")
+TEXTS = ["what a great day", "the service is slow today", "love it", "not at all what I wanted, sadly",
+         "good morning everyone", "this is the worst"]
+
+
+async def load(port: int, clients: int, seconds: float, honor_retry_after: bool) -> dict[str, list[float]]:
+    latencies: dict[str, list[float]] = {}
+    stop_at = time.perf_counter() + seconds
+
+    async def client(index: int) -> None:
+        http = RawClient("127.0.0.1", port)
+        body = json.dumps({"inputs": [TEXTS[index % len(TEXTS)]]}).encode()
+        while time.perf_counter() < stop_at:
+            sent = time.perf_counter()
+            try:
+                status = str(await http.post("/v1/atomize", body))
+            except (OSError, asyncio.IncompleteReadError):
+                status = "error"
+            latencies.setdefault(status, []).append(time.perf_counter() - sent)
+            if honor_retry_after and status == "429":
+                await asyncio.sleep(1.0)  # the service's Retry-After: 1, as a well-behaved client waits
+        await http.close()
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return latencies
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, default=ROOT / "bundles" / "tweets")
+    parser.add_argument("--before", type=Path, help="an older checkout to measure too")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--clients", type=int, default=256)
+    args = parser.parse_args(argv)
+    admission = (*QUEUE, "--max-concurrent-requests", "64")
+    runs = ([("before", args.before, QUEUE, False)] if args.before else []) + [
+        ("after: queue checked before parsing", ROOT, QUEUE, False),
+        ("after: + admission limit 64", ROOT, admission, False),
+    ] + ([("before, clients wait Retry-After", args.before, QUEUE, True)] if args.before else []) + [
+        ("after: + admission limit 64, clients wait Retry-After", ROOT, admission, True),
+    ]
+    rows = []
+    for name, code, flags, honor in runs:
+        process, url = start_service(code, args.bundle, *flags, log_path=Path("/tmp/overload.log"))
+        try:
+            latencies = asyncio.run(load(int(url.rsplit(":", 1)[1]), args.clients, args.seconds, honor))
+        finally:
+            stop_service(process)
+        row = {"run": name, "flags": list(flags), "honor_retry_after": honor, "seconds": args.seconds,
+               "clients": args.clients,
+               "statuses": {status: {"count": len(values), "p50_s": percentile(values, 50),
+                                     "p99_s": percentile(values, 99)} for status, values in sorted(latencies.items())}}
+        ok, refused = row["statuses"].get("200", {}), row["statuses"].get("429", {})
+        if ok.get("p99_s") and refused.get("p99_s"):
+            row["p99_429_over_p99_200"] = refused["p99_s"] / ok["p99_s"]
+        rows.append(row)
+        print(json.dumps(row))
+    lines = ["# Overload: refusals against answers at 256 clients", "",
+             f"`python benchmarks/overload.py --bundle BUNDLE --before DIR --seconds {args.seconds:g}`: "
+             f"{args.clients} closed-loop clients, one input per request, full default response, a queue of 64 items,",
+             "load generator on the same machine. Target: p99(429) <= p99(200) / 10. Clients retry at once after a",
+             "429, or (rows so marked) wait the 1 s of its Retry-After, as the openai client's backoff does.", "",
+             "| run | 200s | p50 200 (ms) | p99 200 (ms) | 429s | p50 429 (ms) | p99 429 (ms) | p99 429 / p99 200 | errors |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        ok, refused = row["statuses"].get("200", {}), row["statuses"].get("429", {})
+        errors = sum(v["count"] for k, v in row["statuses"].items() if k not in ("200", "429"))
+        ratio = row.get("p99_429_over_p99_200")
+        lines.append(f"| {row['run']} | {ok.get('count', 0)} | {ms(ok.get('p50_s'))} | {ms(ok.get('p99_s'))} | "
+                     f"{refused.get('count', 0)} | {ms(refused.get('p50_s'))} | {ms(refused.get('p99_s'))} | "
+                     f"{'-' if ratio is None else f'{ratio:.3f}'} | {errors} |")
+    lines += ["", f"Machine: {machine()}. Bundle: `{args.bundle.name}`."]
+    write_results("overload", {"machine": machine(), "bundle": str(args.bundle), "rows": rows}, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""A pretrained Hugging Face backbone under the atom head: loading, freezing, special tokens,
+cached states, export with int8, and serving what it exported. A tiny random BERT stands in for
+MiniLM (tests/training/conftest.py: make_tiny_backbone)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from safetensors.torch import load_file
+
+from model import AtomConfig, AtomModel
+from service.app import create_app
+from service.bundle import load_bundle
+from service.config import Settings
+from training.backbone import BackboneError, backbone_tokenizer, load_pretrained_weights, resolve_backbone
+from training.checkpoint import load_json, load_model, load_run_dataset
+from training.cli import main as cli_main
+from training.data import DatasetError, load_dataset
+from training.train import backbone_states, predict
+
+
+@pytest.fixture(scope="module")
+def backbone_bundle(backbone_run, tmp_path_factory):
+    from training.export import export_bundle
+
+    return export_bundle(backbone_run, tmp_path_factory.mktemp("bundles") / "tweets-backbone", int8=True, report=False)
+
+
+def test_resolve_backbone_names_what_is_missing(tmp_path):
+    with pytest.raises(BackboneError, match="is not a folder"):
+        resolve_backbone(str(tmp_path / "nope"))
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(BackboneError, match=r"lacks tokenizer.json, \*.safetensors weights"):
+        resolve_backbone(str(tmp_path))
+
+
+def test_cli_refuses_a_missing_backbone_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["train", "--dataset", "tweets", "--out", str(tmp_path / "run"), "--backbone", str(tmp_path / "none")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a folder" in err[0]
+
+
+def test_numeric_dataset_refuses_a_text_backbone(tiny_backbone):
+    with pytest.raises(DatasetError, match="only tweets and csv"):
+        load_dataset("digits", tokenizer=backbone_tokenizer(tiny_backbone, 64))
+
+
+def test_run_carries_the_backbone_config_and_its_tokenizer(backbone_run, tiny_backbone):
+    config = AtomConfig.from_dict(load_json(backbone_run / "config.json"))
+    hf = json.loads((tiny_backbone / "config.json").read_text())
+    assert config.backbone_config["hidden_size"] == hf["hidden_size"] == config.d_model == config.embedding_dim
+    cls, sep = (backbone_tokenizer(tiny_backbone, 64).token_to_id(t) for t in ("[CLS]", "[SEP]"))
+    assert config.special_token_ids == (cls, sep)
+    data = load_run_dataset(backbone_run)
+    first = data.train.inputs[0][data.train.mask[0]]
+    assert first[0] == cls and first[-1] == sep  # the backbone sees the text as it was pretrained
+
+
+def test_pretrained_weights_are_loaded(tiny_backbone):
+    config = AtomConfig(backbone="tiny", backbone_config=json.loads((tiny_backbone / "config.json").read_text()),
+                        d_model=32, embedding_dim=32, num_classes=3)
+    model = AtomModel(config)
+    saved = load_file(str(tiny_backbone / "model.safetensors"))
+    key = "encoder.layer.1.attention.self.query.weight"
+    assert not torch.equal(model.encoder.model.state_dict()[key], saved[key])  # random before
+    load_pretrained_weights(model.encoder, tiny_backbone)
+    for name, value in model.encoder.model.state_dict().items():
+        assert torch.equal(value, saved[name]), name
+
+
+@pytest.mark.parametrize("layers, trained", [(-1, {0, 1, "embeddings"}), (1, {1}), (0, set())])
+def test_train_layers_freezes_from_the_bottom(tiny_backbone, layers, trained):
+    hf = json.loads((tiny_backbone / "config.json").read_text())
+    model = AtomModel(AtomConfig(backbone_config=hf, backbone_train_layers=layers, d_model=32, embedding_dim=8))
+    encoder = model.encoder
+    learning = {i for i, layer in enumerate(encoder.layers) if all(p.requires_grad for p in layer.parameters())}
+    if all(p.requires_grad for p in encoder.model.embeddings.parameters()):
+        learning.add("embeddings")
+    assert learning == trained
+    assert all(p.requires_grad for p in model.atom.parameters())  # the head always learns
+    model.train()
+    assert all(not m.training for m in encoder.frozen_modules())  # frozen parts compute the pretrained function
+    assert encoder.frozen == (layers == 0)
+
+
+def test_special_tokens_are_attended_but_are_no_components(backbone_run):
+    model = load_model(backbone_run)
+    data = load_run_dataset(backbone_run)
+    inputs = torch.as_tensor(data.validation.inputs[:6])
+    mask = torch.as_tensor(data.validation.mask[:6])
+    with torch.no_grad():
+        out = model(inputs, mask)
+    specials = torch.isin(inputs, torch.tensor(model.config.special_token_ids)) & mask
+    assert specials.sum(1).tolist() == [2] * 6
+    assert out.roles[specials].abs().max() == 0.0
+    real = (mask & ~specials).sum(1).float()
+    torch.testing.assert_close(out.composition[:, :3].sum(1), real)  # E + Z + N counts real pieces only
+    torch.testing.assert_close(out.roles[mask & ~specials].sum(-1), torch.ones(int(real.sum())))
+
+
+def test_cached_frozen_states_give_the_model_outputs(tiny_backbone):
+    hf = json.loads((tiny_backbone / "config.json").read_text())
+    config = AtomConfig(backbone_config=hf, backbone_train_layers=0, backbone_adapter_layers=1, d_model=32, n_heads=2,
+                        embedding_dim=8, num_classes=3, special_token_ids=(300, 301))
+    torch.manual_seed(0)
+    model = AtomModel(config).eval()
+    data = load_dataset("tweets", limit=60, tokenizer=backbone_tokenizer(tiny_backbone, 64))
+    states = backbone_states(model, data.test, torch.device("cpu"))
+    direct = predict(model, data.test, "text", torch.device("cpu"))
+    cached = predict(model, data.test, "text", torch.device("cpu"), states=states)
+    for key in ("embedding", "composition", "roles"):
+        np.testing.assert_allclose(cached[key], direct[key], atol=2e-2)  # states are kept in fp16
+    assert np.abs(cached["embedding"] - direct["embedding"]).max() > 0  # and really came from the cache
+
+
+def test_export_writes_a_measured_int8_copy(backbone_bundle):
+    manifest = load_bundle(backbone_bundle).manifest
+    assert manifest.training.backbone == "tiny-bert"
+    assert len(manifest.input.special_token_ids) == 2
+    assert {"encoder.onnx", "encoder.int8.onnx", "tokenizer.json"} <= set(manifest.files)
+    int8 = manifest.precisions["int8"]
+    assert 0.9 < int8["cosine_mean"] <= 1.0 + 1e-6 and int8["cosine_min"] <= int8["cosine_mean"]
+    assert 0.0 <= int8["accuracy"] <= 1.0 and 0.0 <= int8["accuracy_fp32"] <= 1.0
+    assert (backbone_bundle / "encoder.int8.onnx").stat().st_size < (backbone_bundle / "encoder.onnx").stat().st_size
+
+
+@pytest.mark.parametrize("precision, expected_file", [("auto", "encoder.int8.onnx"), ("fp32", "encoder.onnx")])
+def test_service_runs_the_copy_for_its_device_and_reports_real_tokens(backbone_bundle, precision, expected_file):
+    settings = Settings(bundle=backbone_bundle, device="cpu", precision=precision)
+    with TestClient(create_app(settings)) as client:
+        runtime = client.get("/v1/model").json()["runtime"]
+        assert runtime["model_file"] == expected_file
+        assert runtime["precision"] == {"encoder.int8.onnx": "int8", "encoder.onnx": "fp32"}[expected_file]
+        body = client.post("/v1/atomize", json={"inputs": ["what a great day"], "include": ["components", "composition"]}).json()
+        tokens = [c["token"] for c in body["results"][0]["components"]]
+        assert "[CLS]" not in tokens and "[SEP]" not in tokens and len(tokens) >= 4
+        composition = body["results"][0]["composition"]
+        assert composition["electrons"] + composition["protons"] + composition["neutrons"] == pytest.approx(len(tokens), rel=1e-4)
+        empty = client.post("/v1/atomize", json={"inputs": ["   "]})
+        assert empty.status_code == 422  # [CLS] [SEP] alone is no atom
+
+
+def test_service_refuses_a_precision_the_bundle_lacks(backbone_bundle):
+    with pytest.raises(Exception, match="precision=fp16"):
+        with TestClient(create_app(Settings(bundle=backbone_bundle, device="cpu", precision="fp16"))):
+            pass
