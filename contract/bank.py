@@ -198,19 +198,26 @@ def write_bank(
     spec: IndexSpec,
     faiss_index: Any,
 ) -> BankManifest:
-    """Write a complete bank folder; the manifest goes last, so a folder with one is whole."""
+    """Write a complete bank folder; the manifest goes last, so a folder with one is whole.
+
+    Every file is written under a temporary name and then renamed over the old one: a service
+    still serving the old bank keeps reading the old files (its open map of metadata.jsonl
+    included) until a reload swaps banks.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_FILE).unlink(missing_ok=True)
     lines = metadata_lines or [b"{}\n"] * len(arrays)
     offsets = np.zeros(len(lines) + 1, np.int64)
     np.cumsum([len(line) for line in lines], out=offsets[1:])
-    with open(out / METADATA_FILE, "wb") as handle:
+    with open(out / f"tmp.{METADATA_FILE}", "wb") as handle:
         handle.writelines(lines)
     projection = fit_projection(arrays.embedding)
-    np.savez(out / ATOMS_FILE, embedding=arrays.embedding, radius=arrays.radius, charge=arrays.charge,
+    np.savez(out / f"tmp.{ATOMS_FILE}", embedding=arrays.embedding, radius=arrays.radius, charge=arrays.charge,
              label=arrays.label, id=arrays.id, projection=projection.apply(arrays.embedding), metadata_offset=offsets)
-    write_faiss(faiss_index, out / INDEX_FILE)
+    write_faiss(faiss_index, out / f"tmp.{INDEX_FILE}")
+    for name in BANK_FILES:
+        os.replace(out / f"tmp.{name}", out / name)
     manifest = BankManifest(
         schema_version=BANK_SCHEMA_VERSION,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
