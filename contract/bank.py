@@ -30,6 +30,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .index import IndexSpec, read_faiss, write_faiss
+from .projection import Projection, fit_projection
 
 BANK_SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -38,7 +39,6 @@ METADATA_FILE = "metadata.jsonl"
 INDEX_FILE = "index.faiss"
 BANK_FILES = (ATOMS_FILE, METADATA_FILE, INDEX_FILE)
 NO_LABEL = -1
-PROJECTION_SAMPLE = 20_000  # rows the 2D axes are fitted on: plenty for two directions
 
 
 class BankError(Exception):
@@ -69,19 +69,6 @@ class IndexInfo(_Strict):
         return IndexSpec(self.kind, dict(self.params))
 
 
-class Projection(_Strict):
-    """A linear 2D map of the embedding: xy = (z - mean) @ axes.T, so a query can be placed too."""
-
-    kind: Literal["pca"] = "pca"
-    mean: list[float]
-    axes: list[list[float]]  # (2, k)
-
-    def apply(self, embedding: np.ndarray) -> np.ndarray:
-        """(M, k) -> (M, 2) float32."""
-        centred = np.asarray(embedding, np.float32) - np.asarray(self.mean, np.float32)
-        return (centred @ np.asarray(self.axes, np.float32).T).astype(np.float32)
-
-
 class SourceInfo(_Strict):
     file: str
     format: Literal["csv", "jsonl", "npz"]
@@ -109,22 +96,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def fit_projection(embedding: np.ndarray, seed: int = 0) -> Projection:
-    """Top two principal axes of the embedding (fitted on a seeded sample of large banks)."""
-    x = np.asarray(embedding, np.float64)
-    dim = x.shape[1]
-    if len(x) > PROJECTION_SAMPLE:
-        x = x[np.sort(np.random.default_rng(seed).choice(len(x), PROJECTION_SAMPLE, replace=False))]
-    mean = x.mean(axis=0) if len(x) else np.zeros(dim)
-    axes = np.zeros((2, dim))
-    if len(x) >= 2:
-        _, _, vt = np.linalg.svd(x - mean, full_matrices=False)  # vt: (min(M, k), k)
-        axes[: min(2, len(vt))] = vt[:2]
-    elif dim >= 2:
-        axes[0, 0] = axes[1, 1] = 1.0
-    return Projection(mean=mean.tolist(), axes=axes.tolist())
 
 
 @dataclass(frozen=True)

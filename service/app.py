@@ -35,7 +35,7 @@ from .bundle import Bundle, BundleError, load_bundle
 from .config import Settings
 from .metrics import Metrics
 from .neighbors import ServedBank, load_served_bank
-from .routes import atomize, embeddings, meta
+from .routes import atomize, embeddings, explorer, meta
 from .routes.deps import ServiceState
 from .routes.handlers import install_exception_handlers
 from .routes.middleware import RequestContextMiddleware
@@ -214,11 +214,13 @@ def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None
         summary="Atomized embeddings: component roles, composition and nearest atoms, over HTTP.",
         version="1",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's own pages load their assets from a CDN; routes/explorer.py serves them
+        redoc_url=None,
     )
     app.state.atom = state
     app.openapi = lambda: openapi_document(app, state)  # type: ignore[method-assign]
     install_exception_handlers(app, metrics)
-    routers = [module.router for module in (atomize, embeddings, meta)]
+    routers = [module.router for module in (atomize, embeddings, meta, explorer)]
     for router in routers:
         app.include_router(router)
     # Known paths label the request metrics; anything else is "other", so label values stay bounded.

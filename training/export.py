@@ -19,6 +19,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from contract.projection import PROJECTION_FILE, write_projection
 from service.bundle import (
     COMPOSITION_FIELDS,
     ROLE_NAMES,
@@ -269,6 +270,7 @@ def write_bundle_files(model, run_dir: Path, data: Dataset, info: dict, staging:
     if data.tokenizer is not None:
         shutil.copy(run_dir / "tokenizer.json", staging / "tokenizer.json")
     bank = build_bank(model, data, staging / "atoms.npz", train_states)
+    bank["projection"] = write_projection(staging / PROJECTION_FILE, bank["embedding"])  # the explorer's map
     evaluation = load_json(run_dir / "evaluation.json") if (run_dir / "evaluation.json").exists() else None
     if report:
         write_bundle_report(staging / "report", run_dir, data, bank, evaluation)
@@ -343,4 +345,5 @@ def write_bundle_report(report_dir: Path, run_dir: Path, data: Dataset, bank: di
         id_to_token=tokenizer.id_to_token if tokenizer is not None else None,
         preprocess=data.preprocess,
         evaluation=evaluation,
+        projection=bank["projection"],
     )

@@ -1,9 +1,8 @@
-"""Training report: PNG figures and a report.html for a bundle's `report/` folder.
+"""Training report: PNG figures, report.html and stats.json for a bundle's `report/` folder.
 
-`write_report` is the only entry point the exporter needs; the statistics behind the figures
-(`nearest_contact_ratios`, `role_by_position`, `role_grid`, `top_tokens`, `load_metrics`) are
-public so tests can check them on hand-made inputs. Everything is NumPy-vectorised and the
-large inputs are subsampled with a fixed seed, so a report is reproducible and quick.
+`write_report` is the only entry point the exporter needs. The statistics come from
+`training.report_stats` (computed once, also written as `stats.json` for the explorer); this
+module only draws them with matplotlib and writes the page.
 """
 
 from __future__ import annotations
@@ -23,119 +22,16 @@ from matplotlib.collections import EllipseCollection
 from matplotlib.figure import Figure
 from PIL import Image  # a matplotlib dependency
 
-from contract.index import AtomIndex, IndexSpec
+from contract.projection import Projection
+
+from .report_stats import MIN_TOKEN_COUNT, ROLES, TOP_K, ReportStats, TokenScore, compute_stats, load_metrics
 
 log = logging.getLogger(__name__)
 
-ROLES = ("electron", "proton", "neutron")
-ROLE_COLOURS = ("#1f77b4", "#d62728", "#7f7f7f")
+# Okabe-Ito colours, safe for colour-blind readers; the explorer page uses the same three.
+ROLE_COLOURS = ("#0072B2", "#D55E00", "#999999")
 DPI = 110
-SEED = 0
-MAX_PLOT_ATOMS = 1500  # atoms drawn in atoms.png
-MAX_NN_ATOMS = 5000  # query atoms for nn_distance.png (searched against the whole bank)
-TOP_K = 15
 MAX_LEGEND = 20
-
-
-# ----------------------------------------------------------------------------- statistics
-
-
-def load_metrics(path: Path) -> tuple[list[dict], list[dict]]:
-    """(step records, epoch records) of a metrics.jsonl, sorted by step; a resumed run appends
-    to the same file, so the last record for a step (or epoch) wins. Missing file -> ([], [])."""
-    if not path.is_file():
-        return [], []
-    steps: dict[int, dict] = {}
-    epochs: dict[int, dict] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        try:
-            record = json.loads(line) if line.strip() else {}
-        except json.JSONDecodeError:
-            log.warning("%s:%d: not JSON, skipped", path, number)
-            continue
-        if record.get("kind") == "step" and "step" in record:
-            steps[int(record["step"])] = record
-        elif record.get("kind") == "epoch" and "epoch" in record:
-            epochs[int(record["epoch"])] = record
-    return [steps[s] for s in sorted(steps)], [epochs[e] for e in sorted(epochs)]
-
-
-def nearest_contact_ratios(
-    embedding: np.ndarray, radius: np.ndarray, queries: np.ndarray | None = None
-) -> np.ndarray:
-    """For each query atom a (indexes into the bank; all atoms when None): ||z_a - z_b|| / (R_a + R_b)
-    where b is a's nearest other atom in the whole bank. < 1 means the two overlap. Returns (Q,).
-    The search is the served one (contract.index, exact); the chosen pair's distance is then float64."""
-    z = np.asarray(embedding, dtype=np.float32)  # (M, k)
-    q = np.arange(len(z)) if queries is None else np.asarray(queries, dtype=np.int64)  # (Q,)
-    if len(z) < 2:
-        return np.full(len(q), np.nan)
-    nearest = AtomIndex(z, spec=IndexSpec("flat")).nearest(z[q], 1, exclude=q)[0][:, 0]  # (Q,), exact
-    z64, r64 = np.asarray(embedding, dtype=np.float64), np.asarray(radius, dtype=np.float64)
-    distance = np.linalg.norm(z64[q] - z64[nearest], axis=1)  # (Q,)
-    return distance / np.maximum(r64[q] + r64[nearest], 1e-12)
-
-
-def role_by_position(roles: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(3, n) mean role probability at each component index over real components; NaN where
-    no item has a real component at that index."""
-    m = np.asarray(mask, dtype=np.float64)  # (N, n)
-    totals = np.einsum("inr,in->rn", np.asarray(roles, dtype=np.float64), m)  # (3, n)
-    counts = m.sum(axis=0)  # (n,)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, totals / counts, np.nan)
-
-
-def role_grid(roles: np.ndarray, mask: np.ndarray, preprocess: dict) -> np.ndarray:
-    """(3, H/ph, W/pw): `role_by_position` laid out on the patch grid (patches in row-major order);
-    grid cells beyond the last component are NaN. ValueError if there are more components than cells."""
-    (height, width), (ph, pw) = preprocess["image_shape"][-2:], preprocess["patch_shape"][-2:]
-    gh, gw = height // ph, width // pw
-    means = role_by_position(roles, mask)  # (3, n)
-    if means.shape[1] > gh * gw:
-        raise ValueError(f"{means.shape[1]} components do not fit a {gh}x{gw} patch grid")
-    padded = np.full((3, gh * gw), np.nan)
-    padded[:, : means.shape[1]] = means
-    return padded.reshape(3, gh, gw)
-
-
-def top_tokens(
-    roles: np.ndarray, mask: np.ndarray, token_ids: np.ndarray, k: int = TOP_K
-) -> list[list[tuple[int, int]]]:
-    """Per role, the k token ids with the most real occurrences whose argmax role is that role:
-    [[(token_id, count), ...] for electron, proton, neutron], by count then id."""
-    real = np.asarray(mask, dtype=bool)  # (N, n)
-    winner = np.asarray(roles).argmax(axis=-1)[real]  # (R,)
-    ids = np.asarray(token_ids)[real]  # (R,)
-    result = []
-    for role in range(3):
-        values, counts = np.unique(ids[winner == role], return_counts=True)
-        result.append([(int(values[i]), int(counts[i])) for i in np.lexsort((values, -counts))[:k]])
-    return result
-
-
-def role_shares(roles: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(3,) mean role probability over all real components (as `model.atom.role_usage`)."""
-    m = np.asarray(mask, dtype=np.float64)
-    return np.einsum("inr,in->r", np.asarray(roles, dtype=np.float64), m) / max(m.sum(), 1.0)
-
-
-def pca_2d(x: np.ndarray) -> np.ndarray:
-    """(M, 2) projection onto the top two principal axes (orthonormal, so distances only shrink)."""
-    if len(x) < 2:
-        return np.zeros((len(x), 2))
-    centred = x - x.mean(axis=0)  # (M, k)
-    if centred.shape[1] < 2:
-        return np.pad(centred, ((0, 0), (0, 2 - centred.shape[1])))
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)  # vt: (min(M, k), k)
-    return centred @ vt[:2].T
-
-
-def subsample(size: int, limit: int) -> np.ndarray:
-    """Sorted seeded sample of at most `limit` indexes out of `size`."""
-    if size <= limit:
-        return np.arange(size)
-    return np.sort(np.random.default_rng(SEED).choice(size, limit, replace=False))
 
 
 # ----------------------------------------------------------------------------- figures
@@ -188,10 +84,10 @@ def plot_loss(metrics_path: Path, path: Path) -> str:
     return f"{len(steps)} step records, {len(epochs)} epoch records."
 
 
-def plot_atoms(embedding, radius, label, names: list[str], path: Path) -> str:
-    keep = subsample(len(embedding), MAX_PLOT_ATOMS)  # (P,)
-    xy = pca_2d(np.asarray(embedding[keep], dtype=np.float64))  # (P, 2)
-    r, lab = np.asarray(radius[keep], dtype=np.float64), np.asarray(label[keep])  # (P,), (P,)
+def plot_atoms(stats: ReportStats, bank_label: np.ndarray, path: Path) -> str:
+    """The atoms on the bank's stored 2D map (the explorer's map), each with its radius."""
+    xy, rows, names = np.asarray(stats.plot_xy, dtype=np.float64), stats.plot_rows, stats.label_names  # (P, 2)
+    r, lab = stats.radius[rows], np.asarray(bank_label)[rows]  # (P,), (P,)
     classes = np.unique(lab)
     cmap = colormaps["tab10" if len(classes) <= 10 else "tab20"]
     colours = cmap(np.searchsorted(classes, lab) % cmap.N)  # (P, 4)
@@ -208,14 +104,13 @@ def plot_atoms(embedding, radius, label, names: list[str], path: Path) -> str:
     pad = float(r.max()) if len(r) else 1.0
     lo, hi = (xy.min(axis=0) - pad, xy.max(axis=0) + pad) if len(xy) else ((-1, -1), (1, 1))
     ax.set(xlim=(lo[0], hi[0]), ylim=(lo[1], hi[1]), aspect="equal", xlabel="PC 1", ylabel="PC 2",
-           title=f"atoms: PCA of the nucleus positions ({len(keep)} of {len(embedding)})")
+           title=f"atoms: PCA of the nucleus positions ({len(rows)} of {stats.bank_size})")
     save(fig, path, palette=True)
-    return f"{len(keep)} of {len(embedding)} atoms, {len(classes)} labels."
+    return f"{len(rows)} of {stats.bank_size} atoms, {len(classes)} labels."
 
 
-def plot_nn_distance(embedding, radius, path: Path) -> tuple[str, np.ndarray]:
-    ratios = nearest_contact_ratios(embedding, radius, subsample(len(embedding), MAX_NN_ATOMS))  # (Q,)
-    finite = ratios[np.isfinite(ratios)]
+def plot_nn_distance(stats: ReportStats, path: Path) -> str:
+    finite = stats.contact_ratios  # (Q,)
     fig, (ax,) = figure(1, 1, (7, 3.8))
     if len(finite):
         ax.hist(finite, bins=60, color="tab:purple", alpha=0.8)
@@ -226,7 +121,7 @@ def plot_nn_distance(embedding, radius, path: Path) -> tuple[str, np.ndarray]:
     ax.legend()
     save(fig, path)
     overlap = float((finite < 1).mean()) if len(finite) else float("nan")
-    return f"{len(finite)} atoms; {overlap:.1%} overlap their nearest neighbour (ratio < 1).", finite
+    return f"{len(finite)} atoms; {overlap:.1%} overlap their nearest neighbour (ratio < 1)."
 
 
 def plot_role_grid(grid: np.ndarray, path: Path) -> str:
@@ -239,18 +134,20 @@ def plot_role_grid(grid: np.ndarray, path: Path) -> str:
     return "Mean role probability at each patch position, on the image's patch grid."
 
 
-def plot_top_tokens(tops: list[list[tuple[int, int]]], name: Callable[[int], str], path: Path) -> str:
+def plot_top_tokens(tops: list[list[TokenScore]], names: dict[int, str], path: Path) -> str:
     fig, axes = figure(1, 3, (13, 4.8))
     for role, ax in enumerate(axes):
-        pairs = tops[role][::-1]  # most frequent at the top
-        labels = [(name(t) or f"#{t}").replace("$", r"\$") for t, _ in pairs]  # no mathtext; unknown id -> None
-        ax.barh(np.arange(len(pairs)), [c for _, c in pairs], color=ROLE_COLOURS[role], tick_label=labels)
-        ax.set(title=f"{ROLES[role]}: top tokens", xlabel="occurrences")
+        scores = tops[role][::-1]  # most characteristic at the top
+        labels = [f"{names.get(s.token_id, f'#{s.token_id}')} ({s.count})".replace("$", r"\$") for s in scores]
+        ax.barh(np.arange(len(scores)), [s.lift for s in scores], color=ROLE_COLOURS[role], tick_label=labels)
+        ax.axvline(1.0, color="black", linewidth=0.8, linestyle="--")
+        ax.set(title=f"{ROLES[role]}: most characteristic tokens", xlabel="lift over the average role share")
         ax.tick_params(axis="y", labelsize=8)
-        if not pairs:
+        if not scores:
             note(ax, "no token")
     save(fig, path)
-    return f"The {TOP_K} most frequent tokens among occurrences whose most probable role is each role."
+    return (f"Per role, the {TOP_K} tokens seen at least {MIN_TOKEN_COUNT} times with the highest lift: their mean "
+            "probability of that role over the role's average share (1 = typical; occurrences in brackets).")
 
 
 def plot_role_positions(means: np.ndarray, path: Path) -> str:
@@ -266,19 +163,16 @@ def plot_role_positions(means: np.ndarray, path: Path) -> str:
     return "Mean role probability at each component index (stacked)."
 
 
-def plot_roles(roles, mask, token_ids, id_to_token, preprocess: dict, path: Path) -> str:
-    if preprocess.get("kind") == "patches":
-        try:
-            return plot_role_grid(role_grid(roles, mask, preprocess), path)
-        except ValueError as error:
-            log.warning("roles.png: %s; plotting per component index instead", error)
-    elif token_ids is not None:
-        return plot_top_tokens(top_tokens(roles, mask, token_ids), id_to_token or str, path)
-    return plot_role_positions(role_by_position(roles, mask), path)
+def plot_roles(stats: ReportStats, path: Path) -> str:
+    if stats.grid is not None:
+        return plot_role_grid(stats.grid, path)
+    if stats.tokens is not None:
+        return plot_top_tokens(stats.tokens, stats.token_names, path)
+    return plot_role_positions(stats.by_position, path)
 
 
-def plot_role_usage(roles, mask, metrics_path: Path, path: Path) -> tuple[str, np.ndarray]:
-    shares = role_shares(roles, mask)  # (3,)
+def plot_role_usage(stats: ReportStats, metrics_path: Path, path: Path) -> str:
+    shares = stats.shares  # (3,)
     history = [(r["epoch"], r["role_usage"]) for r in load_metrics(metrics_path)[1] if len(r.get("role_usage") or []) == 3]
     fig, axes = figure(1, 2 if history else 1, (11 if history else 5.5, 3.8))
     bars = axes[0].bar(ROLES, shares, color=ROLE_COLOURS)
@@ -291,7 +185,7 @@ def plot_role_usage(roles, mask, metrics_path: Path, path: Path) -> tuple[str, n
         axes[1].set(ylim=(0, 1), xlabel="epoch", title="role usage per epoch (validation)")
         axes[1].legend()
     save(fig, path)
-    return "Shares: " + ", ".join(f"{n} {s:.1%}" for n, s in zip(ROLES, shares)) + ".", shares
+    return "Shares: " + ", ".join(f"{n} {s:.1%}" for n, s in zip(ROLES, shares)) + "."
 
 
 # ----------------------------------------------------------------------------- html
@@ -300,14 +194,15 @@ CAPTIONS = {
     "loss.png": "Task loss (and total loss) and the potential energy per atom U per step, each on its own "
                 "axis; validation accuracy per epoch. Look for a task loss that falls and a potential that "
                 "settles rather than grows.",
-    "atoms.png": "The reference bank projected on its first two principal axes, coloured by label. Each circle "
+    "atoms.png": "The reference bank on its stored 2D map (its first two principal axes, the map the explorer "
+                 "page draws), coloured by label. Each circle "
                  "has the atom's radius in embedding units; the projection shrinks distances, so circles look "
                  "more overlapped than they are. Look for label clusters.",
     "nn_distance.png": "Each atom's distance to its nearest other atom divided by their contact distance "
                        "R_a + R_b. Left of the dashed line the two atoms overlap; the exclusion potential "
                        "should keep most atoms at or beyond contact.",
-    "roles.png": "How the components are split into roles. Look for structure (not one flat colour) and "
-                 "for roles that mean something.",
+    "roles.png": "How the components are split into roles: per patch for images, the most characteristic "
+                 "tokens for text. Look for structure (not one flat colour) and for roles that mean something.",
     "role_usage.png": "Overall share of each role. A role near 0% or above 90% means the roles have collapsed.",
 }
 
@@ -356,19 +251,21 @@ def write_report(
     id_to_token: Callable[[int], str] | None,
     preprocess: dict,
     evaluation: dict | None = None,
+    projection: Projection | None = None,
 ) -> Path:
-    """Write the figures and report.html into report_dir; returns the path of report.html."""
+    """Write the figures, stats.json and report.html into report_dir; returns the path of
+    report.html. `projection`: the bank's stored 2D map, so atoms.png matches the explorer."""
     report_dir, metrics_path = Path(report_dir), Path(metrics_path)
     report_dir.mkdir(parents=True, exist_ok=True)
+    stats = compute_stats(bank_embedding=bank_embedding, bank_radius=bank_radius, label_names=label_names,
+                          roles=roles, mask=mask, token_ids=token_ids, id_to_token=id_to_token,
+                          preprocess=preprocess, projection=projection)
     notes = {"loss.png": plot_loss(metrics_path, report_dir / "loss.png"),
-             "atoms.png": plot_atoms(bank_embedding, bank_radius, bank_label, label_names, report_dir / "atoms.png")}
-    notes["nn_distance.png"], ratios = plot_nn_distance(bank_embedding, bank_radius, report_dir / "nn_distance.png")
-    notes["roles.png"] = plot_roles(roles, mask, token_ids, id_to_token, preprocess, report_dir / "roles.png")
-    notes["role_usage.png"], shares = plot_role_usage(roles, mask, metrics_path, report_dir / "role_usage.png")
-    summary = {"atoms in bank": len(bank_embedding), "embedding dim": int(np.shape(bank_embedding)[1]),
-               "labels": len(label_names), "mean radius": float(np.mean(bank_radius)) if len(bank_radius) else None,
-               "median nn distance / contact": float(np.median(ratios)) if len(ratios) else None,
-               **{f"{name} share": float(s) for name, s in zip(ROLES, shares)}}
-    path = write_html(report_dir, title, summary, evaluation, notes)
+             "atoms.png": plot_atoms(stats, bank_label, report_dir / "atoms.png"),
+             "nn_distance.png": plot_nn_distance(stats, report_dir / "nn_distance.png"),
+             "roles.png": plot_roles(stats, report_dir / "roles.png"),
+             "role_usage.png": plot_role_usage(stats, metrics_path, report_dir / "role_usage.png")}
+    (report_dir / "stats.json").write_text(json.dumps(stats.to_json(), indent=1) + "\n")
+    path = write_html(report_dir, title, stats.summary(), evaluation, notes)
     log.info("report written to %s", path)
     return path

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from contract.bank import BankArrays, BankError, BuiltWith, SourceInfo, fit_projection, load_bank, write_bank
+from contract.bank import BankArrays, BankError, BuiltWith, SourceInfo, load_bank, write_bank
+from contract.projection import fit_projection
 from contract.index import AtomIndex, build_faiss, choose_spec
 
 

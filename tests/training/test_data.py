@@ -126,7 +126,7 @@ def test_digits(digits):
     assert (len(digits.train), len(digits.validation), len(digits.test)) == (942, 315, 540)
     assert (digits.max_components, digits.component_dim) == (16, 4)
     assert digits.input_scale == pytest.approx(1 / 16)
-    assert digits.preprocess == {"kind": "patches", "image_shape": [8, 8], "patch_shape": [2, 2]}
+    assert digits.preprocess == {"kind": "patches", "image_shape": [8, 8], "patch_shape": [2, 2], "value_range": [0.0, 16.0]}
     for split in digits.splits().values():
         assert split.features.shape == (len(split), 64)
         assert split.inputs.max() == 16 and split.inputs.min() == 0  # raw, not scaled

@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from contract.projection import PROJECTION_FILE, read_projection
 from service.bundle import BundleError, load_bundle, sha256_file
 from training.checkpoint import load_model, load_run_dataset
 from training.export import OUTPUT_NAMES, OnnxEncoder, input_names
@@ -68,7 +69,8 @@ def test_manifest_describes_the_bundle(kind, request):
     if kind == "text":
         assert {"report/report.html", "report/atoms.png", "report/roles.png"} <= set(manifest.files)
     else:
-        assert manifest.input.preprocess == {"kind": "patches", "image_shape": [8, 8], "patch_shape": [2, 2]}
+        assert manifest.input.preprocess == {
+            "kind": "patches", "image_shape": [8, 8], "patch_shape": [2, 2], "value_range": [0.0, 16.0]}
 
 
 @pytest.mark.parametrize("kind", ["text", "numeric"])
@@ -86,6 +88,24 @@ def test_bank_rows_are_the_models_embeddings_of_the_training_items(kind, request
     assert np.array_equal(bundle.bank.label, train.labels)
     with np.load(bundle.path / "atoms.npz", allow_pickle=False) as data:
         assert set(data.files) == {"embedding", "radius", "charge", "id", "label"}
+
+
+@pytest.mark.parametrize("kind", ["text", "numeric"])
+def test_bundle_stores_the_explorer_map(kind, request):
+    """projection.npz: the bank's top two principal axes and every atom's place on them."""
+    bundle = load_bundle(request.getfixturevalue(f"{kind}_bundle"))
+    assert PROJECTION_FILE in bundle.manifest.files
+    z = bundle.bank.embedding.astype(np.float64)
+    projection, xy = read_projection(bundle.path / PROJECTION_FILE, len(z), z.shape[1])
+    np.testing.assert_allclose(xy, projection.apply(z), atol=1e-5)
+    axes = np.asarray(projection.axes)
+    np.testing.assert_allclose(axes @ axes.T, np.eye(2), atol=1e-5)  # orthonormal: the map never stretches
+    centred = z - z.mean(axis=0)
+    top = np.linalg.eigvalsh(centred.T @ centred)[-2:].sum()  # variance along the best 2D plane
+    np.testing.assert_allclose(((centred @ axes.T) ** 2).sum(), top, rtol=1e-3)
+    if kind == "text":
+        stats = json.loads((bundle.path / "report" / "stats.json").read_text())
+        assert "report/stats.json" in bundle.manifest.files and stats["summary"]["atoms in bank"] == len(z)
 
 
 # ---- the loader refuses broken bundles with one line naming the file and the problem ----

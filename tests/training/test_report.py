@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.report import (
+from contract.projection import fit_projection
+from training.report import plot_roles, write_report
+from training.report_stats import (
+    compute_stats,
     load_metrics,
     nearest_contact_ratios,
-    plot_roles,
     role_by_position,
     role_grid,
     top_tokens,
-    write_report,
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -86,7 +87,11 @@ def test_text_report(tmp_path):
     ids = np.random.default_rng(4).integers(1, len(VOCAB), size=mask.shape) * mask
     page = check_report(report(tmp_path, "text", write_metrics(tmp_path / "metrics.jsonl"), roles=roles, mask=mask,
                                token_ids=ids, id_to_token=VOCAB.__getitem__, preprocess={"kind": "none"}))
-    assert "most frequent tokens" in page
+    assert "most characteristic" in page
+    stats = json.loads((tmp_path / "text" / "stats.json").read_text())
+    assert stats["role_grid"] is None and set(stats["top_tokens"]) == {"electron", "proton", "neutron"}
+    for scores in stats["top_tokens"].values():
+        assert all(s["lift"] > 1 and s["count"] >= stats["min_token_count"] and s["token"] in VOCAB for s in scores)
 
 
 def test_numeric_report_without_metrics(tmp_path):
@@ -98,7 +103,11 @@ def test_numeric_report_without_metrics(tmp_path):
 
 def test_roles_fall_back_when_components_overflow_the_patch_grid(tmp_path):
     roles, mask = random_roles(5, 20, seed=6)  # 20 components, 16 cells
-    assert "component index" in plot_roles(roles, mask, None, None, PATCHES, tmp_path / "roles.png")
+    z, radius, _ = bank()
+    stats = compute_stats(bank_embedding=z, bank_radius=radius, label_names=["a"], roles=roles, mask=mask,
+                          token_ids=None, id_to_token=None, preprocess=PATCHES)
+    assert stats.grid is None
+    assert "component index" in plot_roles(stats, tmp_path / "roles.png")
     assert (tmp_path / "roles.png").read_bytes()[:8] == PNG_MAGIC
 
 
@@ -148,13 +157,37 @@ def test_role_grid_means():
         role_grid(np.zeros((1, 7, 3)), np.ones((1, 7), dtype=bool), preprocess)
 
 
-def test_top_tokens():
-    e, p, n = [1.0, 0, 0], [0, 1.0, 0], [0, 0.4, 0.6]
-    token_ids = np.array([[5, 5, 7, 2, 0], [7, 5, 3, 3, 9]])
-    roles = np.array([[e, e, p, n, e], [e, p, n, n, e]])
-    mask = np.array([[1, 1, 1, 1, 0], [1, 1, 1, 1, 0]], dtype=bool)  # token 0 and 9 are padding
-    electron, proton, neutron = top_tokens(roles, mask, token_ids)
-    assert electron == [(5, 2), (7, 1)]
-    assert proton == [(5, 1), (7, 1)]  # tie broken by id
-    assert neutron == [(3, 2), (2, 1)]
-    assert top_tokens(roles, mask, token_ids, k=1)[2] == [(3, 2)]
+def test_top_tokens_rank_by_lift_not_by_count():
+    e, p, n = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]
+    # token 1 (a stop word): 40 occurrences, 60% electron; token 2: 6 occurrences, all electron;
+    # token 3: 3 occurrences, all electron (too rare); token 4: 20 proton; token 5: 10 neutron
+    items = [(1, e)] * 24 + [(1, p)] * 8 + [(1, n)] * 8 + [(2, e)] * 6 + [(3, e)] * 3 + [(4, p)] * 20 + [(5, n)] * 10
+    token_ids = np.array([[t for t, _ in items] + [9]])  # the last one is padding
+    roles = np.array([[r for _, r in items] + [e]])
+    mask = np.ones(token_ids.shape, dtype=bool)
+    mask[0, -1] = False
+    electron, proton, neutron = top_tokens(roles, mask, token_ids, min_count=5)
+    average_electron = 33 / 79  # electron share over the 79 real components
+    assert [s.token_id for s in electron] == [2, 1]  # the rare-but-pure token first, token 3 too rare
+    assert electron[0].count == 6 and electron[0].share == 1.0
+    np.testing.assert_allclose(electron[0].lift, 1 / average_electron)
+    np.testing.assert_allclose(electron[1].lift, 0.6 / average_electron)
+    assert [s.token_id for s in proton] == [4]  # token 1 is 20% proton: below the average 28/79, not listed
+    assert [s.token_id for s in neutron] == [5]
+    assert [s.token_id for s in top_tokens(roles, mask, token_ids, min_count=3)[0]] == [2, 3, 1]  # same lift: count
+    assert top_tokens(roles, mask, token_ids, k=1, min_count=5)[0][0].token_id == 2
+    assert top_tokens(roles, np.zeros_like(mask), token_ids) == [[], [], []]
+
+
+def test_stats_use_the_stored_projection(tmp_path):
+    z, radius, labels = bank(m=200)
+    roles, mask = random_roles(10, 16)
+    projection = fit_projection(z)
+    stats = compute_stats(bank_embedding=z, bank_radius=radius, label_names=["a", "b", "c"], roles=roles,
+                          mask=mask, token_ids=None, id_to_token=None, preprocess=PATCHES, projection=projection)
+    np.testing.assert_allclose(stats.plot_xy, projection.apply(z[stats.plot_rows]), rtol=1e-6)
+    assert stats.grid.shape == (3, 4, 4) and stats.tokens is None
+    out = stats.to_json()
+    json.dumps(out, allow_nan=False)  # plain JSON, NaN-free
+    assert out["summary"]["atoms in bank"] == 200 and len(out["role_grid"]) == 3
+    np.testing.assert_allclose(sum(out["role_shares"]), 1.0)

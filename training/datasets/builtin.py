@@ -101,7 +101,8 @@ def _image_dataset(
         label_names=[str(c) for c in range(10)],
         features=images.reshape(n, h * w),
         input_scale=input_scale,
-        preprocess={"kind": "patches", "image_shape": [h, w], "patch_shape": list(patch_shape)},
+        preprocess={"kind": "patches", "image_shape": [h, w], "patch_shape": list(patch_shape),
+                    "value_range": [0.0, 1.0 / input_scale]},  # raw pixels, for the explorer's drawing pad
         plan=plan,
         split_seed=split_seed,
         limit=limit,

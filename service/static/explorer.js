@@ -1,0 +1,325 @@
+// Atomizer explorer: plain JavaScript modules, no build step, nothing loaded from outside this service.
+// Flow: GET v1/model (asks for the API key on 401) -> GET v1/bank/map -> the input widget for the
+// model's modality -> POST v1/atomize -> components, composition, neighbours and the map, where the
+// input is placed by the bank's own stored projection (map.js).
+import { $, KEY_STORE, ROLE_COLOURS, api, article, el, fmt, labelColour as colourIn, svgEl } from "./common.js";
+import { drawMap as paintMap } from "./map.js";
+import { createPad } from "./pad.js";
+
+const ROLE_TEXT = {
+  electron: "the shell: sets the atom's radius",
+  proton: "in the nucleus: positive charge, sets the position",
+  neutron: "in the nucleus: no charge, sets the position",
+};
+const NEIGHBORS = 8;
+
+const state = { model: null, map: null, stats: null, input: null, result: null, requested: null, rank: "distance", pad: null };
+const labelColour = (label) => colourIn(state.map ? state.map.label_names : [], label);
+
+function setStatus(text, isError = false) {
+  const status = $("status");
+  status.textContent = text;
+  status.hidden = !text;
+  status.classList.toggle("error", isError);
+}
+
+// ---------------------------------------------------------------------------------- start
+
+async function start() {
+  try {
+    state.model = await api("v1/model");
+  } catch (error) {
+    if (error.status === 401) return askForKey(sessionStorage.getItem(KEY_STORE) ? error.message : "");
+    return setStatus(`Cannot load the model: ${error.message}`, true);
+  }
+  $("key-panel").hidden = true;
+  $("forget-key").hidden = !sessionStorage.getItem(KEY_STORE);
+  const map = await api("v1/bank/map").catch((error) => {
+    setStatus(`Cannot load the bank map: ${error.message}`, true);
+    return null;
+  });
+  state.map = map;
+  state.stats = map && map.stats; // null for a bundle exported without a report
+  renderModelCard();
+  setupInput();
+  $("main").hidden = false;
+  if (!map) return;
+  setStatus("");
+  $("results").hidden = false; // the map first; the other panels once there is an answer
+  drawMap();
+  if (state.model.modality === "text") runText();
+}
+
+function askForKey(message) {
+  setStatus("");
+  $("key-panel").hidden = false;
+  $("key-error").textContent = message;
+  $("key-input").focus();
+}
+
+$("key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem(KEY_STORE, $("key-input").value.trim());
+  $("key-input").value = "";
+  start();
+});
+
+$("forget-key").addEventListener("click", () => {
+  sessionStorage.removeItem(KEY_STORE);
+  location.reload();
+});
+
+// ---------------------------------------------------------------------------------- model card
+
+function precision(modelFile) {
+  if (/int8/.test(modelFile)) return "int8";
+  if (/fp16/.test(modelFile)) return "fp16";
+  return "fp32";
+}
+
+function renderModelCard() {
+  const m = state.model;
+  const metrics = m.training.metrics || {};
+  const facts = [
+    ["name", m.name], ["version", m.version], ["modality", m.modality],
+    ["input", m.modality === "text" ? `up to ${m.input.max_components} tokens`
+      : imageShape() ? `${imageShape().join(" × ")} image, ${patchShape().join(" × ")} patches`
+      : `${m.input.max_components} components × ${m.input.component_dim}`],
+    ["trained on", `${m.training.dataset}, ${m.training.epochs} epoch${m.training.epochs === 1 ? "" : "s"}, seed ${m.training.seed}`],
+  ];
+  for (const [key, name] of [["test_accuracy", "test accuracy"], ["knn_accuracy", "kNN accuracy"],
+    ["best_val_accuracy", "best val. accuracy"]]) {
+    if (typeof metrics[key] === "number") facts.push([name, metrics[key].toFixed(3)]);
+  }
+  facts.push(["labels", m.label_names.join(", ")], ["embedding", `${m.embedding_dim} dimensions`],
+    ["potential", `${m.potential.kind}, λ = ${m.potential.weight}`],
+    ["device", `${m.runtime.device} (${m.runtime.provider.replace("ExecutionProvider", "")}), ${m.runtime.precision || precision(m.runtime.model_file)}`],
+    ["bank", `${m.bank.atoms.toLocaleString("en")} atoms, ${m.bank.search} search`]);
+  $("model-facts").replaceChildren(...facts.flatMap(([name, value]) => [el("dt", { text: name }), el("dd", { text: value })]));
+  document.title = `${m.name} · Atomizer explorer`;
+
+  const shares = state.stats ? state.stats.role_shares : null;
+  $("role-legend").replaceChildren(...m.role_names.map((role, i) => el("li", {},
+    el("span", { class: "swatch", style: `background:${ROLE_COLOURS[role]}` }),
+    el("span", { text: `${role}${shares ? ` (${(100 * shares[i]).toFixed(0)}% of components)` : ""}: ${ROLE_TEXT[role] || ""}` }))));
+
+  const tops = state.stats && state.stats.top_tokens;
+  const box = $("role-tokens");
+  box.replaceChildren();
+  if (tops) {
+    box.append(el("h3", { text: "Most characteristic tokens" }),
+      el("p", { class: "hint", text: `by lift over the role's average share, seen at least ${state.stats.min_token_count} times (training report)` }));
+    for (const role of m.role_names) {
+      const line = el("p", {}, el("span", { class: "swatch", style: `background:${ROLE_COLOURS[role]}` }), ` ${role}: `);
+      for (const t of (tops[role] || []).slice(0, 8)) {
+        line.append(el("span", { class: "tok", title: `lift ${t.lift.toFixed(2)}, ${t.count} times`, text: t.token }));
+      }
+      box.append(line);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------- input
+
+const imageShape = () => (state.model.input.preprocess || {}).image_shape;
+const patchShape = () => (state.model.input.preprocess || {}).patch_shape;
+
+function setupInput() {
+  const modality = state.model.modality;
+  $("text-form").hidden = modality !== "text";
+  $("pad-form").hidden = !(modality === "numeric" && imageShape());
+  $("numbers-form").hidden = !(modality === "numeric" && !imageShape());
+  if (modality === "numeric" && imageShape()) setupPad();
+}
+
+$("text-form").addEventListener("submit", (event) => { event.preventDefault(); runText(); });
+$("text-input").addEventListener("keydown", (event) => { // Enter atomizes; Shift+Enter starts a new line
+  if (event.key === "Enter" && !event.shiftKey) { event.preventDefault(); runText(); }
+});
+$("numbers-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const rows = $("numbers-input").value.trim().split(/\n+/).map((line) => line.trim().split(/[\s,]+/).filter(Boolean).map(Number));
+  const value = rows.every((row) => row.length === 1) ? rows.map((row) => row[0]) : rows;
+  atomize(value);
+});
+for (const radio of document.querySelectorAll("input[name=rank]")) {
+  radio.addEventListener("change", () => { state.rank = radio.value; if (state.input !== null) atomize(state.input); });
+}
+
+function runText() {
+  const text = $("text-input").value.trim();
+  if (text) atomize(text);
+}
+
+async function atomize(value) {
+  $("input-error").textContent = "";
+  try {
+    const body = JSON.stringify({ inputs: [value], neighbors: NEIGHBORS, rank_by: state.rank,
+      include: ["embedding", "composition", "components", "neighbors"] });
+    const response = await api("v1/atomize", { method: "POST", body });
+    const result = response.results[0];
+    const ids = result.neighbors.map((n) => n.id).join(",");
+    const requested = ids ? (await api(`v1/bank/map?limit=0&ids=${encodeURIComponent(ids)}`)).requested : null;
+    state.input = value;
+    state.result = result;
+    state.requested = requested;
+    renderResult();
+  } catch (error) {
+    if (error.status === 401) return askForKey(error.message);
+    $("input-error").textContent = error.message;
+  }
+}
+
+// ---------------------------------------------------------------------------------- drawing pad
+
+function setupPad() {
+  state.pad = createPad(imageShape(), runPad);
+  $("pad-clear").addEventListener("click", () => state.pad.clear());
+  $("pad-run").addEventListener("click", runPad);
+  $("pad-overlay-toggle").addEventListener("change", () => { $("pad-overlay").style.opacity = $("pad-overlay-toggle").checked ? 1 : 0; });
+}
+
+function runPad() { // the ink (0..1) in the model's raw pixel range
+  const [low, high] = (state.model.input.preprocess || {}).value_range || [0, 255];
+  atomize(Array.from(state.pad.values, (v) => low + v * (high - low)));
+}
+
+// ---------------------------------------------------------------------------------- results
+
+function renderResult() {
+  for (const id of ["components-panel", "composition-panel", "neighbors-panel"]) $(id).hidden = false;
+  renderComponents();
+  renderComposition();
+  renderNeighbors();
+  drawMap();
+}
+
+function probabilityRows(probabilities) {
+  return el("div", { class: "probs" }, ...Object.entries(probabilities).flatMap(([role, p]) => [
+    el("span", { text: role }),
+    el("span", {}, el("span", { class: "bar", style: `--c:${ROLE_COLOURS[role]};width:${(100 * p).toFixed(1)}%;display:block` })),
+    el("span", { text: p.toFixed(3) }),
+  ]));
+}
+
+function showDetail(component) {
+  const what = component.token !== undefined ? `“${component.token}”` : `patch ${component.index}`;
+  $("component-detail").replaceChildren(el("div", { text: `${what} is ${article(component.role)} ${component.role}` }), probabilityRows(component.probabilities));
+}
+
+function renderComponents() {
+  const components = state.result.components;
+  const box = $("components");
+  box.replaceChildren();
+  $("component-detail").replaceChildren();
+  const overlay = $("pad-overlay");
+  overlay.replaceChildren();
+  if (imageShape() && state.model.modality === "numeric") {
+    const [, width] = imageShape();
+    const [ph, pw] = patchShape();
+    const columns = width / pw;
+    components.forEach((c) => {
+      const x = (c.index % columns) * pw;
+      const y = Math.floor(c.index / columns) * ph;
+      // A light tint and an inset border in the role's colour, and its initial: a grey tint alone
+      // (neutron) would read as ink on the drawing.
+      const inset = 0.06 * pw;
+      const rect = svgEl("rect", { x: x + inset, y: y + inset, width: pw - 2 * inset, height: ph - 2 * inset,
+        fill: ROLE_COLOURS[c.role], "fill-opacity": 0.12, stroke: ROLE_COLOURS[c.role], "stroke-width": 0.06 * pw,
+        tabindex: 0, class: "patch", "data-role": c.role, "aria-label": `patch ${c.index}: ${c.role}` });
+      rect.append(svgEl("title", {}, `patch ${c.index}: ${c.role}`));
+      rect.addEventListener("mouseenter", () => showDetail(c));
+      rect.addEventListener("focus", () => showDetail(c));
+      const letter = svgEl("text", { x: x + 0.18 * pw, y: y + 0.42 * ph, "font-size": 0.3 * ph, class: "patch-role",
+        fill: ROLE_COLOURS[c.role] }, c.role[0]);
+      overlay.append(rect, letter);
+    });
+    const counts = {};
+    components.forEach((c) => { counts[c.role] = (counts[c.role] || 0) + 1; });
+    box.append(el("p", { class: "hint", text: `${components.length} patches, shown on the drawing: ` +
+      Object.entries(counts).map(([role, n]) => `${n} ${role}${n === 1 ? "" : "s"}`).join(", ") }));
+    return;
+  }
+  for (const c of components) {
+    const label = c.token !== undefined ? c.token : `#${c.index}`;
+    const chip = el("span", { class: "component", tabindex: 0, "data-role": c.role, style: `--c:${ROLE_COLOURS[c.role]}`,
+      "aria-label": `${label}: ${c.role}` }, el("span", { text: label }), el("span", { class: "role", text: c.role }));
+    chip.addEventListener("mouseenter", () => showDetail(c));
+    chip.addEventListener("focus", () => showDetail(c));
+    box.append(chip);
+  }
+  if (components.length) showDetail(components[0]);
+}
+
+function renderComposition() {
+  const c = state.result.composition;
+  const n = state.result.components.length || 1;
+  const [rMin, rMax] = state.model.radius_range;
+  const svg = $("composition-chart");
+  svg.replaceChildren();
+  const width = svg.clientWidth || 420;
+  svg.setAttribute("viewBox", `0 0 ${width} 205`);
+  svg.setAttribute("aria-label", `electrons ${fmt(c.electrons, 2)}, protons ${fmt(c.protons, 2)}, neutrons ${fmt(c.neutrons, 2)}, ` +
+    `mass ${fmt(c.mass, 2)}, charge ${fmt(c.charge, 3)}, radius ${fmt(c.radius, 3)}`);
+  const left = 90, right = width - 70, barWidth = right - left;
+  const rows = [["electrons", c.electrons, ROLE_COLOURS.electron], ["protons", c.protons, ROLE_COLOURS.proton],
+    ["neutrons", c.neutrons, ROLE_COLOURS.neutron]];
+  rows.forEach(([name, value, colour], i) => {
+    const y = 8 + i * 24;
+    svg.append(svgEl("text", { x: 0, y: y + 13 }, name),
+      svgEl("rect", { x: left, y, width: barWidth, height: 17, fill: "#eef1f5" }),
+      svgEl("rect", { x: left, y, width: Math.max(1, (barWidth * value) / n), height: 17, fill: colour, class: "comp-bar", "data-name": name }),
+      svgEl("text", { x: right + 6, y: y + 13 }, fmt(value, 2)));
+  });
+  svg.append(svgEl("text", { x: left, y: 92, class: "muted" }, `of ${n} components`));
+  // mass as a number; charge on a -1..1 axis; radius between the model's bounds
+  svg.append(svgEl("text", { x: 0, y: 118 }, "mass"), svgEl("text", { x: left, y: 118 }, `${fmt(c.mass, 2)} (protons + neutrons)`));
+  const gauge = (y, name, value, low, high, labelText) => {
+    const t = Math.min(1, Math.max(0, (value - low) / (high - low || 1)));
+    svg.append(svgEl("text", { x: 0, y: y + 4 }, name),
+      svgEl("line", { x1: left, x2: right, y1: y, y2: y, stroke: "#9aa3b3", "stroke-width": 2 }),
+      svgEl("text", { x: left, y: y + 16, class: "muted" }, String(low)),
+      svgEl("text", { x: right, y: y + 16, class: "muted", "text-anchor": "end" }, String(high)),
+      svgEl("circle", { cx: left + t * barWidth, cy: y, r: 6, fill: "#1d2330" }),
+      svgEl("text", { x: right + 6, y: y + 4 }, labelText));
+  };
+  gauge(144, "charge", c.charge, -1, 1, fmt(c.charge, 3));
+  gauge(176, "radius", c.radius, rMin, rMax, fmt(c.radius, 3));
+}
+
+function storedText(neighbor) { // what a bank built by `atomize index` stored with the atom
+  const metadata = neighbor.metadata;
+  if (!metadata) return null;
+  if (typeof metadata !== "object") return String(metadata);
+  const { text, ...rest } = metadata;
+  const others = Object.keys(rest).length ? JSON.stringify(rest) : "";
+  return text !== undefined ? [String(text), others].filter(Boolean).join(" ") : others || null;
+}
+
+function renderNeighbors() {
+  const neighbors = state.result.neighbors;
+  const anyStored = neighbors.some((n) => storedText(n) !== null); // bundle banks store no text; user banks may
+  $("stored-header").hidden = !anyStored;
+  $("neighbors").tBodies[0].replaceChildren(...neighbors.map((n, i) => el("tr", {},
+    el("td", { text: i + 1 }), el("td", { text: n.id }),
+    el("td", {}, el("span", { class: "swatch", style: `background:${labelColour(n.label)}` }), ` ${n.label ?? "–"}`),
+    el("td", { class: "num", text: fmt(n.distance, 4) }), el("td", { class: "num", text: fmt(n.energy, 4) }),
+    ...(anyStored ? [el("td", { class: "stored", text: storedText(n) ?? "–" })] : []))));
+}
+
+// ---------------------------------------------------------------------------------- map
+
+function drawMap() {
+  const map = state.map;
+  paintMap({ map, result: state.result, requested: state.requested, zoomed: $("map-zoom").checked, colourOf: labelColour });
+  $("map-caption").textContent = `${map.sampled.toLocaleString("en")} of ${map.total.toLocaleString("en")} bank atoms on the ` +
+    "bank's top two principal axes (fitted once at export), each drawn with its radius. Your input (black, with a cross) " +
+    "is placed by the same projection, its circle dashed; lines join it to its nearest atoms (ringed). The map shrinks distances, so atoms look closer than they are.";
+  $("map-legend").replaceChildren(...map.label_names.map((name) => el("li", {},
+    el("span", { class: "swatch", style: `background:${labelColour(name)}` }), name)));
+}
+
+$("map-zoom").addEventListener("change", () => drawMap());
+window.addEventListener("resize", () => { if (state.result) { drawMap(); renderComposition(); } });
+
+start();
