@@ -313,7 +313,17 @@ class _Serial:
 
 
 def read_records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    """The records of a results file; a job recorded twice (two runs of the suite that overlapped)
+    counts once, its first record."""
+    records, seen = [], set()
+    for line in path.read_text().splitlines() if path.exists() else []:
+        if line.strip():
+            record = json.loads(line)
+            key = record.get("key") or (record["dataset"], record["method"], record["phase"])
+            if key not in seen:
+                seen.add(key)
+                records.append(record)
+    return records
 
 
 def main(argv: list[str] | None = None) -> int:
