@@ -10,12 +10,12 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEFAULT_TRAIN ?= --epochs 3 --batch-size 64 --lr 3e-3
 
-.PHONY: setup browser test run bundle bundle-small bench-quality bench-quality-backbone bench-serve check-prometheus check-image clean
+.PHONY: setup browser test run bundle bundle-small bench-quality bench-quality-backbone bench-serve bench-bank check-prometheus check-image clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[train,serve,dev]'
+	$(PY) -m pip install -q -e '.[train,serve,dev,cluster]'
 	touch $@
 
 setup: $(STAMP)
@@ -70,6 +70,20 @@ bench-quality-backbone: setup
 
 bench-serve: setup bundle
 	$(PY) benchmarks/serve.py --bundle $(BUNDLE)
+
+# Banks of 10^4..10^6 atoms derived from real all-MiniLM-L6-v2 embeddings of tweets, exact vs
+# HNSW vs IVF; then /v1/atomize with and without neighbours at 10^5 atoms (a 384-dim tweets bundle).
+BANK_WORK ?= runs/bench-bank
+$(BANK_WORK)/minilm_tweets.npz: | $(STAMP)
+	$(PY) benchmarks/minilm_embed.py --limit 16000 --out $@
+
+$(BANK_WORK)/bundle/manifest.json: | $(STAMP)
+	$(ATOMIZE) train --dataset tweets --out $(BANK_WORK)/run --epochs 2 --model '{"embedding_dim": 384}' --no-progress
+	$(ATOMIZE) export $(BANK_WORK)/run --out $(BANK_WORK)/bundle
+
+bench-bank: setup $(BANK_WORK)/minilm_tweets.npz $(BANK_WORK)/bundle/manifest.json
+	$(PY) benchmarks/bank.py search --embeddings $(BANK_WORK)/minilm_tweets.npz
+	$(PY) benchmarks/bank.py e2e --bundle $(BANK_WORK)/bundle --work $(BANK_WORK)
 
 clean:
 	rm -rf runs bundles .pytest_cache

@@ -11,12 +11,15 @@ stops.
 The OpenAPI document is built from the served bundle and the settings: the request bodies are
 the app's own request models (service/schemas.py), a numeric model has no /v1/embeddings, and
 with ATOM_METRICS_PORT /metrics is not on the API port.
+SIGHUP reloads the bank (`--bank` or the bundle's own) without dropping requests: see
+`reload_bank`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -25,10 +28,13 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from contract.bank import BankError
+
 from .batcher import Batcher, BatchingConfig
 from .bundle import Bundle, BundleError, load_bundle
 from .config import Settings
 from .metrics import Metrics
+from .neighbors import ServedBank, load_served_bank
 from .routes import atomize, embeddings, explorer, meta
 from .routes.deps import ServiceState
 from .routes.handlers import install_exception_handlers
@@ -48,7 +54,8 @@ def batching_config(settings: Settings) -> BatchingConfig:
     )
 
 
-def start_runtime(settings: Settings, metrics: Metrics, bundle: Bundle | None, state: ServiceState) -> Runtime:
+def start_runtime(settings: Settings, metrics: Metrics, bundle: Bundle | None, bank: ServedBank | None,
+                  state: ServiceState) -> Runtime:
     """Blocking start-up work, run in a thread: load, validate, open the session, warm up."""
     if bundle is None:
         bundle = load_bundle(settings.bundle, digest=settings.pinned_digest)
@@ -56,13 +63,62 @@ def start_runtime(settings: Settings, metrics: Metrics, bundle: Bundle | None, s
         raise BundleError(bundle.path / "manifest.json",
                           f"bundle digest {bundle.digest} is not the pinned {settings.pinned_digest}")
     state.started["bundle_loaded"] = True
-    state.started["bank_loaded"] = True  # load_bundle validated and loaded atoms.npz
+    if bank is None:
+        bank = load_served_bank(bundle, settings.bank)
+    state.started["bank_loaded"] = True
     runtime = Runtime(
-        bundle, device=settings.device, precision=settings.precision, max_components_per_input=settings.max_components_per_input, metrics=metrics
+        bundle, device=settings.device, precision=settings.precision,
+        max_components_per_input=settings.max_components_per_input, metrics=metrics, bank=bank,
     )
     runtime.warm_up()
     state.started["session_warmed_up"] = True
     return runtime
+
+
+async def reload_bank(settings: Settings, runtime: Runtime, metrics: Metrics) -> bool:
+    """Load the bank again (the file may have been replaced) and swap it in; False if it failed.
+
+    The new bank is loaded and validated off the event loop while requests go on being served
+    from the old one; the swap is one reference assignment, so a batch already running
+    finishes on the bank it started with. A bank that fails to load leaves the old one served.
+    """
+    try:
+        bank = await asyncio.to_thread(load_served_bank, runtime.bundle, settings.bank)
+    except (BankError, OSError) as exc:
+        log.error("bank reload failed, still serving version %s: %s", runtime.bank.version, exc)
+        metrics.bank_reloads.labels(result="failed").inc()
+        return False
+    runtime.bank = bank
+    metrics.set_bank(len(bank), bank.version, bank.index.spec.kind)
+    metrics.bank_reloads.labels(result="ok").inc()
+    log.info("bank reloaded: %d atoms, version %s", len(bank), bank.version)
+    return True
+
+
+class ReloadOnSighup:
+    """SIGHUP reloads the bank (where the platform has SIGHUP and this is the main thread)."""
+
+    def __init__(self, settings: Settings, runtime: Runtime, metrics: Metrics):
+        self.loop = asyncio.get_running_loop()
+        self.tasks: set[asyncio.Task] = set()
+        self.installed = False
+        if not hasattr(signal, "SIGHUP"):
+            return
+        try:
+            self.loop.add_signal_handler(signal.SIGHUP, self._reload, settings, runtime, metrics)
+            self.installed = True
+        except (RuntimeError, ValueError):  # not the main thread (e.g. an app run inside a test client)
+            log.debug("no SIGHUP handler: not in the main thread")
+
+    def _reload(self, settings: Settings, runtime: Runtime, metrics: Metrics) -> None:
+        log.info("SIGHUP: reloading the bank")
+        task = self.loop.create_task(reload_bank(settings, runtime, metrics))
+        self.tasks.add(task)  # a reference, so the task is not collected mid-way
+        task.add_done_callback(self.tasks.discard)
+
+    def close(self) -> None:
+        if self.installed:
+            self.loop.remove_signal_handler(signal.SIGHUP)
 
 
 def models_for(runtime: Runtime, settings: Settings) -> RequestModels:
@@ -115,8 +171,9 @@ def openapi_document(app: FastAPI, state: ServiceState) -> dict[str, Any]:
     return document
 
 
-def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None) -> FastAPI:
-    """The service for `settings`; pass an already loaded `bundle` to skip loading it again."""
+def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None,
+               bank: ServedBank | None = None) -> FastAPI:
+    """The service for `settings`; pass an already loaded `bundle` (and `bank`) to skip loading again."""
     settings = settings or Settings()
     metrics = Metrics()
     state = ServiceState(settings=settings, metrics=metrics)
@@ -124,14 +181,15 @@ def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            runtime = await asyncio.to_thread(start_runtime, settings, metrics, bundle, state)
-        except (BundleError, DeviceError) as exc:
+            runtime = await asyncio.to_thread(start_runtime, settings, metrics, bundle, bank, state)
+        except (BundleError, BankError, DeviceError) as exc:
             log.error("cannot start: %s", exc)
             raise
         manifest = runtime.manifest
         metrics.model_info.labels(name=manifest.name, version=manifest.version, provider=runtime.provider,
                                   digest=runtime.bundle.digest).set(1)
-        metrics.bank_atoms.set(len(runtime.index))
+        metrics.set_bank(len(runtime.bank), runtime.bank.version, runtime.bank.index.spec.kind)
+        reloads = ReloadOnSighup(settings, runtime, metrics)
         metrics_server = start_metrics_server(settings, metrics) if settings.metrics_port is not None else None
         batcher = Batcher(runtime.run, batching_config(settings), metrics)
         batcher.start()
@@ -143,6 +201,7 @@ def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None
         try:
             yield
         finally:
+            reloads.close()
             state.stopping = True
             await batcher.stop()
             state.prepare_pool.shutdown(wait=False, cancel_futures=True)

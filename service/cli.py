@@ -28,6 +28,7 @@ def _flag(name: str) -> Any:
 
 def serve(
     bundle: Annotated[Optional[Path], _flag("bundle")] = None,
+    bank: Annotated[Optional[Path], _flag("bank")] = None,
     bundle_digest: Annotated[Optional[str], _flag("bundle_digest")] = None,
     host: Annotated[Optional[str], _flag("host")] = None,
     port: Annotated[Optional[int], _flag("port")] = None,
@@ -73,16 +74,20 @@ def run(settings: Settings) -> None:
     except ImportError as exc:
         typer.echo(f"serving needs the `serve` extra (pip install 'atomizer[serve]'): {exc}", err=True)
         raise typer.Exit(1) from None
+    from contract.bank import BankError
+
     from .bundle import BundleError, load_bundle
+    from .neighbors import load_served_bank
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         # Validated before uvicorn starts, so a bad bundle is one line, not a traceback.
         bundle = load_bundle(settings.bundle, digest=settings.pinned_digest)
-    except BundleError as exc:
+        bank = load_served_bank(bundle, settings.bank)
+    except (BundleError, BankError) as exc:
         log.error("cannot start: %s", exc)
         raise typer.Exit(1) from None
-    app = create_app(settings, bundle=bundle)
+    app = create_app(settings, bundle=bundle, bank=bank)
     config = uvicorn.Config(
         app,
         host=settings.host,

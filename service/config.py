@@ -17,6 +17,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ATOM_", frozen=True, extra="forbid")
 
     bundle: Path = Field(Path("bundles/tweets"), description="model bundle folder (manifest.json, encoder.onnx, ...)")
+    bank: Path | None = Field(
+        None, description="bank folder from `atomize index` to find neighbours in (default: the bundle's atoms.npz); "
+        "reloaded on SIGHUP"
+    )
     bundle_digest: str | None = Field(
         None, description="pin: refuse to start unless the bundle has this digest (printed by `atomize export`)"
     )

@@ -51,6 +51,19 @@ class Metrics:
             ["name", "version", "provider", "digest"], registry=r,
         )
         self.bank_atoms = Gauge("atom_bank_atoms", "atoms in the reference bank", registry=r)
+        self.bank_info = Gauge(
+            "atom_bank_info", "the served bank (value 1): version = sha256 prefix of its atoms", ["version", "index"],
+            registry=r,
+        )
+        self.bank_reloads = Counter("atom_bank_reloads_total", "bank reloads (SIGHUP) by result", ["result"], registry=r)
+        for result in ("ok", "failed"):
+            self.bank_reloads.labels(result=result)
+
+    def set_bank(self, atoms: int, version: str, index: str) -> None:
+        """The bank gauges for a newly served bank (the old version's series is removed)."""
+        self.bank_atoms.set(atoms)
+        self.bank_info.clear()
+        self.bank_info.labels(version=version, index=index).set(1)
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type."""

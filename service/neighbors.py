@@ -1,110 +1,81 @@
-"""Exact nearest-atom search over the reference bank, vectorised over a batch of queries.
+"""The bank the service answers neighbours from: the bundle's own atoms.npz, or a bank folder.
 
-Candidates come from squared distances by one matrix product (||q||^2 + ||b||^2 - 2 q.b) and
-`argpartition`; the few chosen candidates then get their distance recomputed from the
-difference vectors, because the matrix-product form loses the small distances to cancellation
-(a bank atom's distance to itself would read ~1e-3 instead of 0 in float32).
+The search itself is `contract.index.AtomIndex` (FAISS), shared with evaluation and the
+training report. A `ServedBank` is immutable once loaded; a reload (SIGHUP) builds a new one
+and swaps the runtime's reference, so a batch keeps the bank it started with and the requests
+in flight finish on the old bank.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+import functools
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .bundle import Bank, PotentialSpec
+from contract.bank import NO_LABEL, MetadataReader, load_bank
+from contract.index import EMPTY, AtomIndex, IndexSpec, Neighbors, RankBy, set_threads
+
+from .bundle import Bundle
 from .potential import pair_energy
 
-RankBy = Literal["distance", "energy"]
-# Queries are processed in chunks so the (queries, bank) score matrix stays ~64 MB at most.
-MAX_SCORE_ELEMENTS = 1 << 24
-TIE_BREAK = 1e-9
+__all__ = ["EMPTY", "Neighbors", "RankBy", "ServedBank", "load_served_bank"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Neighbors:
-    """One query's neighbors, best first: bank rows, distances and pair energies, each (k,)."""
-
-    rows: np.ndarray
-    distance: np.ndarray
-    energy: np.ndarray
-
-
-EMPTY = Neighbors(np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.float32))
-
-
-class NeighborIndex:
-    def __init__(self, bank: Bank, potential: PotentialSpec):
-        self.bank = bank
-        self.potential = potential
-        self._sq_norm = np.einsum("md,md->m", bank.embedding, bank.embedding)  # (M,)
-        # (k, M) copy for the score product. einsum, not `@`: BLAS starts its own threads, which
-        # fight ONNX Runtime's for the same cores; on the 2-core test machine a 1-query search
-        # over 27k atoms took 7.6 ms through BLAS and 0.2 ms through einsum on this layout.
-        self._embedding_t = np.ascontiguousarray(bank.embedding.T)
+class ServedBank:
+    index: AtomIndex
+    id: np.ndarray  # (M,) int64 or str
+    label: np.ndarray  # (M,) int64, an index into label_names or NO_LABEL
+    label_names: list[str]
+    version: str  # what the bank-version metric and /v1/model show
+    info: dict[str, Any]  # /v1/model's `bank`
+    metadata: MetadataReader | None = field(default=None, compare=False)
 
     def __len__(self) -> int:
-        return len(self.bank)
+        return len(self.index)
 
-    def search(
-        self,
-        embedding: np.ndarray,  # (B, k) float32
-        radius: np.ndarray,  # (B,)
-        charge: np.ndarray,  # (B,)
-        counts: Sequence[int],  # neighbors wanted per query; 0 = none
-        rank_by: Sequence[RankBy],
-    ) -> list[Neighbors]:
-        results = [EMPTY] * len(counts)
-        size = len(self.bank)
-        for mode in ("distance", "energy"):
-            rows = [i for i, (k, r) in enumerate(zip(counts, rank_by)) if k > 0 and r == mode and size > 0]
-            chunk = max(1, MAX_SCORE_ELEMENTS // max(size, 1))
-            for start in range(0, len(rows), chunk):
-                part = rows[start : start + chunk]
-                k_max = min(max(counts[i] for i in part), size)
-                found = self._search_rows(embedding[part], radius[part], charge[part], k_max, mode)
-                for i, neighbors in zip(part, found):
-                    k = min(counts[i], size)
-                    results[i] = Neighbors(neighbors.rows[:k], neighbors.distance[:k], neighbors.energy[:k])
-        return results
+    def search(self, embedding, radius, charge, counts, rank_by) -> list[Neighbors]:
+        return self.index.search(embedding, radius, charge, counts, rank_by)
 
-    def _search_rows(
-        self, query: np.ndarray, radius: np.ndarray, charge: np.ndarray, k: int, mode: RankBy
-    ) -> list[Neighbors]:
-        bank = self.bank
-        # (A, M) ||b||^2 - 2 q.b, in place: the bank-sized passes are what this search costs.
-        score = np.einsum("ad,dm->am", query, self._embedding_t)
-        score *= -2.0
-        score += self._sq_norm[None, :]
-        if mode == "energy":  # energy is not monotone in distance: the whole row is needed
-            score += np.einsum("bd,bd->b", query, query)[:, None]  # now squared distances
-            np.maximum(score, 0.0, out=score)
-            sq = score
-            score = pair_energy(
-                np.sqrt(sq), radius[:, None], bank.radius[None, :], charge[:, None], bank.charge[None, :], self.potential
-            )
-            # Every atom past the cutoff has energy exactly 0; a distance term far below float32
-            # resolution of any non-zero energy makes the nearer of those win, deterministically.
-            score += TIE_BREAK * sq
-        if k < score.shape[1]:
-            candidates = np.argpartition(score, k - 1, axis=1)[:, :k]  # (A, k), unordered
-        else:
-            candidates = np.broadcast_to(np.arange(score.shape[1]), score.shape)
-        diff = query[:, None, :] - bank.embedding[candidates]  # (A, k, d)
-        distance = np.sqrt(np.einsum("akd,akd->ak", diff, diff))
-        energy = pair_energy(
-            distance, radius[:, None], bank.radius[candidates], charge[:, None], bank.charge[candidates], self.potential
-        )
-        # Last key is primary. Ties (e.g. zero energy past the cutoff) go to the nearer atom,
-        # then to the lower bank row, so equal requests get equal answers.
-        keys = (candidates, distance) if mode == "distance" else (candidates, distance, energy)
-        order = np.lexsort(keys, axis=1)
-        rows = np.take_along_axis(candidates, order, axis=1)
-        distance = np.take_along_axis(distance, order, axis=1)
-        energy = np.take_along_axis(energy, order, axis=1)
-        return [
-            Neighbors(rows[a].astype(np.int64), distance[a].astype(np.float32), energy[a].astype(np.float32))
-            for a in range(rows.shape[0])
-        ]
+    def describe(self, row: int) -> dict[str, Any]:
+        """id, label and (for a bank folder) the stored metadata of one bank atom."""
+        code = int(self.label[row])
+        label = self.label_names[code] if 0 <= code < len(self.label_names) else (None if code == NO_LABEL else str(code))
+        out: dict[str, Any] = {"id": self.id[row].item(), "label": label}
+        if self.metadata is not None:
+            out["metadata"] = self.metadata[row]
+        return out
+
+
+def load_served_bank(bundle: Bundle, path: Path | None = None) -> ServedBank:
+    """The bank folder at `path` (validated against the bundle), or the bundle's own atoms.
+
+    Raises contract.bank.BankError (one line naming the file and the problem).
+    """
+    set_threads(1)  # searches are small and share the cores with ONNX Runtime (contract/index.py)
+    energy = functools.partial(pair_energy, spec=bundle.manifest.potential)
+    if path is None:
+        own = bundle.bank
+        # Exact: this index is built at every start-up, and an HNSW build over the default
+        # bundle's 26,814 x 384 atoms would add tens of seconds there (benchmarks/results/bank.md);
+        # `atomize index` builds an approximate index once, offline.
+        index = AtomIndex(own.embedding, own.radius, own.charge, spec=IndexSpec("flat"), energy=energy)
+        version = bundle.manifest.files["atoms.npz"][:12]
+        info = {"atoms": len(index), "source": "bundle", "search": index.spec.kind, "index": index.spec.to_dict(),
+                "version": version}
+        return ServedBank(index, own.id, own.label, list(bundle.manifest.label_names), version, info)
+    bank = load_bank(path, bundle_digest=bundle.digest, embedding_dim=bundle.manifest.embedding_dim)
+    arrays, manifest = bank.arrays, bank.manifest
+    index = AtomIndex(arrays.embedding, arrays.radius, arrays.charge, spec=manifest.index.spec,
+                      faiss_index=bank.faiss_index, energy=energy)
+    info = {"atoms": len(index), "source": str(path), "search": manifest.index.kind, "index": manifest.index.model_dump(),
+            "version": bank.version, "built_with": manifest.built_with.model_dump(), "created_at": manifest.created_at,
+            "label_names": manifest.label_names, "metadata_fields": manifest.metadata_fields}
+    log.info("bank %s: %d atoms, %s index, version %s", path, len(index), manifest.index.kind, bank.version)
+    return ServedBank(index, arrays.id, arrays.label, list(manifest.label_names), bank.version, info, bank.metadata)

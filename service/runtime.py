@@ -21,7 +21,7 @@ from . import preprocess
 from .bundle import Bundle
 from .inputs import NumericInputs, TextInputs
 from .metrics import Metrics
-from .neighbors import EMPTY, NeighborIndex, Neighbors, RankBy
+from .neighbors import EMPTY, Neighbors, RankBy, ServedBank, load_served_bank
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class ItemResult:
     roles: np.ndarray  # (n, 3) float32, rows sum to 1
     composition: np.ndarray  # (6,) float32, columns = manifest.composition_fields
     neighbors: Neighbors
+    bank: ServedBank  # the bank the neighbors' rows index: the one the batch started with
 
 
 def session_options() -> ort.SessionOptions:
@@ -93,7 +94,8 @@ def create_session(bundle: Bundle, device: str, precision: str = "auto") -> tupl
 
 class Runtime:
     def __init__(self, bundle: Bundle, *, device: str = "auto", precision: str = "auto",
-                 max_components_per_input: int = 1024, metrics: Metrics | None = None):
+                 max_components_per_input: int = 1024, metrics: Metrics | None = None,
+                 bank: ServedBank | None = None):
         self.bundle = bundle
         self.manifest = bundle.manifest
         self.spec = bundle.manifest.input
@@ -112,9 +114,10 @@ class Runtime:
         self._values_dtype = np.int64 if self.spec.modality == "text" else np.float32
         composition = self.manifest.composition_fields
         self._radius_col, self._charge_col = composition.index("radius"), composition.index("charge")
-        self.index = NeighborIndex(bundle.bank, self.manifest.potential)
+        # Replaced whole by a bank reload (SIGHUP); each batch reads it once (see `run`).
+        self.bank = bank if bank is not None else load_served_bank(bundle)
         log.info("model %s %s: %s on %s (onnxruntime %s), bank of %d atoms", self.manifest.name,
-                 self.manifest.version, self.model_file, self.provider, ort.__version__, len(self.index))
+                 self.manifest.version, self.model_file, self.provider, ort.__version__, len(self.bank))
 
     # ---- preprocessing -------------------------------------------------------------------
 
@@ -162,13 +165,13 @@ class Runtime:
     def run(self, items: Sequence[Item], *, record: bool = True) -> list[ItemResult]:
         """The batch's results, in order; `record=False` keeps it out of the metrics (warm-up)."""
         started = time.perf_counter()
+        bank = self.bank  # one bank for the whole batch, even if a reload swaps it meanwhile
         embedding, roles, composition = self.infer(self.pad(items))
         searched = time.perf_counter()
         counts = [item.neighbors for item in items]
         if any(counts):
-            neighbors = self.index.search(embedding, composition[:, self._radius_col],
-                                          composition[:, self._charge_col], counts,
-                                          [item.rank_by for item in items])
+            neighbors = bank.search(embedding, composition[:, self._radius_col], composition[:, self._charge_col],
+                                    counts, [item.rank_by for item in items])
         else:
             neighbors = [EMPTY] * len(items)
         if self.metrics is not None and record:
@@ -177,7 +180,7 @@ class Runtime:
                 self.metrics.neighbor_search.observe(time.perf_counter() - searched)
             self.metrics.items_atomized.inc(len(items))
         return [
-            ItemResult(embedding[i], roles[i, : item.length], composition[i], neighbors[i])
+            ItemResult(embedding[i], roles[i, : item.length], composition[i], neighbors[i], bank)
             for i, item in enumerate(items)
         ]
 

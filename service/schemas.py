@@ -147,9 +147,10 @@ class Component(BaseModel):
 
 class Neighbor(BaseModel):
     id: int | str
-    label: str
+    label: str | None = Field(description="the atom's label; null in a bank indexed without labels")
     distance: float
     energy: float = Field(description="pair energy with the input, as if the two atoms bonded")
+    metadata: dict | None = Field(None, description="what `atomize index` stored with the atom, e.g. its text")
 
 
 class AtomizeResult(BaseModel):
@@ -223,6 +224,6 @@ class ModelInfo(BaseModel):
     radius_range: list[float]
     training: dict
     runtime: dict = Field(description="device, execution provider, onnxruntime version")
-    bank: dict = Field(description="atoms in the reference bank and the search method")
+    bank: dict = Field(description="the reference bank: atoms, index kind, version, the bundle it was built with")
     batching: dict
     limits: dict

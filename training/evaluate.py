@@ -15,6 +15,7 @@ import torch
 from sklearn.metrics import silhouette_score
 from sklearn.neighbors import KNeighborsClassifier
 
+from contract.index import AtomIndex, IndexSpec
 from model import role_usage
 
 from .checkpoint import load_model, load_run_dataset, save_json
@@ -48,12 +49,8 @@ def nearest_neighbour_stats(
     train_x: np.ndarray, train_radius: np.ndarray, test_x: np.ndarray, test_radius: np.ndarray
 ) -> dict[str, float]:
     """Distance from each test atom to its nearest training atom, in units of their contact distance."""
-    train_sq = (train_x**2).sum(1)
-    nearest = np.concatenate([  # chunks of test rows: (chunk, M) at a time, not (N, M)
-        (train_sq[None, :] - 2.0 * test_x[start : start + 1024] @ train_x.T).argmin(1)
-        for start in range(0, len(test_x), 1024)
-    ])
-    distance = np.linalg.norm(test_x.astype(np.float64) - train_x[nearest].astype(np.float64), axis=1)
+    rows, distance = AtomIndex(train_x, spec=IndexSpec("flat")).nearest(test_x, 1)  # exact, as served
+    nearest, distance = rows[:, 0], distance[:, 0].astype(np.float64)
     ratio = distance / (test_radius + train_radius[nearest])
     return {
         "nn_distance_median": float(np.median(distance)),

@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from contract.index import AtomIndex, IndexSpec
 from contract.projection import Projection, fit_projection
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,6 @@ ROLES = ("electron", "proton", "neutron")
 SEED = 0
 MAX_PLOT_ATOMS = 1500  # atoms drawn in atoms.png
 MAX_NN_ATOMS = 5000  # query atoms for the nearest-neighbour ratios (searched against the whole bank)
-CHUNK_ENTRIES = 4_000_000  # distance-matrix entries per chunk (16 MB in float32)
 TOP_K = 15
 # A token seen fewer times than this says little about its role, however high its lift: rare
 # tokens would otherwise fill every list with one-off pieces whose role is noise.
@@ -57,19 +57,12 @@ def nearest_contact_ratios(
 ) -> np.ndarray:
     """For each query atom a (indexes into the bank; all atoms when None): ||z_a - z_b|| / (R_a + R_b)
     where b is a's nearest other atom in the whole bank. < 1 means the two overlap. Returns (Q,).
-    The search uses float32 matrix products in chunks; the chosen pair's distance is then exact."""
+    The search is the served one (contract.index, exact); the chosen pair's distance is then float64."""
     z = np.asarray(embedding, dtype=np.float32)  # (M, k)
     q = np.arange(len(z)) if queries is None else np.asarray(queries, dtype=np.int64)  # (Q,)
     if len(z) < 2:
         return np.full(len(q), np.nan)
-    sq = np.einsum("ij,ij->i", z, z)  # (M,)
-    chunk = max(1, CHUNK_ENTRIES // len(z))
-    nearest = np.empty(len(q), dtype=np.int64)  # (Q,)
-    for start in range(0, len(q), chunk):
-        rows = q[start : start + chunk]  # (c,)
-        d2 = sq[None, :] - 2.0 * (z[rows] @ z.T)  # (c, M): squared distance less the constant |z_a|^2
-        d2[np.arange(len(rows)), rows] = np.inf  # not itself
-        nearest[start : start + len(rows)] = d2.argmin(axis=1)
+    nearest = AtomIndex(z, spec=IndexSpec("flat")).nearest(z[q], 1, exclude=q)[0][:, 0]  # (Q,), exact
     z64, r64 = np.asarray(embedding, dtype=np.float64), np.asarray(radius, dtype=np.float64)
     distance = np.linalg.norm(z64[q] - z64[nearest], axis=1)  # (Q,)
     return distance / np.maximum(r64[q] + r64[nearest], 1e-12)

@@ -75,15 +75,9 @@ def render(index: int, item: Item, result: ItemResult, include: set[str], runtim
             components.append(component)
         out["components"] = components
     if "neighbors" in include:
-        bank, labels = runtime.bundle.bank, manifest.label_names
         found = result.neighbors
         out["neighbors"] = [
-            {
-                "id": bank.id[row].item(),
-                "label": labels[bank.label[row]] if 0 <= bank.label[row] < len(labels) else str(bank.label[row]),
-                "distance": distance,
-                "energy": energy,
-            }
+            {**result.bank.describe(row), "distance": distance, "energy": energy}
             for row, distance, energy in zip(found.rows.tolist(), found.distance.tolist(), found.energy.tolist())
         ]
     return out

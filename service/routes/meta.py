@@ -39,7 +39,7 @@ async def model_info(serving: Serving) -> ModelInfo:
             "precision": runtime.precision,
             "onnxruntime_version": ort.__version__,
         },
-        bank={"atoms": len(runtime.index), "search": "exact"},
+        bank=runtime.bank.info,
         batching=settings.model_dump(include={"max_batch_items", "max_batch_components", "max_wait_ms", "max_queue_items"}),
         limits=settings.model_dump(
             include={"max_inputs_per_request", "max_components_per_input", "max_neighbors", "max_request_bytes",

@@ -1,0 +1,134 @@
+"""Serving a bank folder: neighbours carry the stored texts, /v1/model describes the bank, a bank
+of another bundle is refused, and a reload swaps banks without failing requests in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+import signal
+import time
+
+import httpx
+import pytest
+
+from contract.bank import BankError
+from contract.indexer import IndexOptions, build_bank
+from service.app import create_app, reload_bank
+from service.neighbors import load_served_bank
+
+from .conftest import run_async, serving
+from .test_server import start, wait_ready
+
+
+def index_texts(tmp_path, case, texts, name="bank", **options):
+    path = tmp_path / f"{name}.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "text", "topic"])
+        writer.writerows([f"{name}-{i}", text, f"topic {i % 2}"] for i, text in enumerate(texts))
+    build_bank(IndexOptions(bundle=case.path, input=path, out=tmp_path / name, progress=False, **options))
+    return tmp_path / name
+
+
+def test_neighbours_come_back_with_their_texts(tmp_path, text_case):
+    texts = text_case.train_inputs[:40]
+    bank_dir = index_texts(tmp_path, text_case, texts, index_kind="hnsw")
+    app = create_app(text_case.settings(bank=bank_dir), bundle=text_case.bundle)
+
+    async def scenario():
+        async with serving(app) as client:
+            response = await client.post("/v1/atomize", json={"inputs": [texts[7], texts[12]], "neighbors": 3,
+                                                              "include": ["neighbors"]})
+            model = (await client.get("/v1/model")).json()
+            metrics = (await client.get("/metrics")).text
+            return response, model, metrics
+
+    response, model, metrics = run_async(scenario())
+    assert response.status_code == 200, response.text
+    for result, row in zip(response.json()["results"], (7, 12)):
+        nearest = result["neighbors"][0]
+        assert nearest["id"] == f"bank-{row}" and nearest["distance"] == pytest.approx(0.0, abs=1e-5)
+        assert nearest["metadata"] == {"text": texts[row], "topic": f"topic {row % 2}"}
+        assert nearest["label"] is None  # indexed without a label column
+        assert len(result["neighbors"]) == 3
+    bank = model["bank"]
+    assert bank["atoms"] == 40 and bank["search"] == "hnsw" and bank["index"]["params"]["m"] == 32
+    assert bank["built_with"]["name"] == text_case.bundle.manifest.name and bank["metadata_fields"] == ["text", "topic"]
+    assert f'atom_bank_info{{index="hnsw",version="{bank["version"]}"}} 1.0' in metrics
+    assert "atom_bank_atoms 40.0" in metrics
+
+
+def test_default_bank_is_the_bundles_own(text_client, text_case):
+    bank = text_client.get("/v1/model").json()["bank"]
+    assert bank["source"] == "bundle" and bank["atoms"] == len(text_case.bundle.bank) and bank["search"] == "flat"
+
+
+def test_bank_of_another_bundle_is_refused(tmp_path, text_case, numeric_case):
+    bank_dir = index_texts(tmp_path, text_case, text_case.train_inputs[:5])
+    with pytest.raises(BankError, match="not the served bundle"):
+        load_served_bank(numeric_case.bundle, bank_dir)
+
+
+def test_reload_swaps_the_bank_and_a_failed_reload_keeps_the_old_one(tmp_path, text_case):
+    texts = text_case.train_inputs[:60]
+    bank_dir = index_texts(tmp_path, text_case, texts[:20])
+    settings = text_case.settings(bank=bank_dir)
+    app = create_app(settings, bundle=text_case.bundle)
+
+    async def scenario():
+        async with serving(app) as client:
+            state = app.state.atom
+            old = state.runtime.bank
+            body = {"inputs": [texts[30]], "neighbors": 1, "include": ["neighbors"]}
+            before = (await client.post("/v1/atomize", json=body)).json()
+            index_texts(tmp_path, text_case, texts[20:60])  # the operator rebuilds the bank in place
+            # requests sent around the swap all succeed, on one bank or the other
+            during = [client.post("/v1/atomize", json=body) for _ in range(20)]
+            reloaded, *answers = await asyncio.gather(reload_bank(settings, state.runtime, state.metrics), *during)
+            after = (await client.post("/v1/atomize", json=body)).json()
+            new = state.runtime.bank
+            (bank_dir / "atoms.npz").write_bytes(b"broken")
+            failed = await reload_bank(settings, state.runtime, state.metrics)
+            metrics = (await client.get("/metrics")).text
+            return old, new, before, answers, reloaded, after, failed, state.runtime.bank, metrics
+
+    old, new, before, answers, reloaded, after, failed, final, metrics = run_async(scenario())
+    assert reloaded and len(old) == 20 and len(new) == 40 and old.version != new.version
+    assert all(answer.status_code == 200 for answer in answers)
+    assert before["results"][0]["neighbors"][0]["metadata"]["text"] != texts[30]  # not in the old bank
+    assert after["results"][0]["neighbors"][0]["metadata"]["text"] == texts[30]  # in the new one
+    assert failed is False and final is new
+    assert f'atom_bank_info{{index="flat",version="{new.version}"}} 1.0' in metrics
+    assert old.version not in metrics
+    assert 'atom_bank_reloads_total{result="ok"} 1.0' in metrics
+    assert 'atom_bank_reloads_total{result="failed"} 1.0' in metrics
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+def test_sighup_reloads_the_bank_of_a_running_server(tmp_path, text_case):
+    texts = text_case.train_inputs[:30]
+    bank_dir = index_texts(tmp_path, text_case, texts[:10])
+    process, url = start(text_case.path, "--bank", str(bank_dir), "--device", "cpu")
+    try:
+        wait_ready(process, url)
+        assert httpx.get(f"{url}/v1/model").json()["bank"]["atoms"] == 10
+        index_texts(tmp_path, text_case, texts)
+        os.kill(process.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{url}/v1/model").json()["bank"]["atoms"] != 30:
+            assert time.monotonic() < deadline, "the bank was not reloaded"
+            time.sleep(0.1)
+        assert httpx.get(f"{url}/readyz").status_code == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_server_refuses_to_start_with_a_broken_bank(tmp_path, text_case):
+    bank_dir = index_texts(tmp_path, text_case, text_case.train_inputs[:5])
+    (bank_dir / "index.faiss").write_bytes(b"x")
+    process, _ = start(text_case.path, "--bank", str(bank_dir), "--device", "cpu")
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert f"cannot start: {bank_dir / 'index.faiss'}: checksum mismatch" in stderr
