@@ -33,8 +33,9 @@ def summarise(records: list[dict], suite: str, machine: str, chosen: Callable[[s
     command = {"scratch": "python benchmarks/quality.py --suite scratch --workers 2",
                "backbone-frozen": "python benchmarks/quality.py --suite backbone --train-layers 0",
                "backbone-finetuned": "bash benchmarks/device_quality.sh"}.get(suite, suite)
+    target = {"scratch": "make bench-quality", "backbone-frozen": "make bench-quality-backbone"}.get(suite, "a lent GPU machine")
     lines = [f"# Quality benchmark: {suite}", "",
-             f"Machine: {machine}. Regenerate with `{command}` (see `make bench-quality`).",
+             f"Machine: {machine}. Regenerate with `{command}` ({target}).",
              "Each method tried the same number of configurations with seed 0; the one with the best validation",
              "accuracy was kept and trained again with seeds 1 and 2. Test figures below are of those runs only;",
              "spreads are sample standard deviations (ddof = 1).", "",
