@@ -223,6 +223,8 @@ class ModelInfo(BaseModel):
     potential: dict
     radius_range: list[float]
     training: dict
+    # reduced-precision copies measured against fp32 at export (cosine, accuracy on each)
+    precisions: dict[str, dict[str, float]] = {}
     runtime: dict = Field(description="device, execution provider, onnxruntime version")
     bank: dict = Field(description="the reference bank: atoms, index kind, version, the bundle it was built with")
     batching: dict

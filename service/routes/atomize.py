@@ -40,7 +40,8 @@ async def atomize(request: Request, serving: Serving) -> Response:
     content = {
         "model": serving.runtime.manifest.name,
         "results": [render(i, item, result, include, serving.runtime) for i, (item, result) in enumerate(zip(items, results))],
-        "usage": {"components": sum(item.length for item in items)},
+        # real components only: a backbone's [CLS] / [SEP] are attended to but are no components
+        "usage": {"components": sum(len(serving.runtime.component_positions(item)) for item in items)},
     }
     # Built as plain lists and serialised by pydantic-core: re-validating large float arrays
     # through the response model would cost more than the inference. Tests validate the shape.

@@ -32,6 +32,7 @@ async def model_info(serving: Serving) -> ModelInfo:
         potential=manifest.potential.model_dump(),
         radius_range=manifest.radius_range,
         training=manifest.training.model_dump(),
+        precisions=manifest.precisions,
         runtime={
             "device": "cuda" if runtime.provider == "CUDAExecutionProvider" else "cpu",
             "provider": runtime.provider,

@@ -134,12 +134,15 @@ def test_export_writes_a_measured_int8_copy(backbone_bundle):
 def test_service_runs_the_copy_for_its_device_and_reports_real_tokens(backbone_bundle, precision, expected_file):
     settings = Settings(bundle=backbone_bundle, device="cpu", precision=precision)
     with TestClient(create_app(settings)) as client:
-        runtime = client.get("/v1/model").json()["runtime"]
+        model = client.get("/v1/model").json()
+        runtime = model["runtime"]
+        assert set(model["precisions"]) == {"int8"} and model["precisions"]["int8"]["cosine_mean"] > 0.9
         assert runtime["model_file"] == expected_file
         assert runtime["precision"] == {"encoder.int8.onnx": "int8", "encoder.onnx": "fp32"}[expected_file]
         body = client.post("/v1/atomize", json={"inputs": ["what a great day"], "include": ["components", "composition"]}).json()
         tokens = [c["token"] for c in body["results"][0]["components"]]
         assert "[CLS]" not in tokens and "[SEP]" not in tokens and len(tokens) >= 4
+        assert body["usage"]["components"] == len(tokens)  # [CLS] / [SEP] are not counted
         composition = body["results"][0]["composition"]
         assert composition["electrons"] + composition["protons"] + composition["neutrons"] == pytest.approx(len(tokens), rel=1e-4)
         empty = client.post("/v1/atomize", json={"inputs": ["   "]})
