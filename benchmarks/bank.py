@@ -193,7 +193,7 @@ def run_e2e(args) -> dict:
     from contract.bank import BankArrays, BuiltWith, SourceInfo, write_bank
     from contract.index import build_faiss
     from serve import running_server
-    from service.bundle import load_bundle
+    from contract.bundle import load_bundle
     from training.datasets.builtin import load_tweets
 
     bundle = load_bundle(args.bundle)

@@ -56,7 +56,7 @@ def benchmark_inputs(bundle, count: int, seed: int = 0) -> tuple[list, str]:
             return [split.texts[i] for i in rows], f"{bundle.manifest.training.dataset} test split"
         values = np.asarray(split.inputs)[rows]
         if spec.preprocess.get("kind") == "patches":
-            from service.preprocess import unpatchify
+            from contract.preprocess import unpatchify
 
             values = unpatchify(values, spec.preprocess["image_shape"], spec.preprocess["patch_shape"])
             values = values.reshape(len(rows), -1)
@@ -64,7 +64,7 @@ def benchmark_inputs(bundle, count: int, seed: int = 0) -> tuple[list, str]:
     except Exception as exc:  # no training extras, or a user dataset that is not on this machine
         log.info("dataset not available (%s); using synthetic inputs", exc)
     if spec.modality == "text":
-        from service.preprocess import load_tokenizer
+        from contract.preprocess import load_tokenizer
 
         vocab = [t for t in load_tokenizer(bundle.tokenizer_path).get_vocab() if t.isalnum()]
         lengths = rng.integers(4, spec.max_components + 1, count)
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
-    from service.bundle import BundleError, load_bundle
+    from contract.bundle import BundleError, load_bundle
     from service.config import Settings
     from service.runtime import Runtime
 

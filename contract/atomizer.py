@@ -5,8 +5,8 @@ HTTP. Inputs are prepared as the service prepares them (the tokenizer saved in t
 truncation included; numeric arrays per the manifest's preprocess spec), so a bank atom and a
 served query of the same input get the same embedding.
 
-Bundle loading and tokenization come from the bundle contract (`service/bundle.py`,
-`service/preprocess.py`, to be moved into this package).
+Bundle loading and tokenization come from the bundle contract in this package
+(`contract/bundle.py`, `contract/preprocess.py`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from service import preprocess
-from service.bundle import Bundle, load_bundle
+from contract import preprocess
+from contract.bundle import Bundle, load_bundle
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@
     index.faiss      the FAISS index over embedding (see contract/index.py)
 
 A bank built with another bundle is refused: its manifest names the bundle digest
-(`service.bundle.bundle_digest`: sha256 of the bundle's canonical manifest, which lists every
+(`contract.bundle.bundle_digest`: sha256 of the bundle's canonical manifest, which lists every
 bundle file's sha256).
 """
 
@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from .bundle import BundleError, _Strict
 from .index import IndexSpec, read_faiss, write_faiss
 from .projection import Projection, fit_projection
 
@@ -41,23 +42,15 @@ BANK_FILES = (ATOMS_FILE, METADATA_FILE, INDEX_FILE)
 NO_LABEL = -1
 
 
-class BankError(Exception):
-    """A bank that cannot be used; the message is one line naming the file and the problem."""
-
-    def __init__(self, path: Path | str, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{path}: {problem}")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class BankError(BundleError):
+    """A bank that cannot be used; the message is one line naming the file and the problem (a
+    bundle error too: whoever refuses a bad bundle refuses a bad bank the same way)."""
 
 
 class BuiltWith(_Strict):
     name: str
     version: str
-    digest: str  # the bundle's digest, "sha256:<hex>" of its canonical manifest (service/bundle.py)
+    digest: str  # the bundle's digest, "sha256:<hex>" of its canonical manifest (contract/bundle.py)
 
 
 class IndexInfo(_Strict):

@@ -14,7 +14,7 @@ from .indexer import IndexOptions, build_bank
 
 def run_index(params: dict[str, Any]) -> None:
     """Build the bank; a problem the user can fix ends in one line and exit status 2."""
-    from service.bundle import BundleError  # the bundle contract; moves into this package
+    from contract.bundle import BundleError  # the bundle contract; moves into this package
 
     if params["index"] not in ("auto", "flat", "hnsw", "ivf"):
         raise typer.BadParameter(f"--index must be auto, flat, hnsw or ivf, got {params['index']!r}")

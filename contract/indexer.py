@@ -128,7 +128,7 @@ def build_bank(options: IndexOptions) -> BankManifest:
     out = Path(options.out)
     fmt, columns, records = read_records(options.input, input_column=options.input_column,
                                          id_column=options.id_column, label_column=options.label_column)
-    from service.bundle import bundle_digest  # the bundle contract; moves into this package
+    from contract.bundle import bundle_digest  # the bundle contract; moves into this package
 
     digest = bundle_digest(options.bundle)
     out.mkdir(parents=True, exist_ok=True)
@@ -177,7 +177,7 @@ def finish_bank(out: Path, shards_dir: Path, options: IndexOptions, fmt: str, di
                 parts[name].append(shard[name])
             metadata.extend(shard["metadata"].tobytes().splitlines(keepends=True))
             skipped += int(shard["skipped"])
-    from service.bundle import read_manifest  # the bundle contract; moves into this package
+    from contract.bundle import read_manifest  # the bundle contract; moves into this package
 
     bundle = read_manifest(options.bundle)
     if not parts["embedding"]:

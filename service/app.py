@@ -31,7 +31,7 @@ from fastapi.openapi.utils import get_openapi
 from contract.bank import BankError
 
 from .batcher import Batcher, BatchingConfig
-from .bundle import Bundle, BundleError, load_bundle
+from contract.bundle import Bundle, BundleError, load_bundle
 from .config import Settings
 from .metrics import Metrics
 from .neighbors import ServedBank, load_served_bank

@@ -76,7 +76,7 @@ def run(settings: Settings) -> None:
         raise typer.Exit(1) from None
     from contract.bank import BankError
 
-    from .bundle import BundleError, load_bundle
+    from contract.bundle import BundleError, load_bundle
     from .neighbors import load_served_bank
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

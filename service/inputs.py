@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import preprocess
-from .bundle import InputSpec
+from contract import preprocess
+from contract.bundle import InputSpec
 from .errors import InvalidInput, TooLarge
 
 if TYPE_CHECKING:

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from . import preprocess
-from .bundle import Bundle
+from contract import preprocess
+from contract.bundle import Bundle
 from .inputs import NumericInputs, TextInputs
 from .metrics import Metrics
 from .neighbors import EMPTY, Neighbors, RankBy, ServedBank, load_served_bank

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, create_model
 from pydantic_core import PydanticCustomError
 
-from .bundle import Manifest
+from contract.bundle import Manifest
 
 IncludePart = Literal["embedding", "composition", "components", "neighbors"]
 ALL_PARTS: tuple[IncludePart, ...] = ("embedding", "composition", "components", "neighbors")

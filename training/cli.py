@@ -17,7 +17,7 @@ import typer
 @contextlib.contextmanager
 def user_errors():
     """Errors a user can fix (bad dataset, bad file, failed export check) end in one line, exit 2."""
-    from service.bundle import BundleError
+    from contract.bundle import BundleError
 
     from .backbone import BackboneError
     from .data import DatasetError
@@ -105,7 +105,7 @@ def export(
     int8: Annotated[bool, typer.Option(help="also write encoder.int8.onnx for CPUs (measured against fp32)")] = False,
 ) -> None:
     """Export a run to a self-describing, self-verified ONNX bundle."""
-    from service.bundle import bundle_digest
+    from contract.bundle import bundle_digest
 
     from .export import export_bundle
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from contract.projection import PROJECTION_FILE, write_projection
-from service.bundle import (
+from contract.bundle import (
     COMPOSITION_FIELDS,
     ROLE_NAMES,
     SCHEMA_VERSION,

@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException
 
 from contract.projection import PROJECTION_FILE, Projection, fit_projection, read_projection
 
-from ..bundle import Bundle, BundleError
+from contract.bundle import Bundle, BundleError
 from ..errors import InternalError, InvalidInput, NotReady, Overloaded, TooLarge, Unauthorized
 from .deps import Serving
 from .handlers import error_responses

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from service.bundle import load_bundle
+from contract.bundle import load_bundle
 from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, serve
 
 log = logging.getLogger(__name__)

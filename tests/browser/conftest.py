@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from service.bundle import Bundle, load_bundle
+from contract.bundle import Bundle, load_bundle
 from service.config import Settings
 
 CHROMIUM = os.environ.get("ATOM_CHROMIUM", "/usr/bin/chromium")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from contract.index import ENERGY_CANDIDATES, EXACT_MAX_ELEMENTS, AtomIndex, IndexSpec, choose_spec
-from service.bundle import PotentialSpec
-from service.potential import pair_energy
+from contract.bundle import PotentialSpec
+from contract.potential import pair_energy
 
 SPEC = PotentialSpec(kind="morse", well_depth=1.0, morse_alpha=6.0, cutoff_widths=3.0, lj_force_cap_ratio=0.8,
                      coulomb_strength=0.0, coulomb_screening=2.0, coulomb_softening=0.1, weight=1.0)

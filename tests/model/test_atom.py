@@ -111,7 +111,7 @@ def test_gumbel_roles_are_one_hot_in_training_and_soft_in_eval():
 
 def test_the_model_and_the_bundle_schema_name_roles_and_composition_alike():
     from model.config import COMPOSITION_FIELDS, ROLE_NAMES
-    from service import bundle
+    from contract import bundle
 
     assert ROLE_NAMES == bundle.ROLE_NAMES and COMPOSITION_FIELDS == bundle.COMPOSITION_FIELDS
     model = tiny("text")

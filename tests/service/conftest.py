@@ -17,9 +17,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from service.bundle import Bundle, load_bundle
+from contract.bundle import Bundle, load_bundle
 from service.config import Settings
-from service.preprocess import unpatchify
+from contract.preprocess import unpatchify
 
 
 @dataclass(frozen=True)

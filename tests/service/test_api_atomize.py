@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.potential import pair_energy
+from contract.potential import pair_energy
 from service.schemas import AtomizeResponse
 
 ROWS = [0, 3, 5, 8]

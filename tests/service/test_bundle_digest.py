@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from service.app import create_app
-from service.bundle import BundleError, bundle_digest, load_bundle, sha256_file
+from contract.bundle import BundleError, bundle_digest, load_bundle, sha256_file
 
 
 @pytest.fixture

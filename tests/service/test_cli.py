@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from service import cli
 from service.app import create_app
-from service.bundle import BundleError
+from contract.bundle import BundleError
 
 
 @pytest.fixture

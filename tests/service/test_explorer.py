@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from contract.projection import PROJECTION_FILE, fit_projection, read_projection
 from service.app import create_app
-from service.bundle import MANIFEST_FILE, checksum_tree, load_bundle
+from contract.bundle import MANIFEST_FILE, checksum_tree, load_bundle
 
 
 def test_page_and_its_assets(text_client):

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from model import AtomConfig, AtomModel
 from service.app import create_app
-from service.bundle import load_bundle
+from contract.bundle import load_bundle
 from service.config import Settings
 from training.backbone import BackboneError, backbone_tokenizer, load_pretrained_weights, resolve_backbone
 from training.checkpoint import load_json, load_model, load_run_dataset

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from service.preprocess import load_tokenizer, tokenize, unpatchify
+from contract.preprocess import load_tokenizer, tokenize, unpatchify
 from training import synthetic
 from training.data import DATASET_NAMES, Dataset, DatasetError, encode_texts, load_dataset
 from training.datasets.base import PLAN_70_15_15, split_indices

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from contract.projection import PROJECTION_FILE, read_projection
-from service.bundle import BundleError, load_bundle, sha256_file
+from contract.bundle import BundleError, load_bundle, sha256_file
 from training.checkpoint import load_model, load_run_dataset
 from training.export import OUTPUT_NAMES, OnnxEncoder, input_names
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from service.preprocess import tokenize
+from contract.preprocess import tokenize
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -98,7 +98,7 @@ def encode_texts(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Token ids right-padded with 0: (ids int64 (N, n), mask bool (N, n)), n = max_components.
 
-    Uses ``service.preprocess.tokenize`` so training and serving encode identically; sequences
+    Uses ``contract.preprocess.tokenize`` so training and serving encode identically; sequences
     longer than n (a tokenizer without truncation) are cut to n.
     """
     seqs = tokenize(tokenizer, texts)

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from service.preprocess import patchify
+from contract.preprocess import patchify
 from training import synthetic
 
 from .base import PLAN_70_15_15, Dataset, DatasetError, SplitPlan, build_numeric, build_text

@@ -1,4 +1,4 @@
-"""Tests for service/preprocess.py: patches and tokenization shared by training and serving."""
+"""Tests for contract/preprocess.py: patches and tokenization shared by training and serving."""
 
 import subprocess
 import sys
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from service.preprocess import PAD_ID, load_tokenizer, patchify, tokenize, unpatchify
+from contract.preprocess import PAD_ID, load_tokenizer, patchify, tokenize, unpatchify
 
 
 def test_patchify_order_is_row_major_grid_of_row_major_patches():
@@ -81,5 +81,5 @@ def test_tokenize_rejects_bad_input(tmp_path):
 
 
 def test_preprocess_does_not_import_torch():
-    code = "import sys, service.preprocess; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, contract.preprocess; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])

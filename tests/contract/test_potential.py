@@ -8,8 +8,8 @@ import torch
 
 from model.config import AtomConfig
 from model.potentials import pair_energy as torch_pair_energy
-from service.bundle import PotentialSpec
-from service.potential import pair_energy
+from contract.bundle import PotentialSpec
+from contract.potential import pair_energy
 
 
 def spec_and_config(kind: str, coulomb: float) -> tuple[PotentialSpec, AtomConfig]:

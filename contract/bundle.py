@@ -300,7 +300,7 @@ def _spec_shape_matches(declared: list[int | str], actual: list[Any]) -> bool:
 
 def verify_onnx_signature(onnx_path: Path, manifest: Manifest) -> None:
     """Compare the ONNX graph's inputs/outputs with the manifest (names, element types, ranks)."""
-    import onnxruntime as ort  # local: keeps `import service.bundle` light for the exporter
+    import onnxruntime as ort  # local: keeps `import contract.bundle` light for the exporter
 
     try:
         session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
