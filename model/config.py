@@ -53,16 +53,17 @@ class AtomConfig:
     # synthetic). "span": the RMS distance from the nucleus of the electrons' own positions on the
     # sphere (W_z h_i, normalised): the radius is what the electrons span and cannot shrink
     # without moving them. The default is "span" for a radius that carries information; "shell"
-    # scored 0.6-0.7 points higher on validation on synthetic and digits (quality_scratch.md).
+    # scored 0.6-0.7 points higher on validation on synthetic and digits, span higher on tweets
+    # (quality_scratch.md).
     radius_mode: Literal["shell", "span"] = "span"
     # Potential
     potential: Literal["morse", "lj"] = "morse"
-    # lambda; 0 gives the baseline. 0.3 beat 1.0 on validation on synthetic and digits
+    # lambda; 0 gives the baseline. 0.3 beat 1.0 on validation on all four datasets
     # (benchmarks/results/quality_scratch.md, sweeps)
     potential_weight: float = 0.3
     well_depth: float = 1.0  # D
     # bonds per atom to its nearest same-label partners; 0 = every same-label pair. 2 beat 0 on
-    # validation on synthetic and digits (same sweeps)
+    # validation on synthetic, digits and tweets, lost on mnist5k (same sweeps)
     valence: int = 2
     # atoms that do not bond are excluded within this multiple of r_e; not in the validation sweeps
     # yet: kept from the first formulation, to be re-derived on validation
