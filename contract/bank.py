@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from .bundle import BundleError, _Strict
+from .bundle import BundleError, _Strict, validate_manifest
 from .index import IndexSpec, read_faiss, write_faiss
 from .projection import Projection, fit_projection
 
@@ -204,14 +204,7 @@ def read_bank_manifest(bank_dir: Path) -> BankManifest:
         raw = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise BankError(path, f"not valid JSON ({exc})") from None
-    version = raw.get("schema_version") if isinstance(raw, dict) else None
-    if version != BANK_SCHEMA_VERSION:
-        raise BankError(path, f"schema_version {version!r} is not supported (expected {BANK_SCHEMA_VERSION})")
-    try:
-        return BankManifest.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise BankError(path, f"invalid field {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    return validate_manifest(BankManifest, raw, BANK_SCHEMA_VERSION, path, BankError)
 
 
 def load_bank(bank_dir: Path | str, *, bundle_digest: str | None = None, embedding_dim: int | None = None) -> Bank:

@@ -30,7 +30,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -43,6 +43,9 @@ MODEL_FILES = {"fp32": "encoder.onnx", "fp16": FP16_FILE, "int8": INT8_FILE}
 ROLE_NAMES = ("electron", "proton", "neutron")
 COMPOSITION_FIELDS = ("electrons", "protons", "neutrons", "mass", "charge", "radius")
 BANK_ARRAYS = ("embedding", "radius", "charge", "id", "label")
+
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 class BundleError(Exception):
@@ -208,18 +211,23 @@ def bundle_digest(bundle_dir: Path | str) -> str:
     return canonical_digest(_read_raw_manifest(Path(bundle_dir)))
 
 
-def read_manifest(bundle_dir: Path) -> Manifest:
-    path = Path(bundle_dir) / MANIFEST_FILE
-    raw = _read_raw_manifest(bundle_dir)
+def validate_manifest(model: type[_M], raw: Any, expected_version: int, path: Path,
+                      error: type[BundleError] = BundleError) -> _M:
+    """A parsed manifest (bundle or bank) checked for its schema version, then validated; the
+    first problem becomes one `error` line naming the file and the field."""
     version = raw.get("schema_version") if isinstance(raw, dict) else None
-    if version != SCHEMA_VERSION:
-        raise BundleError(path, f"schema_version {version!r} is not supported (expected {SCHEMA_VERSION})")
+    if version != expected_version:
+        raise error(path, f"schema_version {version!r} is not supported (expected {expected_version})")
     try:
-        return Manifest.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        raise BundleError(path, f"invalid field {where}: {first['msg']}") from None
+        raise error(path, f"invalid field {where}: {first['msg']}") from None
+
+
+def read_manifest(bundle_dir: Path) -> Manifest:
+    return validate_manifest(Manifest, _read_raw_manifest(bundle_dir), SCHEMA_VERSION, Path(bundle_dir) / MANIFEST_FILE)
 
 
 def verify_checksums(bundle_dir: Path, manifest: Manifest) -> None:
