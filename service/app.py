@@ -29,9 +29,9 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from contract.bank import BankError
+from contract.bundle import Bundle, BundleError, load_bundle
 
 from .batcher import Batcher, BatchingConfig
-from contract.bundle import Bundle, BundleError, load_bundle
 from .config import Settings
 from .metrics import Metrics
 from .neighbors import ServedBank, load_served_bank

@@ -75,8 +75,8 @@ def run(settings: Settings) -> None:
         typer.echo(f"serving needs the `serve` extra (pip install 'atomizer[serve]'): {exc}", err=True)
         raise typer.Exit(1) from None
     from contract.bank import BankError
-
     from contract.bundle import BundleError, load_bundle
+
     from .neighbors import load_served_bank
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -21,6 +21,7 @@ import numpy as np
 
 from contract import preprocess
 from contract.bundle import InputSpec
+
 from .errors import InvalidInput, TooLarge
 
 if TYPE_CHECKING:

@@ -17,9 +17,8 @@ from typing import Any
 import numpy as np
 
 from contract.bank import NO_LABEL, MetadataReader, load_bank
-from contract.index import EMPTY, AtomIndex, IndexSpec, Neighbors, RankBy, set_threads
-
 from contract.bundle import Bundle
+from contract.index import EMPTY, AtomIndex, IndexSpec, Neighbors, RankBy, set_threads
 from contract.potential import pair_energy
 
 __all__ = ["EMPTY", "Neighbors", "RankBy", "ServedBank", "load_served_bank"]

@@ -19,6 +19,7 @@ import onnxruntime as ort
 
 from contract import preprocess
 from contract.bundle import Bundle
+
 from .inputs import NumericInputs, TextInputs
 from .metrics import Metrics
 from .neighbors import EMPTY, Neighbors, RankBy, ServedBank, load_served_bank

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-
-import numpy as np
 from typing import Any
 
 import numpy as np

@@ -26,9 +26,9 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
+from contract.bundle import Bundle, BundleError
 from contract.projection import PROJECTION_FILE, Projection, fit_projection, read_projection
 
-from contract.bundle import Bundle, BundleError
 from ..errors import InternalError, InvalidInput, NotReady, Overloaded, TooLarge, Unauthorized
 from .deps import Serving
 from .handlers import error_responses
