@@ -17,7 +17,6 @@ bundle file's sha256).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import mmap
 import os
@@ -29,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from .bundle import BundleError, _Strict, validate_manifest
+from .bundle import BundleError, _Strict, sha256_file, validate_manifest
 from .index import IndexSpec, read_faiss, write_faiss
 from .projection import Projection, fit_projection
 
@@ -81,14 +80,6 @@ class BankManifest(_Strict):
     index: IndexInfo
     projection: Projection
     files: dict[str, str]  # file name -> sha256 hex, every file but the manifest
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
