@@ -39,18 +39,25 @@ from .routes import atomize, embeddings, explorer, meta
 from .routes.deps import ServiceState
 from .routes.handlers import install_exception_handlers
 from .routes.middleware import RequestContextMiddleware
-from .runtime import DeviceError, Runtime
+from .runtime import CPU, DeviceError, Runtime
 from .schemas import RequestModels, request_models
 
 log = logging.getLogger(__name__)
 
 
-def batching_config(settings: Settings) -> BatchingConfig:
+CPU_BATCH_PADDING = 0.1  # auto on CPU; benchmarks/results/batch_padding.md
+
+
+def batching_config(settings: Settings, provider: str = CPU) -> BatchingConfig:
+    padding = settings.max_batch_padding
+    if padding is None:  # auto: bounded where compute follows padded components (CPU), not on a GPU
+        padding = CPU_BATCH_PADDING if provider == CPU else float("inf")
     return BatchingConfig(
         max_batch_items=settings.max_batch_items,
         max_batch_components=settings.max_batch_components,
         max_wait_ms=settings.max_wait_ms,
         max_queue_items=settings.max_queue_items,
+        max_batch_padding=padding,
     )
 
 
@@ -69,6 +76,7 @@ def start_runtime(settings: Settings, metrics: Metrics, bundle: Bundle | None, b
     runtime = Runtime(
         bundle, device=settings.device, precision=settings.precision,
         max_components_per_input=settings.max_components_per_input, metrics=metrics, bank=bank,
+        threads=settings.inference_threads,
     )
     runtime.warm_up()
     state.started["session_warmed_up"] = True
@@ -191,7 +199,7 @@ def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None
         metrics.set_bank(len(runtime.bank), runtime.bank.version, runtime.bank.index.spec.kind)
         reloads = ReloadOnSighup(settings, runtime, metrics)
         metrics_server = start_metrics_server(settings, metrics) if settings.metrics_port is not None else None
-        batcher = Batcher(runtime.run, batching_config(settings), metrics)
+        batcher = Batcher(runtime.run, batching_config(settings, runtime.provider), metrics)
         batcher.start()
         state.prepare_pool = ThreadPoolExecutor(settings.prepare_threads, thread_name_prefix="atom-prepare")
         state.models = models_for(runtime, settings)

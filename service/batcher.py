@@ -3,8 +3,11 @@
 Requests put items in the queue (one future per item) and await their futures. The worker
 waits until the queue holds a full batch (`max_batch_items`, or `max_batch_components` padded
 components) or the oldest item has waited `max_wait_ms`, then takes every waiting item, sorts
-them by length (similar lengths share a batch, so little padding is computed), cuts them into
-batches within both budgets and runs those one after another in a worker thread. Items that
+them by length, cuts them into batches within both budgets and runs those one after another in a
+worker thread. A batch also stops growing when padding would pass `max_batch_padding` (padded
+components over real ones, minus one): on a CPU the model's cost follows the components it
+computes, padding included, so four batches of similar lengths beat one batch of mixed ones
+(on a GPU, where the batch is what costs, the padding bound is lifted). Items that
 arrive meanwhile wait for the next round, so nothing starves behind shorter items. With
 `max_wait_ms=0` (the default) a round starts as soon as the worker is free: continuous
 batching, where the batch size follows the load.
@@ -17,7 +20,9 @@ of that batch, and the worker goes on with the next.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +50,13 @@ class BatchingConfig:
     max_batch_components: int = 8192
     max_wait_ms: float = 0.0
     max_queue_items: int = 2048
+    max_batch_padding: float = float("inf")  # padded components / real components - 1
+
+    def described(self) -> dict[str, float | int | None]:
+        """The settings as JSON can carry them: an unbounded padding is null."""
+        out = dataclasses.asdict(self)
+        out["max_batch_padding"] = None if math.isinf(self.max_batch_padding) else self.max_batch_padding
+        return out
 
 
 @dataclass(eq=False)
@@ -72,19 +84,25 @@ class _Pool:
         return entries
 
 
-def cut_batches(entries: Sequence[_Entry], max_items: int, max_components: int) -> list[list[_Entry]]:
-    """Sort by length and cut greedily so each batch keeps items x longest <= max_components.
+def cut_batches(entries: Sequence[_Entry], max_items: int, max_components: int,
+                max_padding: float = float("inf")) -> list[list[_Entry]]:
+    """Sort by length and cut greedily: each batch keeps items x longest <= max_components and
+    items x longest <= (1 + max_padding) x its real components.
 
     A single item longer than the budget still forms a batch of one.
     """
     batches: list[list[_Entry]] = []
     current: list[_Entry] = []
+    real = 0
     for entry in sorted(entries, key=lambda e: e.length):  # stable: arrival order within a length
         longest = entry.length  # sorted, so the newcomer is the longest
-        if current and (len(current) + 1 > max_items or (len(current) + 1) * longest > max_components):
+        padded = (len(current) + 1) * longest
+        if current and (len(current) + 1 > max_items or padded > max_components
+                        or padded > (1.0 + max_padding) * (real + longest)):
             batches.append(current)
-            current = []
+            current, real = [], 0
         current.append(entry)
+        real += longest
     if current:
         batches.append(current)
     return batches
@@ -169,7 +187,11 @@ class Batcher(Generic[ItemT, ResultT]):
                 if self._closing:
                     return
                 continue
-            batches = cut_batches(self._pool.take(), self.config.max_batch_items, self.config.max_batch_components)
+            entries = self._pool.take()
+            if self.metrics is not None:
+                self.metrics.round_items.observe(len(entries))
+            config = self.config
+            batches = cut_batches(entries, config.max_batch_items, config.max_batch_components, config.max_batch_padding)
             for index, batch in enumerate(batches):
                 try:
                     await self._run(batch)

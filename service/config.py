@@ -40,11 +40,22 @@ class Settings(BaseSettings):
     # gave more items/s than 0 ms over HTTP (benchmarks/results/serve.md), and 8x fewer in
     # process, without HTTP. A GPU, where a batch of 32 costs about what a batch of 1 does, may
     # gain from 1-2 ms under moderate load.
+    # On a CPU the model's cost follows the components it computes, padding included: cutting a
+    # round of mixed lengths into batches of similar lengths served more items/s than one padded
+    # batch (benchmarks/results/batch_padding.md, chosen on the tweets validation split). On a GPU
+    # the batch count is what costs, so auto lifts the bound there.
+    max_batch_padding: float | None = Field(
+        None, ge=0.0, description="padding allowed in a batch, as padded/real components - 1 "
+        "(auto: 0.1 on CPU, unbounded on GPU)"
+    )
     max_wait_ms: float = Field(0.0, ge=0.0, le=10_000.0, description="longest wait for a batch to fill")
     max_queue_items: int = Field(2048, ge=1, description="items waiting for inference before 429")
     # The admission limit (as text-embeddings-inference's --max-concurrent-requests): past it a
     # /v1 request is refused with 429 before its body is even read, so refusing costs nothing.
     max_concurrent_requests: int = Field(512, ge=1, description="/v1 requests in flight before 429")
+    inference_threads: int = Field(
+        0, ge=0, le=1024, description="ONNX Runtime intra-op threads (0 = one per core)"
+    )
     prepare_threads: int = Field(2, ge=1, le=64, description="threads that parse and tokenize request bodies")
 
     # Request limits: every one is answered with 413 (or 422 for neighbors) naming the limit.
@@ -67,6 +78,11 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="serve /metrics on this port only (not on the API port)"
     )
+
+    # The HTTP layer under uvicorn: "auto" takes the C parser (httptools) and uvloop when
+    # installed (the serve extra installs them), else the pure-Python h11 and asyncio.
+    http: Literal["auto", "httptools", "h11"] = Field("auto", description="HTTP/1.1 parser (auto = httptools if installed)")
+    loop: Literal["auto", "uvloop", "asyncio"] = Field("auto", description="event loop (auto = uvloop if installed)")
 
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when it works, else CPU")
     precision: Literal["auto", "fp32", "fp16", "int8"] = Field(

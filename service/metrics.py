@@ -33,6 +33,10 @@ class Metrics:
             "atom_queue_wait_seconds", "time from enqueue to batch start, per item", buckets=SECONDS_BUCKETS, registry=r
         )
         self.batch_items = Histogram("atom_batch_items", "items per batch", buckets=BATCH_ITEM_BUCKETS, registry=r)
+        self.round_items = Histogram(
+            "atom_round_items", "items taken from the queue per batching round (then cut into batches)",
+            buckets=BATCH_ITEM_BUCKETS, registry=r,
+        )
         self.batch_padded_components = Histogram(
             "atom_batch_padded_components",
             "batch size x longest item, the components the model computes",

@@ -57,8 +57,10 @@ class ItemResult:
     bank: ServedBank  # the bank the neighbors' rows index: the one the batch started with
 
 
-def session_options() -> ort.SessionOptions:
+def session_options(threads: int = 0) -> ort.SessionOptions:
+    """ONNX Runtime's options; `threads` intra-op threads (0: ONNX Runtime's default, one per core)."""
     options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
     # ONNX Runtime's threads spin after each run by default, holding the cores that the event
     # loop, tokenization, the neighbor search and JSON need next; without spinning a 2-core CPU
     # served a batch of 32 in ~4 ms instead of ~6 ms and the search stopped stalling.
@@ -66,7 +68,8 @@ def session_options() -> ort.SessionOptions:
     return options
 
 
-def create_session(bundle: Bundle, device: str, precision: str = "auto") -> tuple[ort.InferenceSession, str, str]:
+def create_session(bundle: Bundle, device: str, precision: str = "auto",
+                   threads: int = 0) -> tuple[ort.InferenceSession, str, str]:
     """(session, provider, model file): CUDA when asked for or available and working, else CPU.
 
     precision "auto" takes the bundle's copy made for the device: fp16 on CUDA, int8 on the CPU
@@ -81,7 +84,7 @@ def create_session(bundle: Bundle, device: str, precision: str = "auto") -> tupl
         # missing; the providers it ended up with say whether CUDA really works.
         path = bundle.model_path(precision) if precision != "auto" else (bundle.fp16_onnx_path or bundle.onnx_path)
         try:
-            session = ort.InferenceSession(str(path), session_options(), providers=[CUDA, CPU])
+            session = ort.InferenceSession(str(path), session_options(threads), providers=[CUDA, CPU])
             if session.get_providers()[0] == CUDA:
                 return session, CUDA, path.name
             log.info("the CUDA execution provider did not start (ONNX Runtime said why above); using CPU")
@@ -90,13 +93,13 @@ def create_session(bundle: Bundle, device: str, precision: str = "auto") -> tupl
     if device == "cuda":
         raise DeviceError("device=cuda was asked for but the CUDA execution provider is not working here")
     path = bundle.model_path(precision) if precision != "auto" else (bundle.int8_onnx_path or bundle.onnx_path)
-    return ort.InferenceSession(str(path), session_options(), providers=[CPU]), CPU, path.name
+    return ort.InferenceSession(str(path), session_options(threads), providers=[CPU]), CPU, path.name
 
 
 class Runtime:
     def __init__(self, bundle: Bundle, *, device: str = "auto", precision: str = "auto",
                  max_components_per_input: int = 1024, metrics: Metrics | None = None,
-                 bank: ServedBank | None = None):
+                 bank: ServedBank | None = None, threads: int = 0):
         self.bundle = bundle
         self.manifest = bundle.manifest
         self.spec = bundle.manifest.input
@@ -109,7 +112,7 @@ class Runtime:
             if self.tokenizer is not None
             else NumericInputs(self.spec, max_components_per_input, self.manifest.name)
         )
-        self.session, self.provider, self.model_file = create_session(bundle, device, precision)
+        self.session, self.provider, self.model_file = create_session(bundle, device, precision, threads)
         self.precision = bundle.precision_of(self.model_file)
         self._input_names = [spec.name for spec in self.manifest.onnx_inputs]  # (values, attention_mask)
         self._values_dtype = np.int64 if self.spec.modality == "text" else np.float32

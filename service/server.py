@@ -27,10 +27,25 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 log = logging.getLogger(__name__)
 
 
-def guarded_protocol(max_connections: int, read_timeout_s: float) -> type[H11Protocol]:
-    """uvicorn's h11 protocol with a per-request read deadline and a bound on open connections."""
+def http_protocol(name: str) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP/1.1 implementation: "httptools" (C parser) or "h11" (pure Python); "auto"
+    takes httptools when it is installed. Both keep the attributes the guard below relies on."""
+    if name in ("auto", "httptools"):
+        try:
+            from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    class GuardedH11Protocol(H11Protocol):
+            return HttpToolsProtocol
+        except ImportError:
+            if name == "httptools":
+                raise
+    return H11Protocol
+
+
+def guarded_protocol(max_connections: int, read_timeout_s: float, http: str = "auto") -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol with a per-request read deadline and a bound on open connections."""
+    base: type = http_protocol(http)
+
+    class GuardedProtocol(base):  # type: ignore[valid-type, misc]
         _read_timer: asyncio.TimerHandle | None = None
         _waiting_since = 0.0
 
@@ -70,7 +85,7 @@ def guarded_protocol(max_connections: int, read_timeout_s: float) -> type[H11Pro
                 self._drop(f"request not received within read_timeout_ms={read_timeout_s * 1000:g}")
 
         def _make_room(self) -> None:
-            waiting = [c for c in self.connections if isinstance(c, GuardedH11Protocol) and c is not self
+            waiting = [c for c in self.connections if isinstance(c, GuardedProtocol) and c is not self
                        and not c.transport.is_closing() and c.receiving()]
             victim = min(waiting, key=lambda c: c._waiting_since, default=self)
             victim._drop(f"more than max_connections={max_connections} open connections")
@@ -80,7 +95,7 @@ def guarded_protocol(max_connections: int, read_timeout_s: float) -> type[H11Pro
             self._cancel_timer()
             self.transport.close()
 
-    return GuardedH11Protocol
+    return GuardedProtocol
 
 
 class DrainingServer(uvicorn.Server):

@@ -41,7 +41,7 @@ async def model_info(serving: Serving) -> ModelInfo:
             "onnxruntime_version": ort.__version__,
         },
         bank=runtime.bank.info,
-        batching=settings.model_dump(include={"max_batch_items", "max_batch_components", "max_wait_ms", "max_queue_items"}),
+        batching=serving.batcher.config.described(),
         limits=settings.model_dump(
             include={"max_inputs_per_request", "max_components_per_input", "max_neighbors", "max_request_bytes",
                      "request_timeout_ms"}

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 
-from service.batcher import Batcher, BatchingConfig
+from service.batcher import Batcher, BatchingConfig, cut_batches
 from service.errors import DeadlineExceeded, InferenceFailed, NotReady, QueueFull
 from service.metrics import Metrics
 
@@ -92,6 +94,30 @@ def test_batches_respect_the_padded_component_budget_and_group_similar_lengths()
     flat = [item.length for batch in runner.batches for item in batch]
     assert flat == sorted(flat)
     assert [item.length for item in runner.batches[0]] == [1, 2, 3, 4, 5]
+
+
+def lengths_of(batches) -> list[list[int]]:
+    return [[entry.length for entry in batch] for batch in batches]
+
+
+def test_a_batch_stops_growing_where_padding_would_pass_the_bound():
+    entries = [SimpleNamespace(length=n) for n in (20, 5, 6, 5, 20, 5)]
+    # 5,5,5 + 6 would pad 24 components for 21 real ones (> 1.1 x 21); 6 + 20 pads 40 for 26
+    assert lengths_of(cut_batches(entries, 32, 8192, 0.1)) == [[5, 5, 5], [6], [20, 20]]
+    assert lengths_of(cut_batches(entries, 32, 8192, 0.2)) == [[5, 5, 5, 6], [20, 20]]
+    assert lengths_of(cut_batches(entries, 32, 8192)) == [[5, 5, 5, 6, 20, 20]]  # unbounded: one batch
+
+
+@pytest.mark.parametrize("padding", [0.0, 0.1, 0.5])
+def test_every_item_is_cut_into_exactly_one_batch_within_every_bound(padding):
+    rng = random.Random(7)
+    entries = [SimpleNamespace(length=rng.randint(1, 64), id=i) for i in range(300)]
+    batches = cut_batches(entries, 16, 512, padding)
+    assert sorted(entry.id for batch in batches for entry in batch) == list(range(300))
+    for batch in batches:
+        longest, real = max(e.length for e in batch), sum(e.length for e in batch)
+        assert len(batch) <= 16 and len(batch) * longest <= 512
+        assert len(batch) * longest <= (1 + padding) * real + 1e-9 or len(batch) == 1
 
 
 def test_a_failing_batch_fails_only_its_items_and_the_worker_goes_on():
@@ -225,6 +251,7 @@ def test_batcher_records_queue_and_batch_metrics():
     value = metrics.registry.get_sample_value
     assert value("atom_batch_items_count") == 2
     assert value("atom_batch_items_sum") == 8
+    assert value("atom_round_items_sum") == 8 and 1 <= value("atom_round_items_count") <= 2  # a round holds >= 1 batch
     assert value("atom_batch_padded_components_sum") == 24
     assert value("atom_queue_wait_seconds_count") == 8
     assert value("atom_queue_items") == 0

@@ -58,3 +58,28 @@ def test_new_limits_have_their_defaults_and_bounds():
     assert Settings(bundle_digest="ab" * 32).pinned_digest == "sha256:" + "ab" * 32
     with pytest.raises(ValidationError):
         Settings(metrics_port=8000)  # the API port
+
+
+def test_the_padding_bound_is_auto_by_device_unless_set(monkeypatch):
+    from service.app import batching_config
+
+    assert Settings().max_batch_padding is None
+    assert batching_config(Settings(), "CPUExecutionProvider").max_batch_padding == 0.1
+    assert batching_config(Settings(), "CUDAExecutionProvider").max_batch_padding == float("inf")
+    monkeypatch.setenv("ATOM_MAX_BATCH_PADDING", "0.3")
+    assert batching_config(Settings(), "CUDAExecutionProvider").max_batch_padding == 0.3
+    assert batching_config(Settings(max_batch_padding="inf"), "CPUExecutionProvider").described()["max_batch_padding"] is None
+    with pytest.raises(ValidationError):
+        Settings(max_batch_padding=-0.1)
+
+
+def test_the_http_layer_takes_the_c_parser_when_installed_and_h11_on_request():
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from service.server import guarded_protocol
+
+    assert issubclass(guarded_protocol(10, 1.0, "auto"), HttpToolsProtocol)
+    assert issubclass(guarded_protocol(10, 1.0, "h11"), H11Protocol)
+    with pytest.raises(ValidationError):
+        Settings(http="h2")

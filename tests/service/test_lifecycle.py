@@ -36,9 +36,10 @@ def test_sigterm_drains_readyz_503_while_requests_are_still_served_then_exits_0(
     assert "draining for 2.0 s" in stderr and "service.app: stopped" in stderr and "Traceback" not in stderr
 
 
-def test_stalled_sockets_are_closed_and_cannot_crowd_out_normal_requests(text_case):
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_stalled_sockets_are_closed_and_cannot_crowd_out_normal_requests(text_case, http):
     process, url = start(text_case.path, "--device", "cpu", "--max-connections", "50", "--read-timeout-ms", "1500",
-                         "--drain-ms", "0")
+                         "--drain-ms", "0", "--http", http)
     port = int(url.rsplit(":", 1)[1])
     stalled: list[socket.socket] = []
     try:
