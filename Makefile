@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEFAULT_TRAIN ?= --epochs 3 --batch-size 64 --lr 3e-3
 
-.PHONY: setup browser test run bundle bundle-small bench-quality bench-quality-backbone bench-serve bench-bank check-prometheus check-image clean
+.PHONY: setup browser test run bundle bundle-small bench-quality bench-quality-backbone bench-serve bench-peers bench-padding peers-setup peers-smoke bench-bank check-prometheus check-image clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -70,6 +70,25 @@ bench-quality-backbone: setup
 
 bench-serve: setup bundle
 	$(PY) benchmarks/serve.py --bundle $(BUNDLE)
+
+# The peers (Infinity, Ray Serve, sentence-transformers) in their own environment: their pins
+# (numpy<2, uvicorn<0.33, ...) conflict with the project's.
+peers-setup:
+	bash benchmarks/peer_apps/setup_peers.sh
+
+peers-smoke: peers-setup
+	.venv-peers/bin/python benchmarks/peer_systems.py --smoke --work runs/peers-smoke
+
+# This service against Infinity, Ray Serve and sentence-transformers on the same MiniLM, inputs and
+# machine (about 40 minutes: 30 s a point), then the table, plot and targets in benchmarks/results/peers.md.
+# PEERS_ARGS=--fresh starts over; records already in peers.jsonl are kept otherwise.
+bench-peers: setup bundle bundle-small peers-setup
+	$(PY) benchmarks/peers.py --profile $(PEERS_ARGS)
+	$(PY) benchmarks/peers_report.py
+
+# The sweep that chose the batcher's padding bound on CPU (tweets validation split).
+bench-padding: setup bundle
+	$(PY) benchmarks/batch_padding.py
 
 # Banks of 10^4..10^6 atoms derived from real all-MiniLM-L6-v2 embeddings of tweets, exact vs
 # HNSW vs IVF; then /v1/atomize with and without neighbours at 10^5 atoms (a 384-dim tweets bundle).

@@ -1,0 +1,52 @@
+"""Hold one peer server up for benchmarks/peers.py, which runs in the project's own environment.
+
+    .venv-peers/bin/python benchmarks/peer_apps/host.py NAME MODEL_DIR WORK_DIR LOG_PATH CHECK_TEXTS_JSON
+
+Starts the peer (`infinity` or `ray-serve`, see benchmarks/peer_systems.py), checks its answers
+on the given texts against sentence-transformers, prints one JSON line (url, path, model,
+version, start-up time, minimum cosine; or `unavailable` with the reason), then keeps the
+server up until its standard input closes or it gets SIGTERM, and stops it with every child.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import peer_systems  # noqa: E402
+
+
+def main() -> int:
+    name, model_dir, work_dir, log_path, texts_path = sys.argv[1:6]
+    servers = {"infinity": peer_systems.infinity_server, "ray-serve": peer_systems.ray_serve_server}
+
+    def stop(signum, frame):  # noqa: ARG001: leave the `with` below, which stops the server
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    texts = json.loads(Path(texts_path).read_text())
+    try:
+        reference = peer_systems.reference_embeddings(texts)
+        with servers[name](Path(model_dir), Path(work_dir), Path(log_path)) as endpoint:
+            cosine = peer_systems.check_answers(endpoint, texts, reference)
+            print(json.dumps({"url": endpoint.url, "path": endpoint.path, "model": endpoint.model,
+                              "version": endpoint.version, "startup_s": endpoint.startup_s,
+                              "min_cosine": cosine}), flush=True)
+            try:
+                sys.stdin.read()  # until the benchmark closes our stdin
+            except KeyboardInterrupt:
+                pass
+    except peer_systems.PeerUnavailable as exc:
+        print(json.dumps({"unavailable": exc.reason}), flush=True)
+        return 3
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

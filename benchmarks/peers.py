@@ -1,0 +1,350 @@
+"""Side by side, one run, one machine: this service against the servers people pick instead.
+
+    python benchmarks/peers.py [--duration 30] [--only atomizer,infinity,...] [--quick] [--profile]
+
+Every system serves all-MiniLM-L6-v2 on the CPU and gets the same inputs (the tweets test split,
+in a fixed random order) from the same load process (benchmarks/loadgen.py: closed loop, 1, 8,
+32 and 128 concurrent keep-alive clients, 1 and 16 inputs per request, `--duration` seconds per
+point after a warm-up, bounded by time and count):
+
+- atomizer: this service (`python -m service`) on the default bundle (MiniLM + the atom head),
+  fp32, /v1/embeddings (the OpenAI shape the peers answer too); `atomizer-int8` the int8 copy
+  (its own row, never compared with a peer's fp32); `atomizer-full` /v1/atomize with the default
+  response (composition, roles, 5 neighbors); `atomizer-nobatch` one item per batch;
+  `atomizer-before` the service as it was before the fast path (h11 + asyncio, no padding bound).
+- infinity and ray-serve (benchmarks/peer_systems.py, in their own environment .venv-peers made by
+  benchmarks/peer_apps/setup_peers.sh) on one plain MiniLM ONNX file; st: sentence-transformers
+  `encode` in process, no HTTP (the floor).
+- small, small-full: the small from-scratch bundle (bundles/tweets-small), when it exists.
+
+Each answer set is checked before its load (peers against sentence-transformers, this service
+against its own model run in process). For every row of this service, `raw` is ONNX Runtime in
+this process on the batches the service's own policy makes from rounds of the size the server
+saw (from its /metrics), so served/raw is the cost of everything but the model. Records go to
+benchmarks/results/peers.jsonl (a rerun skips points already there); benchmarks/peers_report.py
+writes the table, the plot and the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from batch_padding import items_per_s, policy_batches  # noqa: E402
+from serve import machine, running_server  # noqa: E402
+
+log = logging.getLogger("benchmarks.peers")
+RESULTS = ROOT / "benchmarks" / "results"
+PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
+CHECK_ITEMS = 16
+
+
+@dataclass(frozen=True)
+class System:
+    name: str
+    kind: str  # "ours" | "peer" | "in-process"
+    path: str = "/v1/embeddings"
+    flags: tuple[str, ...] = ()
+    bundle: str = "bundles/tweets"
+    clients: tuple[int, ...] = (1, 8, 32, 128)
+    sizes: tuple[int, ...] = (1, 16)
+    precision: str = "fp32"
+    notes: str = ""
+
+
+FP32 = ("--precision", "fp32")
+SYSTEMS = [
+    System("atomizer", "ours", flags=FP32),
+    System("atomizer-int8", "ours", flags=("--precision", "int8"), precision="int8"),
+    System("atomizer-full", "ours", path="/v1/atomize", flags=FP32, sizes=(1,),
+           notes="default response: embedding, composition, roles, 5 neighbors"),
+    System("atomizer-nobatch", "ours", flags=(*FP32, "--max-batch-items", "1"), clients=(8, 32), sizes=(1,)),
+    System("atomizer-h11", "ours", flags=(*FP32, "--http", "h11", "--loop", "asyncio"), clients=(32, 128), sizes=(1,),
+           notes="h11 + asyncio (the padding bound on)"),
+    System("atomizer-before", "ours", flags=(*FP32, "--http", "h11", "--loop", "asyncio", "--max-batch-padding", "inf"),
+           clients=(32, 128), sizes=(1,), notes="before the fast path: h11, asyncio, one padded batch per round"),
+    System("infinity", "peer"),
+    System("ray-serve", "peer"),
+    System("st", "in-process", clients=(1,), sizes=(1, 16, 32)),
+    System("small", "ours", bundle="bundles/tweets-small"),
+    System("small-full", "ours", path="/v1/atomize", bundle="bundles/tweets-small", sizes=(1,)),
+]
+
+
+# ---- records -------------------------------------------------------------------------------------
+
+
+def read_records(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def key(record: dict) -> tuple:
+    return record["system"], record["clients"], record["inputs_per_request"]
+
+
+def append(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as out:
+        out.write(json.dumps(record) + "\n")
+
+
+# ---- load ------------------------------------------------------------------------------------------
+
+
+def bodies_file(tmp: Path, name: str, texts: list[str], size: int, make) -> Path:
+    path = tmp / f"{name}-{size}.jsonl"
+    groups = [texts[i : i + size] for i in range(0, len(texts) - size + 1, size)]
+    path.write_text("\n".join(make(group) for group in groups))
+    return path
+
+
+def load_point(url: str, path: str, bodies: Path, clients: int, size: int, duration_s: float) -> dict:
+    job = {"url": url, "path": path, "bodies": str(bodies), "concurrency": clients, "duration_s": duration_s,
+           "warmup_s": min(2.0, duration_s / 5), "max_requests": 2_000_000, "items_per_request": size}
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "loadgen.py"), json.dumps(job)], check=True,
+                         capture_output=True, text=True, timeout=duration_s + 120).stdout
+    return json.loads(out)
+
+
+def scrape(url: str) -> dict[str, float]:
+    import httpx
+
+    values = {}
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(("atom_round_items_", "atom_batch_items_")) and " " in line:
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+def per(after: dict, before: dict, name: str) -> float | None:
+    count = after.get(f"{name}_count", 0) - before.get(f"{name}_count", 0)
+    return (after.get(f"{name}_sum", 0) - before.get(f"{name}_sum", 0)) / count if count else None
+
+
+# ---- this service ---------------------------------------------------------------------------------
+
+
+def run_ours(system: System, texts: list[str], tmp: Path, duration_s: float, done: set, out: Path,
+             profile: bool) -> None:
+    import httpx
+
+    from contract.bundle import load_bundle
+    from service.runtime import Runtime
+
+    bundle_dir = ROOT / system.bundle
+    field_name = "input" if system.path == "/v1/embeddings" else "inputs"
+    bodies = {size: bodies_file(tmp, system.name, texts, size, lambda g: json.dumps({field_name: g}))
+              for size in system.sizes}
+    todo = [(c, s) for s in system.sizes for c in system.clients if (system.name, c, s) not in done]
+    if not todo and not profile:
+        return
+    rows = []
+    with running_server(bundle_dir, ["--device", "cpu", *system.flags], tmp / f"{system.name}.log") as url:
+        info = httpx.get(f"{url}/v1/model", timeout=10).json()
+        batching = info["batching"]
+        answer = httpx.post(url + system.path, json={field_name: texts[:CHECK_ITEMS]}, timeout=60).json()
+        served = np.asarray([r["embedding"] for r in answer.get("data", answer.get("results"))], np.float32)
+        for clients, size in todo:
+            before = scrape(url)
+            row = load_point(url, system.path, bodies[size], clients, size, duration_s)
+            after = scrape(url)
+            row.update(mean_round_items=per(after, before, "atom_round_items"),
+                       mean_batch_items=per(after, before, "atom_batch_items"))
+            row.update(system=system.name, kind=system.kind, clients=clients, inputs_per_request=size,
+                       model=f"{info['name']} {info['version']}", precision=info["runtime"]["precision"],
+                       path=system.path, batching=batching, load_average_1m=os.getloadavg()[0])
+            log.info("%s %d clients x %d: %.0f items/s p50 %.0f ms p99 %.0f ms, round %.1f batch %.1f, %d failed",
+                     system.name, clients, size, row["items_per_s"], row["p50_ms"] or 0, row["p99_ms"] or 0,
+                     row["mean_round_items"] or 0, row["mean_batch_items"] or 0, row["failed"])
+            rows.append(row)
+        if profile:
+            profile_point(url, system, bodies[1], duration_s)
+    # Raw, with the server stopped: the same batches the service's policy makes, in process.
+    bundle = load_bundle(bundle_dir)
+    runtime = Runtime(bundle, device="cpu", precision=rows[0]["precision"] if rows else system.precision)
+    items = runtime.prepare(texts[:2048])
+    expected = np.stack([r.embedding for r in runtime.run(items[:CHECK_ITEMS], record=False)])
+    cosine = float(np.min(np.sum(served * expected, 1) / np.linalg.norm(served, axis=1) / np.linalg.norm(expected, axis=1)))
+    padding = batching["max_batch_padding"]
+    padding = float("inf") if padding is None else padding
+    cache: dict[int, float] = {}
+    for row in rows:
+        round_items = max(1, round(row["mean_round_items"] or 1))
+        if round_items not in cache:
+            feeds = policy_batches(runtime, items, round_items, padding, batching["max_batch_items"],
+                                   batching["max_batch_components"])
+            cache[round_items] = items_per_s(runtime, feeds, min(8.0, duration_s / 3))
+        row.update(raw_round_items=round_items, raw_items_per_s=cache[round_items],
+                   served_over_raw=row["items_per_s"] / cache[round_items], min_cosine_vs_in_process=cosine,
+                   notes=system.notes)
+        append(out, row)
+
+
+def profile_point(url: str, system: System, bodies: Path, duration_s: float) -> None:
+    """py-spy on the server during one more point at 32 clients: a flame graph and the raw stacks."""
+    pid = subprocess.check_output(["pgrep", "-f", "--", f"--port {url.rsplit(':', 1)[1]}"], text=True).split()[0]
+    spy = str(Path(sys.executable).parent / "py-spy")
+    seconds = str(int(duration_s))
+    spies = [subprocess.Popen([spy, "record", "-p", pid, "-d", seconds, "--nonblocking", "--threads", "-f", fmt,
+                               "-o", str(RESULTS / name)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for fmt, name in (("raw", "profile_serve.txt"), ("flamegraph", "profile_serve.svg"))]
+    row = load_point(url, system.path, bodies, 32, 1, duration_s)
+    for spy_process in spies:
+        spy_process.wait(timeout=120)
+    (RESULTS / "profile_serve.json").write_text(json.dumps({"system": system.name, "flags": system.flags,
+                                                             "load": row}, indent=2) + "\n")
+
+
+# ---- the peers -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def peer_server(name: str, model_dir: Path, tmp: Path, texts: list[str]):
+    check = tmp / "check.json"
+    check.write_text(json.dumps(texts[:CHECK_ITEMS]))
+    host = ROOT / "benchmarks" / "peer_apps" / "host.py"
+    process = subprocess.Popen([str(PEERS_PYTHON), str(host), name, str(model_dir), str(tmp / name),
+                                str(tmp / f"{name}.log"), str(check)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        line = process.stdout.readline()  # the peer's own start-up bound (180 s) applies inside
+        info = json.loads(line) if line else {"unavailable": f"exited with {process.wait()}: see {tmp / name}.log"}
+        yield info
+    finally:
+        process.stdin.close()
+        try:
+            process.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+
+
+def run_peer(system: System, texts: list[str], tmp: Path, duration_s: float, done: set, out: Path,
+             model_dir: Path) -> None:
+    todo = [(c, s) for s in system.sizes for c in system.clients if (system.name, c, s) not in done]
+    if not todo:
+        return
+    with peer_server(system.name, model_dir, tmp, texts) as info:
+        if "unavailable" in info:
+            log.error("%s cannot run here: %s", system.name, info["unavailable"])
+            append(out, {"system": system.name, "kind": "peer", "clients": 0, "inputs_per_request": 0,
+                         "unavailable": info["unavailable"]})
+            return
+        log.info("%s ready in %.1f s (%s), min cosine %.6f", system.name, info["startup_s"], info["version"],
+                 info["min_cosine"])
+        for clients, size in todo:
+            path = bodies_file(tmp, system.name, texts, size,
+                               lambda g: json.dumps({"model": info["model"], "input": g}))
+            row = load_point(info["url"], info["path"], path, clients, size, duration_s)
+            row.update(system=system.name, kind="peer", clients=clients, inputs_per_request=size,
+                       model="all-MiniLM-L6-v2 (model.onnx)", precision="fp32", path=info["path"],
+                       version=info["version"], min_cosine_vs_sentence_transformers=info["min_cosine"],
+                       load_average_1m=os.getloadavg()[0])
+            log.info("%s %d clients x %d: %.0f items/s p50 %.0f ms p99 %.0f ms, %d failed", system.name, clients,
+                     size, row["items_per_s"], row["p50_ms"] or 0, row["p99_ms"] or 0, row["failed"])
+            append(out, row)
+
+
+def run_st(system: System, texts: list[str], duration_s: float, done: set, out: Path) -> None:
+    for size in system.sizes:
+        if (system.name, 1, size) in done:
+            continue
+        code = ("import json, sys; sys.path.insert(0, 'benchmarks'); import peer_systems as p; "
+                f"t = json.load(open(sys.argv[1])); print(json.dumps(p.st_throughput(t, {size}, {duration_s})))")
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as handle:
+            json.dump(texts, handle)
+            handle.flush()
+            result = json.loads(subprocess.run([str(PEERS_PYTHON), "-c", code, handle.name], check=True, cwd=ROOT,
+                                               capture_output=True, text=True).stdout.splitlines()[-1])
+        row = {"system": "st", "kind": "in-process", "clients": 1, "inputs_per_request": size, "failed": 0,
+               "items_per_s": result["items_per_s"], "p50_ms": None, "p99_ms": None, "precision": "fp32",
+               "model": "all-MiniLM-L6-v2 (sentence-transformers)", "detail": result,
+               "load_average_1m": os.getloadavg()[0]}
+        log.info("st batch %d: %.0f items/s", size, row["items_per_s"])
+        append(out, row)
+
+
+# ---- main ------------------------------------------------------------------------------------------
+
+
+def test_texts(count: int) -> list[str]:
+    from training.data import load_dataset
+
+    texts = load_dataset("tweets").test.texts
+    order = np.random.default_rng(0).permutation(len(texts))[:count]
+    return [texts[i] for i in order]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds measured per point")
+    parser.add_argument("--only", help="comma-separated systems (default: all)")
+    parser.add_argument("--quick", action="store_true", help="5 s points, 8 and 32 clients, 1 input per request")
+    parser.add_argument("--profile", action="store_true", help="py-spy the atomizer at 32 clients")
+    parser.add_argument("--fresh", action="store_true", help="forget the records already written")
+    parser.add_argument("--out", type=Path, default=RESULTS / "peers.jsonl")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "peers")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    duration = 5.0 if args.quick else args.duration
+    only = set(args.only.split(",")) if args.only else None
+    texts = test_texts(4096)
+    if args.fresh:
+        args.out.unlink(missing_ok=True)
+        args.out.with_suffix(".machine.json").unlink(missing_ok=True)
+    done = {key(r) for r in read_records(args.out)}
+    args.work.mkdir(parents=True, exist_ok=True)
+    meta = args.out.with_suffix(".machine.json")
+    if not meta.exists():
+        meta.write_text(json.dumps({"machine": machine("CPUExecutionProvider"), "command":
+                                    "python benchmarks/peers.py " + " ".join(argv or sys.argv[1:])}, indent=2) + "\n")
+    model_dir = None
+    for system in SYSTEMS:
+        if only is not None and system.name not in only:
+            continue
+        if args.quick:
+            system = System(**{**system.__dict__, "clients": tuple(c for c in system.clients if c in (1, 8, 32)),
+                               "sizes": system.sizes[:1]})
+        if system.kind == "ours" and not (ROOT / system.bundle / "manifest.json").exists():
+            log.warning("skipping %s: no bundle at %s (make bundle-small)", system.name, system.bundle)
+            continue
+        if system.kind != "ours" and not PEERS_PYTHON.exists():
+            log.warning("skipping %s: no %s (bash benchmarks/peer_apps/setup_peers.sh)", system.name, PEERS_PYTHON)
+            continue
+        with tempfile.TemporaryDirectory(dir=args.work) as tmp:
+            if system.kind == "ours":
+                run_ours(system, texts, Path(tmp), duration, done, args.out,
+                         args.profile and system.name == "atomizer")
+            elif system.kind == "peer":
+                if model_dir is None:
+                    model_dir = args.work / "minilm-onnx"
+                    subprocess.run([str(PEERS_PYTHON), "benchmarks/peer_systems.py", "--export", str(model_dir)],
+                                   check=True, cwd=ROOT)
+                run_peer(system, texts, Path(tmp), duration, done, args.out, model_dir)
+            else:
+                run_st(system, texts, min(duration, 15.0), done, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
