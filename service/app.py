@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -34,7 +35,7 @@ from contract.bundle import Bundle, BundleError, load_bundle
 from .batcher import Batcher, BatchingConfig
 from .config import Settings
 from .metrics import Metrics
-from .neighbors import ServedBank, load_served_bank
+from .neighbors import ServedBank, load_served_bank, own_bank_spec, with_index
 from .routes import atomize, embeddings, explorer, meta
 from .routes.deps import ServiceState
 from .routes.handlers import install_exception_handlers
@@ -58,6 +59,7 @@ def batching_config(settings: Settings, provider: str = CPU) -> BatchingConfig:
         max_wait_ms=settings.max_wait_ms,
         max_queue_items=settings.max_queue_items,
         max_batch_padding=padding,
+        max_round_items=settings.max_round_items,
     )
 
 
@@ -100,7 +102,33 @@ async def reload_bank(settings: Settings, runtime: Runtime, metrics: Metrics) ->
     metrics.set_bank(len(bank), bank.version, bank.index.spec.kind)
     metrics.bank_reloads.labels(result="ok").inc()
     log.info("bank reloaded: %d atoms, version %s", len(bank), bank.version)
+    if settings.bank_search == "auto":
+        await index_own_bank(runtime, metrics)
     return True
+
+
+async def index_own_bank(runtime: Runtime, metrics: Metrics) -> None:
+    """Move a large bundle-own bank from exact search to an IVF index built meanwhile.
+
+    Requests are served from the exact bank while the index is built off the event loop; the
+    swap is one reference assignment, as for a reload, and is skipped if a reload replaced the
+    bank meanwhile.
+    """
+    bank = runtime.bank
+    spec = own_bank_spec(bank)
+    if spec is None:
+        return
+    started = time.perf_counter()
+    try:
+        indexed = await asyncio.to_thread(with_index, bank, spec)
+    except Exception:  # the exact bank keeps serving
+        log.exception("building the %s index of the bundle's bank failed; searching it exactly", spec.kind)
+        return
+    if runtime.bank is bank:
+        runtime.bank = indexed
+        metrics.set_bank(len(indexed), indexed.version, spec.kind)
+        log.info("bank of %d atoms: %s index %s built in %.1f s, now searched through it", len(indexed), spec.kind,
+                 spec.params, time.perf_counter() - started)
 
 
 class ReloadOnSighup:
@@ -204,12 +232,16 @@ def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None
         state.prepare_pool = ThreadPoolExecutor(settings.prepare_threads, thread_name_prefix="atom-prepare")
         state.models = models_for(runtime, settings)
         state.runtime, state.batcher = runtime, batcher
+        indexing = asyncio.get_running_loop().create_task(index_own_bank(runtime, metrics)) \
+            if settings.bank_search == "auto" else None
         log.info("ready: %s %s (%s) at http://%s:%d", manifest.name, manifest.version, runtime.bundle.digest,
                  settings.host, settings.port)
         try:
             yield
         finally:
             reloads.close()
+            if indexing is not None:
+                indexing.cancel()
             state.stopping = True
             await batcher.stop()
             state.prepare_pool.shutdown(wait=False, cancel_futures=True)

@@ -2,7 +2,9 @@
 
 Requests put items in the queue (one future per item) and await their futures. The worker
 waits until the queue holds a full batch (`max_batch_items`, or `max_batch_components` padded
-components) or the oldest item has waited `max_wait_ms`, then takes every waiting item, sorts
+components) or the oldest item has waited `max_wait_ms`, then takes the waiting items (at most
+`max_round_items`, oldest first, so a long queue is served in order rather than in one long
+round that every newcomer waits behind), sorts
 them by length, cuts them into batches within both budgets and runs those one after another in a
 worker thread. A batch also stops growing when padding would pass `max_batch_padding` (padded
 components over real ones, minus one): on a CPU the model's cost follows the components it
@@ -51,6 +53,7 @@ class BatchingConfig:
     max_wait_ms: float = 0.0
     max_queue_items: int = 2048
     max_batch_padding: float = float("inf")  # padded components / real components - 1
+    max_round_items: int = 128  # items taken from the queue per round, oldest first
 
     def described(self) -> dict[str, float | int | None]:
         """The settings as JSON can carry them: an unbounded padding is null."""
@@ -79,8 +82,10 @@ class _Pool:
         self.entries.extend(entries)
         self.longest = max([self.longest, *(e.length for e in entries)])
 
-    def take(self) -> list[_Entry]:
-        entries, self.entries, self.longest = self.entries, [], 0
+    def take(self, limit: int) -> list[_Entry]:
+        """The `limit` oldest entries; the rest wait for the next round."""
+        entries, self.entries = self.entries[:limit], self.entries[limit:]
+        self.longest = max((e.length for e in self.entries), default=0)
         return entries
 
 
@@ -175,7 +180,7 @@ class Batcher(Generic[ItemT, ResultT]):
             except TimeoutError:
                 log.warning("batcher did not drain in %.1f s; failing what is left", drain_timeout_s)
                 self._task.cancel()
-        self._fail(self._pool.take(), NotReady("the service is shutting down"))
+        self._fail(self._pool.take(len(self._pool.entries)), NotReady("the service is shutting down"))
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     # ---- the worker --------------------------------------------------------------------------
@@ -187,7 +192,7 @@ class Batcher(Generic[ItemT, ResultT]):
                 if self._closing:
                     return
                 continue
-            entries = self._pool.take()
+            entries = self._pool.take(self.config.max_round_items)
             if self.metrics is not None:
                 self.metrics.round_items.observe(len(entries))
             config = self.config

@@ -21,6 +21,10 @@ class Settings(BaseSettings):
         None, description="bank folder from `atomize index` to find neighbours in (default: the bundle's atoms.npz); "
         "reloaded on SIGHUP"
     )
+    bank_search: Literal["auto", "exact"] = Field(
+        "auto", description="the bundle's own bank: auto = exact at start, then an IVF index built in the "
+        "background when the bank is past the exact-search size; exact = always exact"
+    )
     bundle_digest: str | None = Field(
         None, description="pin: refuse to start unless the bundle has this digest (printed by `atomize export`)"
     )
@@ -48,6 +52,11 @@ class Settings(BaseSettings):
         None, ge=0.0, description="padding allowed in a batch, as padded/real components - 1 "
         "(auto: 0.1 on CPU, unbounded on GPU)"
     )
+    # A round takes at most this many queued items, oldest first: under a long queue, requests are
+    # served in arrival order instead of each waiting behind one long round (p99 at 32 clients x 16
+    # inputs: benchmarks/results/peers.md); rounds of 128 cut into batches gave the most items/s
+    # in the padding sweep.
+    max_round_items: int = Field(128, ge=1, le=1_000_000, description="items taken from the queue per batching round")
     max_wait_ms: float = Field(0.0, ge=0.0, le=10_000.0, description="longest wait for a batch to fill")
     max_queue_items: int = Field(2048, ge=1, description="items waiting for inference before 429")
     # The admission limit (as text-embeddings-inference's --max-concurrent-requests): past it a

@@ -8,6 +8,7 @@ in flight finish on the old bank.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from dataclasses import dataclass, field
@@ -18,10 +19,10 @@ import numpy as np
 
 from contract.bank import NO_LABEL, MetadataReader, load_bank
 from contract.bundle import Bundle
-from contract.index import EMPTY, AtomIndex, IndexSpec, Neighbors, RankBy, set_threads
+from contract.index import EMPTY, AtomIndex, IndexSpec, Neighbors, RankBy, choose_spec, set_threads
 from contract.potential import pair_energy
 
-__all__ = ["EMPTY", "Neighbors", "RankBy", "ServedBank", "load_served_bank"]
+__all__ = ["EMPTY", "Neighbors", "RankBy", "ServedBank", "load_served_bank", "own_bank_spec", "with_index"]
 
 log = logging.getLogger(__name__)
 
@@ -78,3 +79,26 @@ def load_served_bank(bundle: Bundle, path: Path | None = None) -> ServedBank:
             "label_names": manifest.label_names, "metadata_fields": manifest.metadata_fields}
     log.info("bank %s: %d atoms, %s index, version %s", path, len(index), manifest.index.kind, bank.version)
     return ServedBank(index, arrays.id, arrays.label, list(manifest.label_names), bank.version, info, bank.metadata)
+
+
+def own_bank_spec(bank: ServedBank) -> IndexSpec | None:
+    """The approximate index the bundle's own bank moves to once the service is up, or None.
+
+    The bundle's own atoms are searched exactly from the start (no build before ready). Past
+    the size where the project's own rule stops searching exactly (contract.index.choose_spec),
+    an IVF index is built in the background: its k-means takes seconds where an HNSW build
+    over the same atoms takes minutes (benchmarks/results/own_bank.md).
+    """
+    if bank.info.get("source") != "bundle":
+        return None
+    count, dim = bank.index.embedding.shape
+    if choose_spec(count, dim).kind == "flat":
+        return None
+    return choose_spec(count, dim, "ivf")
+
+
+def with_index(bank: ServedBank, spec: IndexSpec) -> ServedBank:
+    """The same bank searched through a newly built `spec` index (blocking: call it in a thread)."""
+    own = bank.index
+    index = AtomIndex(own.embedding, own.radius, own.charge, spec=spec, energy=own.energy_fn)
+    return dataclasses.replace(bank, index=index, info={**bank.info, "search": spec.kind, "index": spec.to_dict()})

@@ -25,7 +25,8 @@ def test_model_describes_the_bundle_runtime_and_batching(text_client, text_case)
     assert info.runtime["model_file"] == "encoder.onnx"
     assert info.bank["atoms"] == len(text_case.bundle.bank)
     assert info.batching == {"max_batch_items": 32, "max_batch_components": 8192, "max_wait_ms": 0.0,
-                             "max_queue_items": 2048, "max_batch_padding": 0.1}  # auto on CPU
+                             "max_queue_items": 2048, "max_batch_padding": 0.1,  # auto on CPU
+                             "max_round_items": 128}
     assert info.limits["max_inputs_per_request"] == 256
 
 

@@ -120,6 +120,29 @@ def test_every_item_is_cut_into_exactly_one_batch_within_every_bound(padding):
         assert len(batch) * longest <= (1 + padding) * real + 1e-9 or len(batch) == 1
 
 
+def test_a_long_queue_is_served_oldest_first_in_rounds_of_at_most_max_round_items():
+    async def main():
+        runner = FakeRunner(delay_s=0.01)
+        batcher = await started(runner, max_batch_items=4, max_round_items=8, max_wait_ms=100)
+        # one request of 1 item, then 20 single-item requests queued behind it while it runs
+        first = asyncio.ensure_future(batcher.submit([FakeItem(0, length=5)], deadline_in(10)))
+        await asyncio.sleep(0.005)
+        rest = [batcher.submit([FakeItem(i, length=1 + i % 3)], deadline_in(10)) for i in range(1, 21)]
+        results = await asyncio.gather(first, *rest)
+        await batcher.stop()
+        return runner, results, batcher.metrics
+
+    runner, results, metrics = run(main())
+    assert results == [[2 * i] for i in range(21)]
+    assert metrics.registry.get_sample_value("atom_round_items_sum") == 21
+    assert metrics.registry.get_sample_value("atom_round_items_count") == 3  # 8 + 8 + 5: none took more than 8
+    # oldest first: every item of a round arrived before every item of a later round (within a
+    # round the batches are sorted by length, so compare the rounds as sets)
+    seen = runner.seen
+    assert [sorted(seen[:8]), sorted(seen[8:16]), sorted(seen[16:])] == [
+        list(range(8)), list(range(8, 16)), list(range(16, 21))]
+
+
 def test_a_failing_batch_fails_only_its_items_and_the_worker_goes_on():
     async def main():
         runner = FakeRunner()
