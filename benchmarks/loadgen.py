@@ -118,6 +118,39 @@ async def generate_load(job: dict) -> dict:
     }
 
 
+# ---- used by the benchmarks that start this process ------------------------------------------------
+
+
+def run_load(url: str, path: str, bodies: Path, clients: int, size: int, duration_s: float,
+             max_requests: int = 2_000_000) -> dict:
+    """One load point from a separate process (this file), `size` inputs per request."""
+    import subprocess
+
+    job = {"url": url, "path": path, "bodies": str(bodies), "concurrency": clients, "duration_s": duration_s,
+           "warmup_s": min(2.0, duration_s / 5), "max_requests": max_requests, "items_per_request": size}
+    out = subprocess.run([sys.executable, __file__, json.dumps(job)], check=True, capture_output=True, text=True,
+                         timeout=duration_s + 120).stdout
+    return json.loads(out)
+
+
+def scrape(url: str) -> dict[str, float]:
+    """The service's batching counters (round and batch sizes) from its /metrics."""
+    import httpx
+
+    values = {}
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(("atom_round_items_", "atom_batch_items_")) and " " in line:
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+def mean_between(after: dict, before: dict, name: str) -> float | None:
+    """Mean of histogram `name` over the observations made between two scrapes."""
+    count = after.get(f"{name}_count", 0) - before.get(f"{name}_count", 0)
+    return (after.get(f"{name}_sum", 0) - before.get(f"{name}_sum", 0)) / count if count else None
+
+
 def main() -> int:
     print(json.dumps(asyncio.run(generate_load(json.loads(sys.argv[1])))))
     return 0

@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from batch_padding import items_per_s, policy_batches  # noqa: E402
+from loadgen import mean_between, run_load, scrape  # noqa: E402
 from serve import machine, running_server  # noqa: E402
 
 log = logging.getLogger("benchmarks.peers")
@@ -116,30 +117,6 @@ def bodies_file(tmp: Path, name: str, texts: list[str], size: int, make) -> Path
     return path
 
 
-def load_point(url: str, path: str, bodies: Path, clients: int, size: int, duration_s: float) -> dict:
-    job = {"url": url, "path": path, "bodies": str(bodies), "concurrency": clients, "duration_s": duration_s,
-           "warmup_s": min(2.0, duration_s / 5), "max_requests": 2_000_000, "items_per_request": size}
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "loadgen.py"), json.dumps(job)], check=True,
-                         capture_output=True, text=True, timeout=duration_s + 120).stdout
-    return json.loads(out)
-
-
-def scrape(url: str) -> dict[str, float]:
-    import httpx
-
-    values = {}
-    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-        if line.startswith(("atom_round_items_", "atom_batch_items_")) and " " in line:
-            name, value = line.rsplit(" ", 1)
-            values[name] = float(value)
-    return values
-
-
-def per(after: dict, before: dict, name: str) -> float | None:
-    count = after.get(f"{name}_count", 0) - before.get(f"{name}_count", 0)
-    return (after.get(f"{name}_sum", 0) - before.get(f"{name}_sum", 0)) / count if count else None
-
-
 # ---- this service ---------------------------------------------------------------------------------
 
 
@@ -159,16 +136,16 @@ def run_ours(system: System, texts: list[str], tmp: Path, duration_s: float, don
         return
     rows = []
     with running_server(bundle_dir, ["--device", "cpu", *system.flags], tmp / f"{system.name}.log") as url:
-        info = httpx.get(f"{url}/v1/model", timeout=10).json()
+        info = wait_for_bank_index(url)
         batching = info["batching"]
         answer = httpx.post(url + system.path, json={field_name: texts[:CHECK_ITEMS]}, timeout=60).json()
         served = np.asarray([r["embedding"] for r in answer.get("data", answer.get("results"))], np.float32)
         for clients, size in todo:
             before = scrape(url)
-            row = load_point(url, system.path, bodies[size], clients, size, duration_s)
+            row = run_load(url, system.path, bodies[size], clients, size, duration_s)
             after = scrape(url)
-            row.update(mean_round_items=per(after, before, "atom_round_items"),
-                       mean_batch_items=per(after, before, "atom_batch_items"))
+            row.update(mean_round_items=mean_between(after, before, "atom_round_items"),
+                       mean_batch_items=mean_between(after, before, "atom_batch_items"))
             row.update(system=system.name, kind=system.kind, clients=clients, inputs_per_request=size,
                        model=f"{info['name']} {info['version']}", precision=info["runtime"]["precision"],
                        path=system.path, batching=batching, load_average_1m=os.getloadavg()[0])
@@ -199,6 +176,23 @@ def run_ours(system: System, texts: list[str], tmp: Path, duration_s: float, don
         append(out, row)
 
 
+def wait_for_bank_index(url: str, timeout_s: float = 300.0) -> dict:
+    """/v1/model once a large bundle-own bank has its index (built after start-up, see
+    service/app.py index_own_bank), so the build does not run during a measured point."""
+    import httpx
+
+    from contract.index import EXACT_MAX_ELEMENTS
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        info = httpx.get(f"{url}/v1/model", timeout=10).json()
+        bank = info["bank"]
+        large = bank["atoms"] * info["embedding_dim"] > EXACT_MAX_ELEMENTS and bank.get("source") == "bundle"
+        if not large or bank["search"] != "flat" or time.monotonic() > deadline:
+            return info
+        time.sleep(0.5)
+
+
 def profile_point(url: str, system: System, bodies: Path, duration_s: float) -> None:
     """py-spy on the server during one more point at 32 clients: a flame graph and the raw stacks."""
     pid = subprocess.check_output(["pgrep", "-f", "--", f"--port {url.rsplit(':', 1)[1]}"], text=True).split()[0]
@@ -207,7 +201,7 @@ def profile_point(url: str, system: System, bodies: Path, duration_s: float) -> 
     spies = [subprocess.Popen([spy, "record", "-p", pid, "-d", seconds, "--nonblocking", "--threads", "-f", fmt,
                                "-o", str(RESULTS / name)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for fmt, name in (("raw", "profile_serve.txt"), ("flamegraph", "profile_serve.svg"))]
-    row = load_point(url, system.path, bodies, 32, 1, duration_s)
+    row = run_load(url, system.path, bodies, 32, 1, duration_s)
     for spy_process in spies:
         spy_process.wait(timeout=120)
     (RESULTS / "profile_serve.json").write_text(json.dumps({"system": system.name, "flags": system.flags,
@@ -254,7 +248,7 @@ def run_peer(system: System, texts: list[str], tmp: Path, duration_s: float, don
         for clients, size in todo:
             path = bodies_file(tmp, system.name, texts, size,
                                lambda g: json.dumps({"model": info["model"], "input": g}))
-            row = load_point(info["url"], info["path"], path, clients, size, duration_s)
+            row = run_load(info["url"], info["path"], path, clients, size, duration_s)
             row.update(system=system.name, kind="peer", clients=clients, inputs_per_request=size,
                        model="all-MiniLM-L6-v2 (model.onnx)", precision="fp32", path=info["path"],
                        version=info["version"], min_cosine_vs_sentence_transformers=info["min_cosine"],
