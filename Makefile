@@ -70,6 +70,7 @@ bench-quality-backbone: setup
 
 bench-serve: setup bundle
 	$(PY) benchmarks/serve.py --bundle $(BUNDLE)
+	$(PY) benchmarks/own_bank.py --bundle $(BUNDLE)
 
 # The peers (Infinity, Ray Serve, sentence-transformers) in their own environment: their pins
 # (numpy<2, uvicorn<0.33, ...) conflict with the project's.
@@ -85,6 +86,7 @@ peers-smoke: peers-setup
 bench-peers: setup bundle bundle-small peers-setup
 	$(PY) benchmarks/peers.py --profile $(PEERS_ARGS)
 	$(PY) benchmarks/peers_report.py
+	$(PY) benchmarks/graph_cost.py
 
 # The sweep that chose the batcher's padding bound on CPU (tweets validation split).
 bench-padding: setup bundle

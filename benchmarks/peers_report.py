@@ -46,11 +46,18 @@ def targets(rows: dict[tuple, dict]) -> list[dict]:
     if served:
         worst = min(served, key=lambda r: r["served_over_raw"])
         at32 = rows.get(("atomizer", 32, 1))
-        out.append({"target": "served/raw >= 0.85 (raw: in-process ONNX Runtime, same batching policy, same rounds)",
+        out.append({"target": "served/raw >= 0.85 on the MiniLM fp32 /v1/embeddings rows (raw: in-process ONNX "
+                              "Runtime, same batching policy, same rounds)",
                     "ours": f"at 32 clients x 1: {at32['served_over_raw']:.2f}" if at32 else "-",
                     "peer": "-", "figure": round(worst["served_over_raw"], 2),
                     "worst_point": f"{worst['clients']} clients x {worst['inputs_per_request']}",
                     "met": worst["served_over_raw"] >= 0.85})
+    every = [r for r in rows.values() if r.get("served_over_raw") is not None]
+    if every:
+        worst = min(every, key=lambda r: r["served_over_raw"])
+        out.append({"target": "served/raw >= 0.85 on every row of this service (full response, int8, small model too)",
+                    "ours": f"worst: {worst['system']}, {worst['clients']} clients x {worst['inputs_per_request']}",
+                    "peer": "-", "figure": round(worst["served_over_raw"], 2), "met": worst["served_over_raw"] >= 0.85})
     on, off = rows.get(("atomizer", 32, 1)), rows.get(("atomizer-nobatch", 32, 1))
     if on and off:
         ratio = on["items_per_s"] / off["items_per_s"]
@@ -60,31 +67,42 @@ def targets(rows: dict[tuple, dict]) -> list[dict]:
     return out
 
 
+PLOTTED = {  # MiniLM systems, one colour each on both panels (the small model is in the table only)
+    "atomizer": "tab:blue", "atomizer-int8": "tab:cyan", "atomizer-full": "tab:green",
+    "atomizer-before": "tab:gray", "infinity": "tab:red", "ray-serve": "tab:orange",
+}
+
+
 def plot(rows: dict[tuple, dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=False)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    floor = max((r["items_per_s"] for r in rows.values() if r["system"] == "st"), default=None)
     for ax, size in zip(axes, (1, 16)):
-        for name in ORDER:
+        for name, colour in PLOTTED.items():
             points = sorted((r for r in rows.values() if r["system"] == name and r["inputs_per_request"] == size
                              and r.get("p99_ms")), key=lambda r: r["clients"])
-            if len(points) < 2:
+            if not points:
                 continue
-            line, = ax.plot([r["p99_ms"] for r in points], [r["items_per_s"] for r in points], marker="o",
-                            label=name, linestyle="--" if name.startswith(("infinity", "ray")) else "-")
+            ax.plot([r["p99_ms"] for r in points], [r["items_per_s"] for r in points], marker="o", color=colour,
+                    label=name, linestyle="--" if name in PEERS else "-")
             for r in points:
-                ax.annotate(str(r["clients"]), (r["p99_ms"], r["items_per_s"]), fontsize=7,
-                            textcoords="offset points", xytext=(3, 3), color=line.get_color())
+                ax.annotate(str(r["clients"]), (r["p99_ms"], r["items_per_s"]), fontsize=7, color=colour,
+                            textcoords="offset points", xytext=(3, 3))
+        if floor is not None:
+            ax.axhline(floor, color="black", linestyle=":", linewidth=1,
+                       label="sentence-transformers encode, in process (best batch)")
         ax.set_xscale("log")
         ax.set_xlabel("p99 latency (ms, log scale)")
         ax.set_ylabel("items/s")
+        ax.set_ylim(bottom=0)
         ax.set_title(f"{size} input{'s' if size > 1 else ''} per request (labels: concurrent clients)")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle("all-MiniLM-L6-v2 on 2 CPU cores: throughput against p99, up and to the left is better")
+    axes[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle("all-MiniLM-L6-v2 on 2 CPU cores, same inputs and load: up and to the left is better")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

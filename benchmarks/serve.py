@@ -174,7 +174,7 @@ def write_report(results: dict, out_dir: Path) -> None:
         f"`python benchmarks/serve.py{' --quick' if results['quick'] else ''} --bundle {b['path']}` on {m['cpu']} "
         f"({m['cores']} cores, load average {m['load_average_1m_at_start']} at start), onnxruntime "
         f"{m['onnxruntime']} ({m['provider']}), Python {m['python']}.", "",
-        f"Bundle `{b['name']}` {b['version']} ({b['modality']}, embedding {b['embedding_dim']}, bank of "
+        f"Bundle `{b['name']}` {b['version']}, `{b['model_file']}` ({b['modality']}, embedding {b['embedding_dim']}, bank of "
         f"{b['bank_atoms']} atoms); inputs: {results['inputs']['source']}, {results['inputs']['count']} distinct, "
         f"{results['inputs']['mean_components']:.1f} components on average. One input per request unless the",
         "row says otherwise.", "",
@@ -273,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "machine": machine(provider),
         "bundle": {"path": str(args.bundle), "name": manifest.name, "version": manifest.version,
+                   "model_file": runtime.model_file,
                    "modality": manifest.input.modality, "embedding_dim": manifest.embedding_dim,
                    "bank_atoms": len(bundle.bank)},
         "inputs": {"source": source, "count": len(inputs), "mean_components": float(np.mean(lengths))},
