@@ -86,8 +86,9 @@ def own_bank_spec(bank: ServedBank) -> IndexSpec | None:
 
     The bundle's own atoms are searched exactly from the start (no build before ready). Past
     the size where the project's own rule stops searching exactly (contract.index.choose_spec),
-    an IVF index is built in the background: its k-means takes seconds where an HNSW build
-    over the same atoms takes minutes (benchmarks/results/own_bank.md).
+    an IVF index is built in the background: on the default bundle it built in 0.9 s (HNSW 1.6 s)
+    with recall@10 1.000 on validation queries (benchmarks/results/own_bank.md), and its build
+    grows more slowly with the bank than HNSW's (29 s against 136 s at 10^5 atoms, bank.md).
     """
     if bank.info.get("source") != "bundle":
         return None
