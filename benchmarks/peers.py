@@ -161,6 +161,8 @@ def run_ours(system: System, texts: list[str], tmp: Path, duration_s: float, don
     items = runtime.prepare(texts[:2048])
     expected = np.stack([r.embedding for r in runtime.run(items[:CHECK_ITEMS], record=False)])
     cosine = float(np.min(np.sum(served * expected, 1) / np.linalg.norm(served, axis=1) / np.linalg.norm(expected, axis=1)))
+    if cosine < 0.999:  # a fast wrong answer is no result: stop before recording anything
+        raise RuntimeError(f"{system.name}: served embeddings differ from the model run in process (cosine {cosine:.6f})")
     padding = batching["max_batch_padding"]
     padding = float("inf") if padding is None else padding
     cache: dict[int, float] = {}
