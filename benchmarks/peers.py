@@ -46,9 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from batch_padding import items_per_s, policy_batches  # noqa: E402
 from loadgen import mean_between, run_load, scrape  # noqa: E402
-from serve import machine, running_server  # noqa: E402
+from serve import machine, raw_for, running_server  # noqa: E402
 
 log = logging.getLogger("benchmarks.peers")
 RESULTS = ROOT / "benchmarks" / "results"
@@ -163,34 +162,23 @@ def run_ours(system: System, texts: list[str], tmp: Path, duration_s: float, don
     cosine = float(np.min(np.sum(served * expected, 1) / np.linalg.norm(served, axis=1) / np.linalg.norm(expected, axis=1)))
     if cosine < 0.999:  # a fast wrong answer is no result: stop before recording anything
         raise RuntimeError(f"{system.name}: served embeddings differ from the model run in process (cosine {cosine:.6f})")
-    padding = batching["max_batch_padding"]
-    padding = float("inf") if padding is None else padding
-    cache: dict[int, float] = {}
+    cache: dict = {}
     for row in rows:
-        round_items = max(1, round(row["mean_round_items"] or 1))
-        if round_items not in cache:
-            feeds = policy_batches(runtime, items, round_items, padding, batching["max_batch_items"],
-                                   batching["max_batch_components"])
-            cache[round_items] = items_per_s(runtime, feeds, min(8.0, duration_s / 3))
-        row.update(raw_round_items=round_items, raw_items_per_s=cache[round_items],
-                   served_over_raw=row["items_per_s"] / cache[round_items], min_cosine_vs_in_process=cosine,
+        raw = raw_for(runtime, items, row, batching, min(8.0, duration_s / 3), cache)
+        row.update(raw_items_per_s=raw, served_over_raw=row["items_per_s"] / raw, min_cosine_vs_in_process=cosine,
                    notes=system.notes)
         append(out, row)
 
 
 def wait_for_bank_index(url: str, timeout_s: float = 300.0) -> dict:
-    """/v1/model once a large bundle-own bank has its index (built after start-up, see
-    service/app.py index_own_bank), so the build does not run during a measured point."""
+    """/v1/model once the bank has no index pending (a large bundle-own bank gets one built after
+    start-up, service/app.py index_own_bank), so the build does not run during a measured point."""
     import httpx
-
-    from contract.index import EXACT_MAX_ELEMENTS
 
     deadline = time.monotonic() + timeout_s
     while True:
         info = httpx.get(f"{url}/v1/model", timeout=10).json()
-        bank = info["bank"]
-        large = bank["atoms"] * info["embedding_dim"] > EXACT_MAX_ELEMENTS and bank.get("source") == "bundle"
-        if not large or bank["search"] != "flat" or time.monotonic() > deadline:
+        if "index_pending" not in info["bank"] or time.monotonic() > deadline:
             return info
         time.sleep(0.5)
 

@@ -18,6 +18,7 @@ SIGHUP reloads the bank (`--bank` or the bundle's own) without dropping requests
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import time
@@ -31,6 +32,7 @@ from fastapi.openapi.utils import get_openapi
 
 from contract.bank import BankError
 from contract.bundle import Bundle, BundleError, load_bundle
+from contract.index import IndexSpec
 
 from .batcher import Batcher, BatchingConfig
 from .config import Settings
@@ -107,24 +109,39 @@ async def reload_bank(settings: Settings, runtime: Runtime, metrics: Metrics) ->
     return True
 
 
-async def index_own_bank(runtime: Runtime, metrics: Metrics) -> None:
+def own_bank_pending(runtime: Runtime) -> tuple[ServedBank, IndexSpec] | None:
+    """Mark a large bundle-own bank `index_pending` (shown by /v1/model) and say what to build.
+
+    Synchronous, so the mark is there before any request can ask; None when there is nothing
+    to build (a small bank, or a bank folder with its own index).
+    """
+    spec = own_bank_spec(runtime.bank)
+    if spec is None:
+        return None
+    pending = dataclasses.replace(runtime.bank, info={**runtime.bank.info, "index_pending": spec.kind})
+    runtime.bank = pending
+    return pending, spec
+
+
+async def index_own_bank(runtime: Runtime, metrics: Metrics,
+                         job: tuple[ServedBank, IndexSpec] | None = None) -> None:
     """Move a large bundle-own bank from exact search to an IVF index built meanwhile.
 
     Requests are served from the exact bank while the index is built off the event loop; the
     swap is one reference assignment, as for a reload, and is skipped if a reload replaced the
     bank meanwhile.
     """
-    bank = runtime.bank
-    spec = own_bank_spec(bank)
-    if spec is None:
+    job = job or own_bank_pending(runtime)
+    if job is None:
         return
+    pending, spec = job
     started = time.perf_counter()
     try:
-        indexed = await asyncio.to_thread(with_index, bank, spec)
+        indexed = await asyncio.to_thread(with_index, pending, spec)
     except Exception:  # the exact bank keeps serving
         log.exception("building the %s index of the bundle's bank failed; searching it exactly", spec.kind)
         return
-    if runtime.bank is bank:
+    if runtime.bank is pending:
         runtime.bank = indexed
         metrics.set_bank(len(indexed), indexed.version, spec.kind)
         log.info("bank of %d atoms: %s index %s built in %.1f s, now searched through it", len(indexed), spec.kind,
@@ -232,8 +249,8 @@ def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None
         state.prepare_pool = ThreadPoolExecutor(settings.prepare_threads, thread_name_prefix="atom-prepare")
         state.models = models_for(runtime, settings)
         state.runtime, state.batcher = runtime, batcher
-        indexing = asyncio.get_running_loop().create_task(index_own_bank(runtime, metrics)) \
-            if settings.bank_search == "auto" else None
+        job = own_bank_pending(runtime) if settings.bank_search == "auto" else None
+        indexing = asyncio.get_running_loop().create_task(index_own_bank(runtime, metrics, job)) if job else None
         log.info("ready: %s %s (%s) at http://%s:%d", manifest.name, manifest.version, runtime.bundle.digest,
                  settings.host, settings.port)
         try:

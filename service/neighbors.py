@@ -102,4 +102,5 @@ def with_index(bank: ServedBank, spec: IndexSpec) -> ServedBank:
     """The same bank searched through a newly built `spec` index (blocking: call it in a thread)."""
     own = bank.index
     index = AtomIndex(own.embedding, own.radius, own.charge, spec=spec, energy=own.energy_fn)
-    return dataclasses.replace(bank, index=index, info={**bank.info, "search": spec.kind, "index": spec.to_dict()})
+    info = {key: value for key, value in bank.info.items() if key != "index_pending"}
+    return dataclasses.replace(bank, index=index, info={**info, "search": spec.kind, "index": spec.to_dict()})

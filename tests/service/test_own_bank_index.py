@@ -36,7 +36,9 @@ def test_the_indexed_bank_answers_for_the_same_atoms():
     rng = np.random.default_rng(1)
     atoms = rng.normal(size=(2000, 16)).astype(np.float32)
     bank = served(atoms)
+    bank = bank.__class__(**{**bank.__dict__, "info": {**bank.info, "index_pending": "ivf"}})
     indexed = with_index(bank, IndexSpec("ivf", {"nlist": 16, "nprobe": 16}))  # every list probed: exact
+    assert "index_pending" not in indexed.info
     assert indexed.info["search"] == "ivf" and bank.info["search"] == "flat"  # the original is untouched
     assert len(indexed) == len(bank) and indexed.version == bank.version
     rows, distance = indexed.index.nearest(atoms[:50], 3)
@@ -56,7 +58,8 @@ def test_the_service_swaps_in_the_index_after_start_up_and_keeps_answering(text_
         while client.get("/v1/model").json()["bank"]["search"] != expected and time.monotonic() < deadline:
             assert client.post("/v1/atomize", json={"inputs": ["t01 t02"], "neighbors": 3}).status_code == 200
             time.sleep(0.05)
-        assert client.get("/v1/model").json()["bank"]["search"] == expected
+        bank = client.get("/v1/model").json()["bank"]
+        assert bank["search"] == expected and "index_pending" not in bank  # built and swapped, or never pending
         answer = client.post("/v1/atomize", json={"inputs": ["t01 t02"], "neighbors": 3})
         assert answer.status_code == 200 and len(answer.json()["results"][0]["neighbors"]) == 3
         info = [line for line in client.get("/metrics").text.splitlines() if line.startswith("atom_bank_info{")]
