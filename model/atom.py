@@ -25,6 +25,7 @@ class AtomOutput(NamedTuple):  # a tuple, so DistributedDataParallel can find it
     composition: torch.Tensor  # (B, 6) electrons, protons, neutrons, mass, charge, radius
     logits: torch.Tensor  # (B, C)
     element_logits: torch.Tensor | None = None  # (B, C) the class read from the composition alone
+    projected: torch.Tensor | None = None  # (B, P) where the potential acts, if potential_projection > 0
 
     @property
     def charge(self) -> torch.Tensor:
@@ -124,6 +125,10 @@ class AtomModel(nn.Module):
             self.element_scale = nn.Parameter(torch.tensor(math.log(20.0)))
             # z is on a fixed sphere, so the classifier needs a learnable temperature
             self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+            if config.potential_projection > 0:
+                # the potential's own space (a projection head): only the loss reads it, so the
+                # exported embedding and the classifier stay on z
+                self.projection = nn.Linear(config.embedding_dim, config.potential_projection)
         elif config.head == "plain":
             self.classifier = nn.Linear(config.d_model, config.num_classes)
         else:
@@ -150,7 +155,14 @@ class AtomModel(nn.Module):
         z, pi, composition = self.atom(h, e, mask)
         logits, fractions = self.classify(z, composition)
         element_logits = self.element(self.element_scale.exp() * (fractions - 1.0 / 3.0))
-        return AtomOutput(z, pi, composition, logits, element_logits)
+        projected = self.project(z) if self.config.potential_projection > 0 else None
+        return AtomOutput(z, pi, composition, logits, element_logits, projected)
+
+    def project(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, k) -> (B, P) on the sphere of the same radius as z, so the atoms' radii (distances
+        on the embedding sphere) keep their scale there."""
+        p = self.projection(z / self.config.sphere_radius)
+        return self.config.sphere_radius * p / torch.sqrt((p * p).sum(-1, keepdim=True) + 1e-12)
 
     def classify(self, z: torch.Tensor, composition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Class logits (B, C) from the atom alone (what an exported model outputs), and the
@@ -193,30 +205,54 @@ def limit_valence(bond: torch.Tensor, embedding: torch.Tensor, valence: int) -> 
     return bond * chosen
 
 
+def potential_space(output: AtomOutput) -> torch.Tensor:
+    """Where the potential acts: the learned projection when the model has one, else the embedding."""
+    return output.embedding if output.projected is None else output.projected
+
+
+def batch_bonds(
+    output: AtomOutput, labels: torch.Tensor, config: AtomConfig, supervised_bonds: bool | None = None
+) -> torch.Tensor:
+    """(B, B) bond weights of a batch: by config.bond_source unless `supervised_bonds` says,
+    valence-limited to the nearest partners in the space where the potential acts."""
+    supervised = config.bond_source == "label" if supervised_bonds is None else supervised_bonds
+    bond = bond_weights(labels if supervised else None, output.logits.detach())
+    if config.valence > 0:
+        bond = limit_valence(bond, potential_space(output).detach(), config.valence)
+    return bond
+
+
 def atom_loss(
-    output: AtomOutput, labels: torch.Tensor, mask: torch.Tensor, config: AtomConfig, supervised_bonds: bool = True
+    output: AtomOutput,
+    labels: torch.Tensor,
+    mask: torch.Tensor,
+    config: AtomConfig,
+    supervised_bonds: bool | None = None,
+    potential_scale: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """L = CE + lambda * (U + w_usage * KL(role usage || uniform) + w_element * CE(element head));
-    lambda = 0 is exactly CE."""
+    lambda = potential_weight * potential_scale (the scale is the warm-up, 0 -> 1).
+    potential_weight = 0 is exactly CE."""
     task = F.cross_entropy(output.logits, labels)
     zero = task.new_zeros(())
     if config.head == "plain" or config.potential_weight == 0.0:
         # plain and baseline: nothing of the atom term is computed, so their step time is a
-        # fair reference for the potential's cost
-        return {"loss": task, "task": task, "potential": zero, "role_balance": zero, "element": zero}
-    bond = bond_weights(labels if supervised_bonds else None, output.logits.detach())
-    if config.valence > 0:
-        bond = limit_valence(bond, output.embedding.detach(), config.valence)
-    potential = batch_potential_energy(output.embedding, output.radius, output.charge, bond, config)
+        # fair reference for the potential's cost. (A warm-up scale of 0 still computes it: the
+        # graph, and DDP's view of the used parameters, stays the same every step.)
+        return {"loss": task, "task": task, "potential": zero, "role_balance": zero, "element": zero, "lambda": zero}
+    weight = config.potential_weight * potential_scale
+    bond = batch_bonds(output, labels, config, supervised_bonds)
+    potential = batch_potential_energy(potential_space(output), output.radius, output.charge, bond, config)
     usage = role_usage(output.roles, mask)
     role_balance = (usage * torch.log(usage.clamp(min=1e-8) * 3.0)).sum()  # KL to uniform, >= 0
     element = F.cross_entropy(output.element_logits, labels)
     regulariser = potential + config.role_usage_weight * role_balance + config.element_weight * element
-    total = task + config.potential_weight * regulariser
+    total = task + weight * regulariser
     return {
         "loss": total,
         "task": task,
         "potential": potential.detach(),
         "role_balance": role_balance.detach(),
         "element": element.detach(),
+        "lambda": task.new_tensor(weight),
     }

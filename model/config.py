@@ -74,6 +74,14 @@ class AtomConfig:
     coulomb_strength: float = 0.0  # k of the screened Coulomb term between net charges (0 = off)
     coulomb_screening: float = 2.0  # kappa
     coulomb_softening: float = 0.1  # s
+    # Where the potential acts. 0 = on the embedding z (the nucleus), as the classifier and the
+    # neighbours see it. P > 0 = on a learned linear map of z to P dims, put on the same sphere
+    # (a projection head, as contrastive methods use): the potential can shape that space without
+    # bending the embedding. Radii keep their meaning as distances on a sphere of sphere_radius.
+    potential_projection: int = 0
+    # Which pairs bond: "label" = same training label; "predicted" = the agreement p_a . p_b of
+    # the classifier's (detached) class probabilities, which needs no labels.
+    bond_source: Literal["label", "predicted"] = "label"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
