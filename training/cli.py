@@ -49,6 +49,9 @@ def train(
     seed: int = 0,
     potential: Annotated[str, typer.Option(help="morse or lj")] = "morse",
     lambda_: Annotated[Optional[float], typer.Option("--lambda", help="potential weight; 0 = baseline")] = None,
+    potential_warmup_epochs: Annotated[
+        float, typer.Option(help="lambda rises linearly from 0 over this many epochs; 0 = off")
+    ] = 0.0,
     head: Annotated[str, typer.Option(help="atom, or plain (mean pooling, no atom head)")] = "atom",
     backbone: Annotated[
         Optional[str], typer.Option(help="pretrained text encoder: minilm, or a local Hugging Face folder")
@@ -63,7 +66,9 @@ def train(
     limit: Annotated[Optional[int], typer.Option(help="subsample the dataset to this many items")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     resume: Annotated[bool, typer.Option(help="continue from the run folder's last state")] = False,
-    model: Annotated[Optional[str], typer.Option(help='JSON of AtomConfig overrides, e.g. \'{"d_model": 128}\'')] = None,
+    model: Annotated[Optional[str], typer.Option(
+        help='JSON of AtomConfig overrides, e.g. \'{"valence": 0, "potential_projection": 64, "bond_source": "predicted"}\''
+    )] = None,
     progress: bool = True,
 ) -> None:
     """Train an atom-modeled encoder (or its baselines) and keep the best-on-validation weights."""
@@ -75,7 +80,8 @@ def train(
         raise typer.BadParameter(f"--head must be atom or plain, got {head!r}")
     options = TrainOptions(
         dataset=dataset, out=out, epochs=epochs, max_steps=max_steps, seed=seed, potential=potential,
-        potential_weight=lambda_, head=head, backbone=backbone, backbone_train_layers=train_layers,
+        potential_weight=lambda_, potential_warmup_epochs=potential_warmup_epochs, head=head, backbone=backbone,
+        backbone_train_layers=train_layers,
         backbone_lr=backbone_lr, backbone_adapter_layers=adapter_layers, batch_size=batch_size, lr=lr, limit=limit, device=device,
         resume=resume, progress=progress, model_overrides=json.loads(model) if model else {},
     )

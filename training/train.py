@@ -59,6 +59,9 @@ class TrainOptions:
     backbone_adapter_layers: int = 0  # new Transformer blocks on top of the backbone
     potential: Literal["morse", "lj"] = "morse"
     potential_weight: float | None = None  # lambda; None = the AtomConfig default, 0 = baseline
+    # lambda rises linearly from 0 over this many epochs (counted in steps; 1.0 = the first
+    # epoch): the classifier finds its classes before the potential starts spacing them. 0 = off
+    potential_warmup_epochs: float = 0.0
     model_overrides: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -205,6 +208,12 @@ def lr_factor(step: int, total: int, options: TrainOptions) -> float:
     return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def potential_factor(step: int, steps_per_epoch: int, options: TrainOptions) -> float:
+    """The factor on lambda at this step: step / warm-up steps, 1 after the warm-up (or without one)."""
+    warmup = options.potential_warmup_epochs * steps_per_epoch
+    return min(1.0, step / warmup) if warmup > 0 else 1.0
+
+
 def parameter_groups(model: AtomModel, options: TrainOptions) -> list[dict]:
     """The backbone's pretrained weights at `backbone_lr`, everything else at `lr`; frozen
     weights are left out."""
@@ -313,7 +322,7 @@ def train(options: TrainOptions, data: Dataset | None = None, states: dict | Non
                     output = trainable(x, m)
                 else:
                     output = trainable(x, m, train_states[index, : x.shape[1]].to(device))
-                losses = atom_loss(output, y, m, config)
+                losses = atom_loss(output, y, m, config, potential_scale=potential_factor(step, steps_per_epoch, options))
                 optimizer.zero_grad(set_to_none=True)
                 losses["loss"].backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
