@@ -17,6 +17,7 @@ Torch-free (ONNX Runtime, NumPy, tokenizers, scikit-learn), like the service's p
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.resources
 import logging
 from collections.abc import Mapping, Sequence
@@ -206,7 +207,8 @@ def evaluate_bundle(bundle_dir: Path | str, *, language: str = "en", batch_size:
     return {
         "bundle": {"path": str(bundle.path), "name": bundle.manifest.name, "version": bundle.manifest.version,
                    "weight": bundle.manifest.potential.weight, "backbone": bundle.manifest.training.backbone},
-        "lexicon": {"name": f"AFINN {AFINN_FILES[language]}", "words": len(lexicon),
+        "lexicon": {"name": AFINN_FILES[language], "package": f"afinn {importlib.metadata.version('afinn')}",
+                    "words": len(lexicon),
                     "single_piece": len(single)},
         **result,
     }

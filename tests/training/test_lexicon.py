@@ -129,3 +129,23 @@ def test_word_atoms_read_the_words_component(lexicon_bundle):
         np.testing.assert_allclose(atoms.charge[row], composition[0, 4], atol=1e-5)
     with pytest.raises(ValueError, match="components of this bundle's tokenizer, not one"):
         word_atoms(lexicon_bundle, [words[0] + " " + words[1]])
+
+
+def test_benchmark_script_writes_its_table(lexicon_bundle, tmp_path):
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from afinn_roles import main
+
+    # the tiny tokenizer (300 pieces, trained on 400 tweets) keeps a few AFINN words of each side
+    out = tmp_path / "afinn_roles"
+    assert main(["--bundle", f"tiny={lexicon_bundle}", "--out", str(out)]) == 0
+    results = json.loads(out.with_suffix(".json").read_text())
+    [row] = results["bundles"]
+    assert row["name"] == "tiny" and row["positives"] > 0 and row["negatives"] > 0
+    assert set(row["auc"]) == {"electron", "proton", "neutron", "charge"}
+    assert "load_average_1m_at_start" in results["machine"]
+    table = out.with_suffix(".md").read_text()
+    assert f"| tiny | {row['bundle']['weight']:g} | {row['words']} ({row['positives']} / {row['negatives']}) |" in table
