@@ -289,6 +289,6 @@ def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None
         max_concurrent_requests=settings.max_concurrent_requests,
         metrics=metrics,
         route_paths=route_paths,
-        draining=lambda: state.draining,
+        draining=lambda: state.draining or state.closing,
     )
     return app

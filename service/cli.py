@@ -103,7 +103,9 @@ def run(settings: Settings) -> None:
         loop=settings.loop,
         timeout_graceful_shutdown=int(settings.request_timeout_s) + 1,
     )
-    server = DrainingServer(config, drain_s=settings.drain_s, on_drain=lambda: setattr(app.state.atom, "draining", True))
+    state = app.state.atom
+    server = DrainingServer(config, drain_s=settings.drain_s, on_drain=lambda: setattr(state, "draining", True),
+                            on_close=lambda: setattr(state, "closing", True))
     server.run()
 
 

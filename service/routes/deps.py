@@ -40,12 +40,14 @@ class ServiceState:
         default_factory=lambda: dict.fromkeys(("bundle_loaded", "bank_loaded", "session_warmed_up"), False)
     )
     draining: bool = False  # SIGTERM came: /readyz says 503, requests are still served
+    closing: bool = False  # the drain is over (or SIGINT): /v1 requests get 503 while the server stops
     stopping: bool = False  # the lifespan's shutdown began: requests are refused
 
     def checks(self) -> dict[str, bool]:
         """What /readyz reports; ready = all true. The batcher is asked live, not remembered."""
         running = self.batcher is not None and self.batcher.running
-        return {**self.started, "batcher_running": running, "accepting_requests": not (self.stopping or self.draining)}
+        accepting = not (self.stopping or self.draining or self.closing)
+        return {**self.started, "batcher_running": running, "accepting_requests": accepting}
 
     @property
     def ready(self) -> bool:
@@ -102,7 +104,7 @@ def check_api_key(request: Request, settings: Settings) -> None:
 async def get_serving(request: Request) -> Ready:
     state: ServiceState = request.app.state.atom
     check_api_key(request, state.settings)  # first: an unauthorized caller learns nothing else
-    if state.stopping:
+    if state.stopping or state.closing:
         raise NotReady("the service is shutting down")
     if not state.serving or state.runtime is None or state.batcher is None or state.models is None:
         raise NotReady("the model is not loaded yet")
