@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from fastapi import Depends, Request
 
 from ..batcher import Batcher
 from ..config import Settings
-from ..errors import NotReady, QueueFull, Unauthorized
+from ..errors import InvalidInput, NotReady, QueueFull, Unauthorized
 from ..metrics import Metrics
 from ..runtime import Item, ItemResult, Runtime
 from ..schemas import RequestModels
@@ -101,6 +102,42 @@ def check_api_key(request: Request, settings: Settings) -> None:
         raise Unauthorized("invalid API key")
 
 
+_INTEGER = re.compile(r"-?[0-9]+")
+# The Python types a query parameter may have; check_query knows how each one is written.
+QUERY_TYPES = (int, str)
+
+
+def query_spec(route: object) -> tuple[tuple[str, type], ...]:
+    """(name, type) of the query parameters a route declares, its dependencies' included; kept on the route."""
+    spec = getattr(route, "_atom_query_spec", None)
+    if spec is None:
+        params, pending = [], [getattr(route, "dependant", None)]
+        while pending:
+            dependant = pending.pop()
+            if dependant is not None:
+                params += [(param.alias, param.field_info.annotation) for param in dependant.query_params]
+                pending += dependant.dependencies
+        spec = tuple(dict.fromkeys(params))
+        setattr(route, "_atom_query_spec", spec)
+    return spec
+
+
+def check_query(request: Request) -> None:
+    """Query parameters are validated strictly, like the JSON bodies: one value each, and an
+    integer written in digits. FastAPI on its own takes the last of a repeated parameter (`limit=true&limit=3` is 3)
+    and converts `5.0` to 5; the rest (range, length) it checks itself, after this, in the same
+    error shape. Parameters a route does not declare are ignored, as FastAPI does."""
+    if not request.scope.get("query_string"):
+        return  # nearly every request: nothing to look at
+    given = request.query_params
+    for name, kind in query_spec(request.scope.get("route")):
+        values = given.getlist(name)
+        if len(values) > 1:
+            raise InvalidInput(f"query.{name}: given {len(values)} times; it takes one value")
+        if values and kind is int and not _INTEGER.fullmatch(values[0]):
+            raise InvalidInput(f"query.{name}: Input should be a valid integer, not {values[0]!r}")
+
+
 async def get_serving(request: Request) -> Ready:
     state: ServiceState = request.app.state.atom
     check_api_key(request, state.settings)  # first: an unauthorized caller learns nothing else
@@ -108,6 +145,7 @@ async def get_serving(request: Request) -> Ready:
         raise NotReady("the service is shutting down")
     if not state.serving or state.runtime is None or state.batcher is None or state.models is None:
         raise NotReady("the model is not loaded yet")
+    check_query(request)  # after the key and readiness, the order FastAPI's own validation has
     assert state.prepare_pool is not None  # set with the models
     arrived = request.scope.get("state", {}).get("arrived_at", asyncio.get_running_loop().time())
     return Ready(state.settings, state.runtime, state.batcher, state.models, state.prepare_pool,

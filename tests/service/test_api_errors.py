@@ -10,6 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.routes import atomize, embeddings, explorer, meta
+from service.routes.deps import QUERY_TYPES, get_serving, query_spec
 from service.runtime import Runtime
 
 from .conftest import run_async, serving
@@ -199,6 +201,22 @@ def test_every_bad_body_is_a_422_and_no_failure_of_the_service(text_case, name):
     assert 'atom_failures_total{reason="internal_error"} 0.0' in text
     assert 'atom_failures_total{reason="invalid_input"} 2.0' in text
     assert not [line for line in text.splitlines() if line.startswith("atom_requests_total") and 'status="5' in line]
+
+
+def test_every_query_parameter_goes_through_the_one_strict_check(text_client):
+    """check_query (in get_serving) is where query parameters are held to one value of their
+    type: a route that declared one elsewhere, or a type it cannot check, would slip past it."""
+    routes = [route for module in (atomize, embeddings, explorer, meta) for route in module.router.routes]
+    with_query = {route.path: query_spec(route) for route in routes if query_spec(route)}
+    assert with_query == {"/v1/bank/map": (("limit", int), ("ids", str))}
+    document = text_client.get("/openapi.json").json()
+    in_document = {path for path, operations in document["paths"].items() for operation in operations.values()
+                   if any(parameter["in"] == "query" for parameter in operation.get("parameters", []))}
+    assert in_document == set(with_query)  # no route of the app with query parameters was missed above
+    for route in routes:
+        if query_spec(route):
+            assert any(dependency.call is get_serving for dependency in route.dependant.dependencies)
+            assert all(kind in QUERY_TYPES for _, kind in query_spec(route))
 
 
 def test_an_integral_number_is_an_integer_as_json_schema_says(text_client):

@@ -106,12 +106,41 @@ def test_map_sample_and_requested_atoms(numeric_client, numeric_case):
     assert numeric_client.get("/v1/bank/map", params={"limit": 20_001}).status_code == 422
 
 
+@pytest.mark.parametrize("query", [
+    "limit=true&limit=3",  # FastAPI alone took the last one
+    "limit=3&limit=3",
+    "ids=1&ids=2",
+    "limit=5.0",  # FastAPI alone read it as 5
+    "limit=true",
+    "limit=1e3",
+    "limit=%2B5",
+    "limit=%205",
+    "limit=",
+    "limit=-1",  # an integer, out of range
+    "limit=20001",
+])
+def test_map_query_parameters_are_validated_strictly(numeric_client, query):
+    response = numeric_client.get(f"/v1/bank/map?{query}")
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_input" and error["request_id"] == response.headers["x-request-id"]
+    assert error["message"].startswith(f"query.{query.split('=')[0]}: ")
+
+
+def test_map_takes_a_plain_integer_limit(numeric_client):
+    body = numeric_client.get("/v1/bank/map?limit=3&ids=0").json()
+    assert body["sampled"] == len(body["atoms"]["id"]) == 3 and body["requested"]["id"] == [0]
+    assert numeric_client.get("/v1/bank/map?limit=0").json()["sampled"] == 0
+    assert numeric_client.get("/v1/bank/map?unknown=1&unknown=2").status_code == 200  # undeclared: ignored
+
+
 def test_map_and_page_with_an_api_key(text_case):
     key = "explorer-test-key"
     with TestClient(create_app(text_case.settings(api_key=key), bundle=text_case.bundle)) as client:
         page = client.get("/")
         assert page.status_code == 200 and key not in page.text  # the page is public, and holds no secret
         assert client.get("/v1/bank/map").status_code == 401
+        assert client.get("/v1/bank/map?limit=5.0").status_code == 401  # the key first: nothing else is told
         assert client.get("/v1/bank/map", headers={"Authorization": f"Bearer {key}"}).status_code == 200
 
 
