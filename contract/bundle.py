@@ -7,7 +7,8 @@ A bundle is a folder:
                               (numeric) components float32 (B, n, f), attention_mask int64 (B, n)
                        outputs embedding (B, k), roles (B, n, 3), composition (B, 6)
     encoder.fp16.onnx  optional, for GPU
-    encoder.int8.onnx  optional, for CPU (dynamic per-channel quantization)
+    encoder.int8.onnx  optional, for CPU (static quantization: activation scales fixed at export;
+                       older bundles: dynamic, see `Bundle.batch_invariant`)
     tokenizer.json     text bundles only
     atoms.npz          reference bank: embedding (M, k) float32, radius (M,), charge (M,), id (M,), label (M,)
     report/            plots and report.html (checksummed like the rest)
@@ -118,8 +119,9 @@ class Manifest(_Strict):
     radius_range: list[float]  # [r_min, r_max]
     training: TrainingSummary
     # what each reduced-precision copy costs, measured at export against fp32 on held-out items:
-    # {"int8": {"cosine_mean": ..., "cosine_min": ..., "accuracy_fp32": ..., "accuracy": ...}}
-    precisions: dict[str, dict[str, float]] = Field(default_factory=dict)
+    # {"int8": {"cosine_mean": ..., "cosine_min": ..., "accuracy_fp32": ..., "accuracy": ...,
+    #           "scheme": "static", "batch_max_abs_diff": ...}}
+    precisions: dict[str, dict[str, float | str]] = Field(default_factory=dict)
     files: dict[str, str]  # relative path -> sha256 hex, every file of the bundle but the manifest
 
     def write(self, bundle_dir: Path) -> Path:
@@ -183,6 +185,12 @@ class Bundle:
 
     def precision_of(self, model_file: str) -> str:
         return next(p for p, name in MODEL_FILES.items() if name == model_file)
+
+    def batch_invariant(self, precision: str) -> bool:
+        """Whether a copy gives an input the same answer whatever else shares its batch. fp32 and
+        fp16 do (up to summation order); an int8 copy only when its activation scales were fixed
+        at export ("static"): the dynamic int8 of older bundles computes them over the batch."""
+        return precision != "int8" or self.manifest.precisions.get("int8", {}).get("scheme") == "static"
 
     @property
     def tokenizer_path(self) -> Path | None:

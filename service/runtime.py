@@ -114,6 +114,13 @@ class Runtime:
         )
         self.session, self.provider, self.model_file = create_session(bundle, device, precision, threads)
         self.precision = bundle.precision_of(self.model_file)
+        # A copy whose answer for an input depends on the rest of its batch (the dynamic int8 of
+        # older bundles) runs one input per call: the batcher may group inputs however the
+        # traffic falls, the answers may not change with it.
+        self.per_input = not bundle.batch_invariant(self.precision)
+        if self.per_input:
+            log.warning("%s quantizes activations per batch: it runs one input per call (re-export the "
+                        "bundle for static int8, which batches)", self.model_file)
         self._input_names = [spec.name for spec in self.manifest.onnx_inputs]  # (values, attention_mask)
         self._values_dtype = np.int64 if self.spec.modality == "text" else np.float32
         composition = self.manifest.composition_fields
@@ -166,11 +173,20 @@ class Runtime:
         outputs = self.session.run(list(OUTPUT_NAMES), feeds)
         return tuple(np.asarray(out, dtype=np.float32) for out in outputs)  # fp16 graphs may return half
 
+    def infer_items(self, items: Sequence[Item]) -> tuple[np.ndarray, Sequence[np.ndarray], np.ndarray]:
+        """embedding (B, k), roles (B, n, 3) or B arrays (n_i, 3), composition (B, 6): one padded
+        call, or one call per input for a copy that is not batch-invariant."""
+        if not self.per_input:
+            return self.infer(self.pad(items))
+        outputs = [self.infer(self.pad([item])) for item in items]
+        return (np.concatenate([out[0] for out in outputs]), [out[1][0] for out in outputs],
+                np.concatenate([out[2] for out in outputs]))
+
     def run(self, items: Sequence[Item], *, record: bool = True) -> list[ItemResult]:
         """The batch's results, in order; `record=False` keeps it out of the metrics (warm-up)."""
         started = time.perf_counter()
         bank = self.bank  # one bank for the whole batch, even if a reload swaps it meanwhile
-        embedding, roles, composition = self.infer(self.pad(items))
+        embedding, roles, composition = self.infer_items(items)
         searched = time.perf_counter()
         counts = [item.neighbors for item in items]
         if any(counts):
@@ -184,7 +200,7 @@ class Runtime:
                 self.metrics.neighbor_search.observe(time.perf_counter() - searched)
             self.metrics.items_atomized.inc(len(items))
         return [
-            ItemResult(embedding[i], roles[i, : item.length], composition[i], neighbors[i], bank)
+            ItemResult(embedding[i], roles[i][: item.length], composition[i], neighbors[i], bank)
             for i, item in enumerate(items)
         ]
 

@@ -223,8 +223,9 @@ class ModelInfo(BaseModel):
     potential: dict
     radius_range: list[float]
     training: dict
-    # reduced-precision copies measured against fp32 at export (cosine, accuracy on each)
-    precisions: dict[str, dict[str, float]] = {}
+    # reduced-precision copies measured against fp32 at export (cosine, accuracy on each; int8:
+    # its quantization scheme and an item's largest embedding change alone against in a batch)
+    precisions: dict[str, dict[str, float | str]] = {}
     runtime: dict = Field(description="device, execution provider, onnxruntime version")
     bank: dict = Field(description="the reference bank: atoms, index kind, version, the bundle it was built with")
     batching: dict

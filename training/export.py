@@ -2,7 +2,7 @@
 
 Steps: ONNX export with the dynamo exporter (dynamic batch and component axes) -> ONNX Runtime
 basic graph optimisation (provider-independent, so the same file serves CPU and CUDA) ->
-parity check against PyTorch -> optional fp16 copy -> reference bank from the training split
+parity check against PyTorch -> optional fp16 and int8 copies (`precision`) -> reference bank from the training split
 -> report -> manifest with a checksum of every file. The bundle is built in a temporary folder
 and moved into place only when everything passed, so a failed export leaves nothing behind.
 """
@@ -35,12 +35,16 @@ from contract.bundle import (
 from .checkpoint import load_json, load_model, load_run_dataset
 from .data import Dataset, Split
 from .errors import ExportError
+from .precision import INT8_SCHEME, batch_invariance, measure_precision, write_fp16, write_int8
 from .train import predict
 
 log = logging.getLogger(__name__)
 
 PARITY_TOLERANCE = 1e-4  # max |onnx - torch| for fp32
 FP16_TOLERANCE = 5e-2  # fp16 is checked loosely; it is an optional GPU copy
+# an item alone and in a batch: fp32 differs by ~1e-7 (summation order); more means the copy
+# makes an answer depend on the batch, which the service must not serve batched
+BATCH_TOLERANCE = 1e-5
 OUTPUT_NAMES = ("embedding", "roles", "composition")
 
 
@@ -131,60 +135,6 @@ def check_parity(model: nn.Module, onnx_path: Path, cases: dict, tolerance: floa
     return worst
 
 
-def write_fp16(source: Path, target: Path) -> None:
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    # keep_io_types: clients send and receive float32 whatever copy the service runs
-    onnx.save(convert_float_to_float16(onnx.load(str(source)), keep_io_types=True), str(target))
-
-
-def write_int8(source: Path, target: Path) -> None:
-    """Dynamic quantization, weights per output channel: per-tensor scales drifted to cosine ~0.95
-    against fp32 on MiniLM, per-channel kept ~0.99 (issue 8)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantizer logs a line per tensor it leaves alone on the root logger
-    try:
-        quantize_dynamic(str(source), str(target), per_channel=True, weight_type=QuantType.QInt8)
-    finally:
-        root.setLevel(level)
-
-
-@torch.no_grad()
-def measure_precision(model: nn.Module, fp32_path: Path, copy_path: Path, split: Split, limit: int = 1000) -> dict[str, float]:
-    """A reduced-precision copy against fp32 on held-out items (the test split, never used for a
-    choice): cosine of the embeddings, and the classifier's accuracy on each copy's outputs."""
-    config = model.config
-    names = input_names(config.modality)
-    rows = np.arange(min(limit, len(split.labels)))
-    lengths = split.mask[rows].sum(1)
-    results: dict[str, list[np.ndarray]] = {"fp32": [], "copy": []}
-    embeddings: dict[str, list[np.ndarray]] = {"fp32": [], "copy": []}
-    for key, path in (("fp32", fp32_path), ("copy", copy_path)):
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        for start in range(0, len(rows), 64):
-            batch = rows[start : start + 64]
-            n = max(int(lengths[start : start + 64].max()), 1)
-            feeds = {names[0]: split.inputs[batch, :n], names[1]: split.mask[batch, :n].astype(np.int64)}
-            embedding, _, composition = session.run(list(OUTPUT_NAMES), feeds)
-            logits, _ = model.classify(torch.as_tensor(embedding, dtype=torch.float32), torch.as_tensor(composition, dtype=torch.float32))
-            results[key].append(logits.argmax(1).numpy())
-            embeddings[key].append(np.asarray(embedding, dtype=np.float32))
-    a, b = np.concatenate(embeddings["fp32"]), np.concatenate(embeddings["copy"])
-    cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
-    labels = split.labels[rows]
-    return {
-        "items": float(len(rows)),
-        "cosine_mean": float(cosine.mean()),
-        "cosine_min": float(cosine.min()),
-        "accuracy_fp32": float((np.concatenate(results["fp32"]) == labels).mean()),
-        "accuracy": float((np.concatenate(results["copy"]) == labels).mean()),
-    }
-
-
 def build_bank(model: nn.Module, data: Dataset, path: Path, states: torch.Tensor | None = None) -> dict[str, np.ndarray]:
     """The reference atoms: every training item; ids are training-split row indices. `states`: a
     frozen backbone's states of the training split, when already computed (fp16: the bank then
@@ -264,8 +214,14 @@ def write_bundle_files(model, run_dir: Path, data: Dataset, info: dict, staging:
         write_fp16(staging / "encoder.onnx", staging / "encoder.fp16.onnx")
         log.info("fp16 parity: %s", check_parity(model, staging / "encoder.fp16.onnx", cases, FP16_TOLERANCE))
     if int8:
-        write_int8(staging / "encoder.onnx", staging / "encoder.int8.onnx")
-        precisions["int8"] = measure_precision(model, staging / "encoder.onnx", staging / "encoder.int8.onnx", data.test)
+        names = input_names(config.modality)
+        write_int8(staging / "encoder.onnx", staging / "encoder.int8.onnx", data.train, names)
+        precisions["int8"] = measure_precision(model, staging / "encoder.onnx", staging / "encoder.int8.onnx", data.test, names)
+        invariance = batch_invariance(staging / "encoder.int8.onnx", data.test, names)
+        if invariance["embedding"] > BATCH_TOLERANCE:
+            raise ExportError(f"encoder.int8.onnx: an item's embedding alone and in a batch differ by "
+                              f"{invariance['embedding']:.2e} > {BATCH_TOLERANCE:.0e}")
+        precisions["int8"].update(scheme=INT8_SCHEME, batch_max_abs_diff=invariance["embedding"])
         log.info("int8 against fp32: %s", precisions["int8"])
     if data.tokenizer is not None:
         shutil.copy(run_dir / "tokenizer.json", staging / "tokenizer.json")

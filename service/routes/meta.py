@@ -38,6 +38,7 @@ async def model_info(serving: Serving) -> ModelInfo:
             "provider": runtime.provider,
             "model_file": runtime.model_file,
             "precision": runtime.precision,
+            "batching": "per input" if runtime.per_input else "batched",  # see Runtime.per_input
             "onnxruntime_version": ort.__version__,
         },
         bank=runtime.bank.info,
