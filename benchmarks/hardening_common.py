@@ -97,6 +97,10 @@ class RawClient:
 
     async def post(self, path: str, body: bytes) -> int:
         """The response status; raises OSError / asyncio.IncompleteReadError when the connection fails."""
+        return (await self.exchange(path, body))[0]
+
+    async def exchange(self, path: str, body: bytes) -> tuple[int, bytes]:
+        """The response status and body; raises like `post`."""
         import asyncio
 
         if self.writer is None:
@@ -114,13 +118,13 @@ class RawClient:
                     length = int(value)
                 elif name.lower() == "connection" and "close" in value.lower():
                     close = True
-            await self.reader.readexactly(length)
+            answer = await self.reader.readexactly(length)
         except BaseException:
             await self.close()
             raise
         if close:
             await self.close()
-        return int(status_line.split()[1])
+        return int(status_line.split()[1]), answer
 
     async def close(self) -> None:
         if self.writer is not None:

@@ -80,8 +80,9 @@ def quantizable_matmuls(model_path: Path) -> tuple[list[str], list[str]]:
 
 
 def write_int8(source: Path, target: Path, calibration: Split, names: tuple[str, str],
-               items: int = CALIBRATION_ITEMS, batch_size: int = 32) -> None:
-    """Static int8 (see the module docstring), calibrated on the first `items` of `calibration`."""
+               items: int = CALIBRATION_ITEMS, batch_size: int = 32, gelu_inputs_fp32: bool = True) -> None:
+    """Static int8 (see the module docstring), calibrated on the first `items` of `calibration`;
+    `gelu_inputs_fp32=False` quantizes the MatMuls after GELU too (the benchmark's comparison)."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -101,6 +102,7 @@ def write_int8(source: Path, target: Path, calibration: Split, names: tuple[str,
         # symbolic inference, so ONNX's plain shape inference does it
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         include, exclude = quantizable_matmuls(prepared)
+        exclude = exclude if gelu_inputs_fp32 else []
         # QOperator (QLinearMatMul): fused int8 kernels on the CPU; uint8 activations with a zero
         # point take the asymmetric ranges after LayerNorm; MinMax over real items (the
         # histogram methods of ORT 1.31 fail on batches of different lengths)
@@ -143,7 +145,7 @@ def batch_invariance(path: Path, split: Split, names: tuple[str, str], items: in
 
 @torch.no_grad()
 def measure_precision(model: nn.Module, fp32_path: Path, copy_path: Path, split: Split, names: tuple[str, str],
-                      limit: int = 1000) -> dict[str, float]:
+                      limit: int = 1000, batch_size: int = 64) -> dict[str, float]:
     """A reduced-precision copy against fp32 on held-out items (the test split at export, never
     used for a choice): cosine of the embeddings, and the classifier's accuracy on each copy's outputs."""
     rows = np.arange(min(limit, len(split.labels)))
@@ -151,8 +153,9 @@ def measure_precision(model: nn.Module, fp32_path: Path, copy_path: Path, split:
     embeddings: dict[str, list[np.ndarray]] = {"fp32": [], "copy": []}
     for key, path in (("fp32", fp32_path), ("copy", copy_path)):
         session = cpu_session(path)
-        for start in range(0, len(rows), 64):
-            embedding, _, composition = session.run(list(OUTPUT_NAMES), model_feeds(names, split, rows[start : start + 64]))
+        for start in range(0, len(rows), batch_size):
+            feeds = model_feeds(names, split, rows[start : start + batch_size])
+            embedding, _, composition = session.run(list(OUTPUT_NAMES), feeds)
             logits, _ = model.classify(torch.as_tensor(embedding, dtype=torch.float32), torch.as_tensor(composition, dtype=torch.float32))
             predicted[key].append(logits.argmax(1).numpy())
             embeddings[key].append(np.asarray(embedding, dtype=np.float32))
