@@ -36,6 +36,21 @@ class AtomOutput(NamedTuple):  # a tuple, so DistributedDataParallel can find it
         return self.composition[:, 5]
 
 
+def token_sum(values: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, n[, d]) summed over the n components, each weighted by `weight` (B, n) if given.
+
+    Written as a batched matrix product rather than a sum over axis 1: ONNX Runtime's ReduceSum
+    over the middle axis rounds differently with the batch size B, a batched MatMul reduces each
+    input on its own. One input's embedding then does not depend on which inputs share its batch,
+    bit for bit, and int8 cannot turn a last-bit difference into a rounding step (issue 22).
+    """
+    vector = values.dim() == 2
+    columns = values.unsqueeze(-1) if vector else values  # (B, n, d)
+    rows = (torch.ones_like(columns[..., 0]) if weight is None else weight.to(columns.dtype)).unsqueeze(1)  # (B, 1, n)
+    total = torch.matmul(rows, columns).squeeze(1)  # (B, d)
+    return total.squeeze(-1) if vector else total
+
+
 class AtomHead(nn.Module):
     """Maps contextual component states h (B, n, d) to an atom: roles, composition, z, R."""
 
@@ -67,15 +82,15 @@ class AtomHead(nn.Module):
         config = self.config
         mask = mask.to(h.dtype)
         pi = self.roles(e if config.role_source == "component" else h, mask)  # (B, n, 3)
-        electrons, protons, neutrons = pi.sum(dim=1).unbind(-1)  # soft counts, (B,) each
-        n_real = mask.sum(dim=1).clamp(min=1.0)
+        electrons, protons, neutrons = token_sum(pi).unbind(-1)  # soft counts, (B,) each
+        n_real = token_sum(mask).clamp(min=1.0)
         mass = protons + neutrons
         charge = (protons - electrons) / n_real  # normalised: long inputs do not dominate
 
         # Nucleus: nucleon-weighted mean of the components, projected and put on a fixed sphere
         # (a free scale would let the potential be satisfied by rescaling the whole space).
         weight = mask * (pi[..., 1] + pi[..., 2] + config.nucleon_floor)  # (B, n)
-        pooled = (weight[..., None] * h).sum(1) / weight.sum(1, keepdim=True)  # (B, d)
+        pooled = token_sum(h, weight) / token_sum(weight)[:, None]  # (B, d)
         z = self.nucleus(pooled)
         z = config.sphere_radius * z / torch.sqrt((z * z).sum(-1, keepdim=True) + 1e-12)  # (B, k)
 
@@ -94,11 +109,11 @@ class AtomHead(nn.Module):
             p = self.nucleus(h)
             p = config.sphere_radius * p / torch.sqrt((p * p).sum(-1, keepdim=True) + 1e-12)  # (B, n, k)
             spread_sq = ((p - z[:, None, :]) ** 2).sum(-1)  # (B, n), at most (2 * sphere_radius)^2
-            span = torch.sqrt((weight * spread_sq).sum(1) + 1e-12) / (2.0 * config.sphere_radius)  # (B,) in [0, 1]
+            span = torch.sqrt(token_sum(spread_sq, weight) + 1e-12) / (2.0 * config.sphere_radius)  # (B,) in [0, 1]
             return config.r_min + (config.r_max - config.r_min) * span.clamp(max=1.0)
         # "shell": RMS length of free electron offsets W_u h_i
         offsets_sq = (self.shell(h) ** 2).sum(-1)  # (B, n)
-        shell_rms = torch.sqrt((weight * offsets_sq).sum(1) / config.embedding_dim + 1e-12)  # per-dimension RMS
+        shell_rms = torch.sqrt(token_sum(offsets_sq, weight) / config.embedding_dim + 1e-12)  # per-dimension RMS
         return config.r_min + (config.r_max - config.r_min) * torch.tanh(shell_rms)
 
 
@@ -145,8 +160,8 @@ class AtomModel(nn.Module):
         h, e = self.encoder(inputs, mask) if states is None else self.encoder(inputs, mask, states)  # (B, n, d) each
         if self.config.head == "plain":
             # mean over every attended token, [CLS]/[SEP] included: the sentence-transformers way
-            m = mask.to(h.dtype)[..., None]
-            pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, d)
+            m = mask.to(h.dtype)
+            pooled = token_sum(h, m) / token_sum(m).clamp(min=1.0)[:, None]  # (B, d)
             batch, n = mask.shape
             roles = torch.zeros(batch, n, 3, dtype=h.dtype, device=h.device)
             composition = torch.zeros(batch, 6, dtype=h.dtype, device=h.device)

@@ -210,3 +210,16 @@ def test_shell_radius_mode_is_kept_and_bounded():
         radius = model(inputs, mask).radius
     assert ((radius >= model.config.r_min) & (radius <= model.config.r_max)).all()
     assert hasattr(model.atom, "shell") and not hasattr(tiny("text", radius_mode="span").atom, "shell")
+
+
+def test_token_sum_is_the_weighted_sum_over_components():
+    from model.atom import token_sum
+
+    generator = torch.Generator().manual_seed(0)
+    values = torch.randn(3, 5, 4, generator=generator)
+    weight = torch.rand(3, 5, generator=generator)
+    torch.testing.assert_close(token_sum(values, weight), (weight[..., None] * values).sum(1))
+    torch.testing.assert_close(token_sum(values), values.sum(1))
+    torch.testing.assert_close(token_sum(weight), weight.sum(1))
+    torch.testing.assert_close(token_sum(values[..., 0], weight), (weight * values[..., 0]).sum(1))
+    assert token_sum(values, weight).shape == (3, 4) and token_sum(weight).shape == (3,)

@@ -46,7 +46,8 @@ def assert_batch_invariant(runtime: Runtime, texts: list[str]) -> None:
         for position, index in enumerate(batch_order):
             got, expected = together[position], alone[index]
             np.testing.assert_allclose(got.embedding, expected.embedding, atol=TOLERANCE, rtol=0)
-            np.testing.assert_allclose(got.composition, expected.composition, atol=TOLERANCE, rtol=0)
+            # counts and mass reach ~50: within 1e-5 or one part in a million
+            np.testing.assert_allclose(got.composition, expected.composition, atol=TOLERANCE, rtol=1e-6)
             np.testing.assert_array_equal(got.roles.argmax(-1), expected.roles.argmax(-1))
             np.testing.assert_array_equal(got.neighbors.rows, expected.neighbors.rows)
 
@@ -64,6 +65,7 @@ def test_the_int8_copy_is_static_and_its_measured_invariance_is_recorded(shipped
     int8 = load_bundle(shipped_bundle).manifest.precisions["int8"]
     assert int8["scheme"] == "static"
     assert 0.0 <= int8["batch_max_abs_diff"] <= TOLERANCE
+    assert int8["batch_items_checked"] >= 16
     assert 0.9 < int8["cosine_mean"] <= 1.0 + 1e-6
 
 
