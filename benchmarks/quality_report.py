@@ -78,14 +78,20 @@ def summarise(records: list[dict], suite: str, machine: str, chosen: Callable[[s
               "| dataset | method | mean radius | CV | Spearman with length | eta² class | mean radius by class |",
               "|---|---|---|---|---|---|---|", *radius_lines]
     lines += ["", "## Sweeps (seed 0; validation accuracy of the best epoch; the chosen one in bold)", "",
-              "| dataset | method | configuration | settings | validation | best epoch | s/step |", "|---|---|---|---|---|---|---|"]
+              "Uniformity and the role shares (electron / proton / neutron) describe each run's test atoms; the",
+              "choice reads the validation accuracy only.", "",
+              "| dataset | method | configuration | settings | validation | best epoch | uniformity | roles e / p / n | s/step |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for dataset in datasets:
         for method in METHOD_ORDER:
             best = chosen(dataset, method)
             for r in [r for r in records if r["phase"] == "sweep" and r["dataset"] == dataset and r["method"] == method]:
                 mark = "**" if best and r["config"] == best["config"] else ""
+                usage = " / ".join(f"{u:.2f}" for u in r["role_usage"]) if r.get("role_usage") else "–"
+                uniform = f"{r['uniformity']:.2f}" if r.get("uniformity") is not None else "–"
                 lines.append(f"| {dataset} | {method} | {mark}{r['config']}{mark} | `{r['settings']}` | "
-                             f"{mark}{r['best_val_accuracy']:.4f}{mark} | {r['best_epoch']} | {r['seconds_per_step']:.3f} |")
+                             f"{mark}{r['best_val_accuracy']:.4f}{mark} | {r['best_epoch']} | {uniform} | {usage} | "
+                             f"{r['seconds_per_step']:.3f} |")
     modes = [r for r in records if r["phase"] == "mode"]
     if modes:
         lines += ["", "## Backbone training mode (atom, chosen configuration, seed 0, validation)", "",

@@ -1,0 +1,94 @@
+"""What decides the published quality figures: the choice on validation, the label subsets, the
+label-efficiency schedule and the summaries' verdicts (benchmarks/quality.py, quality_report.py,
+label_efficiency.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import label_efficiency  # noqa: E402
+from quality import FROZEN_SWEEP, chosen, label_subset, read_records  # noqa: E402
+from quality_report import summarise  # noqa: E402
+
+
+def record(method: str, config: str, val: float, test: float, phase: str = "sweep", seed: int = 0, **extra) -> dict:
+    return {"suite": "backbone", "dataset": "tweets", "method": method, "config": config, "seed": seed, "phase": phase,
+            "key": f"backbone/tweets/{method}/{config}/seed{seed}", "best_val_accuracy": val, "test_accuracy": test,
+            "settings": {}, "best_epoch": 3, "seconds_per_step": 0.01, **extra}
+
+
+def test_every_method_gets_the_same_number_of_frozen_settings():
+    sizes = {method: len(settings) for method, settings in FROZEN_SWEEP.items()}
+    assert set(sizes) == {"plain", "baseline", "atom"} and len(set(sizes.values())) == 1 and sizes["atom"] >= 8
+
+
+def test_the_choice_reads_validation_only_and_ties_go_to_the_first_listed():
+    sweep = {"atom": {"a": {}, "b": {}, "c": {}}}
+    records = [record("atom", "a", 0.70, 0.99), record("atom", "b", 0.75, 0.50), record("atom", "c", 0.75, 0.60)]
+    assert chosen(records, "tweets", "atom", sweep)["config"] == "b"  # c ties on validation; its better test is ignored
+    assert chosen(records, "tweets", "plain", {"plain": {}}) is None
+
+
+def test_label_subsets_are_fixed_nested_and_drawn_without_repeats():
+    small, large = label_subset(1000, 100), label_subset(1000, 300)
+    assert len(small) == len(set(small.tolist())) == 100 and set(small) <= set(large)
+    np.testing.assert_array_equal(small, label_subset(1000, 100))
+    assert small.min() >= 0 and large.max() < 1000 and not np.array_equal(small, np.arange(100))
+
+
+def test_label_budget_schedule_gives_about_the_same_steps():
+    for labels in (100, 300, 1000, 3000):
+        plan = label_efficiency.schedule(labels)
+        steps = plan["epochs"] * (labels // plan["batch_size"])
+        assert 8 <= plan["batch_size"] <= 64 and 6 <= plan["epochs"] <= 100
+        assert label_efficiency.STEPS * 0.9 <= steps <= label_efficiency.STEPS * 1.3, (labels, plan, steps)
+    assert label_efficiency.schedule(10_000)["epochs"] == 6  # large budgets: the floor, more steps
+
+
+def test_best_of_a_budget_ignores_other_budgets_and_finals():
+    records = [record("atom", "n100-lr0.003-lambda0.3", 0.60, 0.1), record("atom", "n100-lr0.01-lambda1", 0.65, 0.1),
+               record("atom", "n300-lr0.003-lambda0.3", 0.90, 0.1),
+               record("atom", "n100-lr0.003-lambda0.3", 0.99, 0.1, phase="final", seed=1)]
+    assert label_efficiency.best_of(records, "atom", 100)["config"] == "n100-lr0.01-lambda1"
+    assert label_efficiency.best_of(records, "plain", 100) is None
+
+
+def test_quality_summary_states_the_verdict_from_the_chosen_runs():
+    records = []
+    for method, tests in (("plain", (0.70, 0.71, 0.72)), ("baseline", (0.75, 0.76, 0.77)), ("atom", (0.80, 0.81, 0.82))):
+        records.append(record(method, "x", 0.8, tests[0]))
+        records.append(record(method, "y", 0.7, 0.99))  # not chosen: its test figure must not count
+        records += [record(method, "x", 0.8, t, phase="final", seed=s) for s, t in ((1, tests[1]), (2, tests[2]))]
+    text = summarise(records, "backbone-frozen", "test machine",
+                     lambda d, m: chosen(records, d, m, {m: {"x": {}, "y": {}}}))
+    assert "| tweets | atom | x | 3 | 0.800 ± 0.000 | 0.810 ± 0.010 |" in text
+    assert "atom 0.8100 vs baseline 0.7600: delta +0.0500" in text and "**better**" in text
+
+
+def test_label_efficiency_summary_table_and_plot(tmp_path):
+    quality = tmp_path / "quality.jsonl"  # all labels: the chosen runs of the frozen suite
+    full = []
+    for method in ("plain", "baseline", "atom"):
+        first, second = list(FROZEN_SWEEP[method])[:2]
+        full += [record(method, first, 0.8, 0.70), record(method, second, 0.7, 0.99),
+                 record(method, first, 0.8, 0.72, phase="final", seed=1), record(method, first, 0.8, 0.74, phase="final", seed=2)]
+    full.append(record("frozen-backbone-logreg", "C10", 0.7, 0.65, phase="reference"))
+    quality.write_text("\n".join(json.dumps(r) for r in full) + "\n")
+    records = []
+    for method, base in (("plain", 0.50), ("baseline", 0.52), ("atom", 0.60)):
+        for seed, delta in enumerate((0.0, 0.01, 0.02)):
+            records.append({**record(method, "n100-lr0.003", 0.5, base + delta, phase="final", seed=seed), "train_labels": 100})
+    records.append({**record("logreg", "n100-C1", 0.5, 0.55, phase="final"), "train_labels": 100})
+    text = label_efficiency.summarise(records, [100], 1000, quality, tmp_path / "curve")
+    assert "| atom | 0.610 ± 0.010 | 0.720 ± 0.020 |" in text
+    assert "| logreg | 0.550 | 0.650 |" in text
+    assert "100 labels: atom 0.610, best other 0.530: delta +0.080 (std 0.010): **better**" in text
+    assert "- atom: 100: lr0.003" in text
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+    assert read_records(quality)[0]["method"] == "plain"
