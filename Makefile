@@ -64,13 +64,15 @@ bench-quality: setup
 	$(PY) benchmarks/quality.py --suite scratch --workers 2
 
 # MiniLM under the three heads on tweets, frozen (its states computed once, then every run
-# trains its head; about 2 hours on 2 cores): the sweep (16 settings per method) and 3 seeds, the
-# label-efficiency curve, and the roles of the chosen atom and baseline models against AFINN.
+# trains its head): the sweep (8 settings per method) and 3 seeds, about 70 minutes on 2 cores; the
+# roles of the chosen atom and baseline models and the default bundle against AFINN; then the
+# label-efficiency curve (about 4 hours more here).
 # The fine-tuned rows need a GPU: benchmarks/device_quality.sh.
-bench-quality-backbone: setup
+bench-quality-backbone: setup bundle
 	$(PY) benchmarks/quality.py --suite backbone --train-layers 0 --workers 2 --export runs/bench/bundles
+	$(PY) benchmarks/afinn_roles.py --bundle atom=runs/bench/bundles/atom --bundle baseline=runs/bench/bundles/baseline \
+		--bundle atom-default=$(BUNDLE)
 	$(PY) benchmarks/label_efficiency.py --workers 2
-	$(PY) benchmarks/afinn_roles.py --bundle atom=runs/bench/bundles/atom --bundle baseline=runs/bench/bundles/baseline
 
 bench-serve: setup bundle
 	$(PY) benchmarks/serve.py --bundle $(BUNDLE)
