@@ -40,6 +40,7 @@ SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 FP16_FILE = "encoder.fp16.onnx"
 INT8_FILE = "encoder.int8.onnx"
+BATCH_TOLERANCE = 1e-5  # an embedding that moves more than this with its batch: not batch-invariant
 MODEL_FILES = {"fp32": "encoder.onnx", "fp16": FP16_FILE, "int8": INT8_FILE}
 ROLE_NAMES = ("electron", "proton", "neutron")
 COMPOSITION_FIELDS = ("electrons", "protons", "neutrons", "mass", "charge", "radius")
@@ -188,9 +189,13 @@ class Bundle:
 
     def batch_invariant(self, precision: str) -> bool:
         """Whether a copy gives an input the same answer whatever else shares its batch. fp32 and
-        fp16 do (up to summation order); an int8 copy only when its activation scales were fixed
-        at export ("static"): the dynamic int8 of older bundles computes them over the batch."""
-        return precision != "int8" or self.manifest.precisions.get("int8", {}).get("scheme") == "static"
+        fp16 do; an int8 copy only when its activation scales were fixed at export ("static": the
+        dynamic int8 of older bundles computes them over the batch) and the export's check found
+        no input that moved by more than BATCH_TOLERANCE."""
+        if precision != "int8":
+            return True
+        int8 = self.manifest.precisions.get("int8", {})
+        return int8.get("scheme") == "static" and float(int8.get("batch_max_abs_diff", 0.0)) <= BATCH_TOLERANCE
 
     @property
     def tokenizer_path(self) -> Path | None:

@@ -215,12 +215,13 @@ def write_bundle_files(model, run_dir: Path, data: Dataset, info: dict, staging:
         names = input_names(config.modality)
         write_int8(staging / "encoder.onnx", staging / "encoder.int8.onnx", data.train, names)
         precisions["int8"] = measure_precision(model, staging / "encoder.onnx", staging / "encoder.int8.onnx", data.test, names)
-        # the service batches this copy freely: refuse it if any input's answer moves with its batch
+        # recorded: the service batches this copy only if no input's answer moved with its batch
+        # (else it runs it one input per call, slower but never a different answer)
         invariance = batch_invariance(staging / "encoder.int8.onnx", data.test, names, items=BATCH_CHECK_ITEMS)
         if invariance["embedding"] > BATCH_TOLERANCE:
-            raise ExportError(f"encoder.int8.onnx: {invariance['items_off']:.0f} of {invariance['items']:.0f} items' "
-                              f"embeddings alone and in a batch differ by up to {invariance['embedding']:.2e} "
-                              f"> {BATCH_TOLERANCE:.0e}")
+            log.warning("encoder.int8.onnx: %.0f of %.0f items' embeddings alone and in a batch differ by up to "
+                        "%.2e > %.0e: the service will run it one input per call", invariance["items_off"],
+                        invariance["items"], invariance["embedding"], BATCH_TOLERANCE)
         precisions["int8"].update(scheme=INT8_SCHEME, batch_max_abs_diff=invariance["embedding"],
                                   batch_items_checked=invariance["items"])
         log.info("int8 against fp32: %s", precisions["int8"])

@@ -24,13 +24,14 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from contract.bundle import BATCH_TOLERANCE
+
 from .data import Split
 
 log = logging.getLogger(__name__)
 
 OUTPUT_NAMES = ("embedding", "roles", "composition")
 CALIBRATION_ITEMS = 512  # training items whose activation ranges fix the int8 scales
-BATCH_TOLERANCE = 1e-5  # an embedding that moves more than this with its batch is batch-dependent
 INT8_SCHEME = "static"  # recorded in the manifest: the service batches a static copy freely
 
 

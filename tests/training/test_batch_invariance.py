@@ -95,3 +95,16 @@ def test_an_older_bundle_with_dynamic_int8_is_served_one_input_per_call(shipped_
     runtime = Runtime(load_bundle(old), device="cpu")
     assert runtime.precision == "int8" and runtime.per_input
     assert_batch_invariant(runtime, texts)
+
+
+def test_a_static_copy_whose_export_check_found_movement_is_served_one_input_per_call(shipped_bundle, tmp_path):
+    """The export records what its batch check measured; the service trusts the record."""
+    moved = tmp_path / "moved"
+    shutil.copytree(shipped_bundle, moved)
+    manifest = Manifest.model_validate_json((moved / "manifest.json").read_text())
+    precisions = {"int8": {**manifest.precisions["int8"], "batch_max_abs_diff": 3e-3}}
+    manifest.model_copy(update={"precisions": precisions, "files": checksum_tree(moved)}).write(moved)
+    bundle = load_bundle(moved)
+    assert not bundle.batch_invariant("int8") and bundle.batch_invariant("fp32")
+    assert Runtime(bundle, device="cpu").per_input
+    assert not Runtime(load_bundle(shipped_bundle), device="cpu").per_input
