@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEFAULT_TRAIN ?= --epochs 3 --batch-size 64 --lr 3e-3
 
-.PHONY: setup browser test run bundle bundle-small bench-quality bench-quality-backbone bench-serve bench-peers bench-padding peers-setup peers-smoke bench-bank check-prometheus check-image clean
+.PHONY: setup browser test run bundle bundle-small bench-quality bench-quality-backbone bench-invariance bench-serve bench-peers bench-padding peers-setup peers-smoke bench-bank check-prometheus check-image clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -93,6 +93,12 @@ bench-peers: setup bundle bundle-small peers-setup
 	$(PY) benchmarks/peers.py --profile $(PEERS_ARGS)
 	$(PY) benchmarks/peers_report.py
 	$(PY) benchmarks/graph_cost.py
+
+# Issue 22: the int8 schemes on validation, then the same text alone and under load (about 20
+# minutes: four services in turn, one of them the code of commit e9f5b56).
+bench-invariance: setup bundle
+	$(PY) benchmarks/int8_schemes.py
+	$(PY) benchmarks/batch_invariance.py
 
 # The sweep that chose the batcher's padding bound on CPU (tweets validation split).
 bench-padding: setup bundle
