@@ -11,7 +11,9 @@ seeds 1 and 2. The full training split is the frozen quality suite itself
 (quality_backbone-frozen.jsonl: 16 settings per method), read from there.
 
 A small budget gets smaller batches and more epochs so that every run takes about 400 steps
-(at least 6 epochs, at most 100); the best epoch on validation is kept, as everywhere.
+(at least 6 epochs, at most 100), validated at most 10 times (every ceil(epochs / 10) epochs and
+at the last); the best validated epoch is kept, as everywhere. Budgets run one after the other,
+each sweep then its final seeds, so an interrupted run leaves whole budgets behind.
 Records: benchmarks/results/label_efficiency.jsonl (resumable); table and plot:
 label_efficiency.md and label_efficiency.png.
 """
@@ -44,6 +46,7 @@ GRID = {
 }
 LOGREG_C = (0.1, 1.0, 10.0, 100.0)
 STEPS = 400
+VALIDATIONS = 10  # validations per run at most: 50 short epochs would spend most of a run validating
 SEEDS = 3
 
 
@@ -51,7 +54,7 @@ def schedule(labels: int, batch_size: int = 64) -> dict:
     """Batch size and epochs that give a budget about STEPS optimizer steps."""
     batch = min(batch_size, max(8, labels // 8))
     epochs = min(100, max(6, math.ceil(STEPS / max(1, labels // batch))))
-    return {"batch_size": batch, "epochs": epochs}
+    return {"batch_size": batch, "epochs": epochs, "eval_every": math.ceil(epochs / VALIDATIONS)}
 
 
 def job(args, method: str, labels: int, name: str, settings: dict, seed: int, phase: str) -> dict:
@@ -116,7 +119,7 @@ def summarise(records: list[dict], budgets: list[int], full_size: int, quality_p
     for method, values in full.items():
         if values:
             table[method][full_size] = values
-    sizes = [*budgets, full_size]
+    sizes = [*sorted(budgets), full_size]
 
     def cell(values: list[float] | None) -> str:
         if not values:
@@ -132,7 +135,7 @@ def summarise(records: list[dict], budgets: list[int], full_size: int, quality_p
         lines.append(f"| {method} | " + " | ".join(cell(table[method].get(n)) for n in sizes) + " |")
     lines += ["", "Chosen on validation (seed 0):", ""]
     for method in table:
-        lines.append(f"- {method}: " + ", ".join(f"{n:,}: {chosen[method][n]}" for n in budgets if n in chosen[method]))
+        lines.append(f"- {method}: " + ", ".join(f"{n:,}: {chosen[method][n]}" for n in sorted(budgets) if n in chosen[method]))
     lines += ["", "Atom against the better of plain and baseline, per budget (more than one sample std of the larger spread counts):", ""]
     for n in sizes:
         atom, others = table["atom"].get(n), [table[m].get(n) for m in ("plain", "baseline")]
@@ -180,11 +183,11 @@ def main(argv: list[str] | None = None) -> int:
             records.append(record)
             with open(results, "a") as f:
                 f.write(json.dumps(record) + "\n")
-        sweep = [job(args, m, n, name, settings, 0, "sweep") for n in budgets for m in METHODS for name, settings in GRID[m].items()]
-        run_jobs(sweep, results, args.workers, done)
-        records = read_records(results)
-        copies, finals = [], []
         for n in budgets:
+            sweep = [job(args, m, n, name, settings, 0, "sweep") for m in METHODS for name, settings in GRID[m].items()]
+            run_jobs(sweep, results, args.workers, done)
+            records = read_records(results)
+            copies, finals = [], []
             for m in METHODS:
                 best = best_of(records, m, n)
                 if best is None:
@@ -192,11 +195,11 @@ def main(argv: list[str] | None = None) -> int:
                 name = best["config"].split("-", 1)[1]
                 copies.append({**best, "phase": "final", "key": best["key"] + "-final"})  # seed 0: the sweep run itself
                 finals += [job(args, m, n, name, GRID[m][name], seed, "final") for seed in range(1, SEEDS)]
-        with open(results, "a") as f:
-            for record in copies:
-                if record["key"] not in done:
-                    f.write(json.dumps(record) + "\n")
-        run_jobs(finals, results, args.workers, done)
+            with open(results, "a") as f:
+                for record in copies:
+                    if record["key"] not in done:
+                        f.write(json.dumps(record) + "\n")
+            run_jobs(finals, results, args.workers, done)
     records = [{**r, "train_labels": int(r["config"][1:].split("-")[0])} for r in read_records(results)]
     full_size = len(load_data("tweets", args.backbone).train.labels)
     quality_path = RESULTS / "quality_backbone-frozen.jsonl"

@@ -50,6 +50,9 @@ class TrainOptions:
     resume: bool = False
     progress: bool = True
     log_every: int = 10  # steps between metrics.jsonl step records
+    # epochs between validations (the last epoch is always validated); a run of many short
+    # epochs (a small label budget) spends most of its time validating otherwise
+    eval_every: int = 1
     # Model: anything here overrides the AtomConfig default
     head: Literal["atom", "plain"] = "atom"
     # Pretrained text backbone: "minilm" or a local Hugging Face folder; None = from scratch
@@ -335,7 +338,8 @@ def train(options: TrainOptions, data: Dataset | None = None, states: dict | Non
                     metrics_file.write(json_line(record))
                     bar.set_postfix(loss=f"{record['loss']:.3f}", task=f"{record['task']:.3f}")
             train_seconds += time.perf_counter() - epoch_start
-            if rank == 0:
+            last = epoch == options.epochs - 1 or step >= total_steps
+            if rank == 0 and ((epoch + 1) % max(1, options.eval_every) == 0 or last):
                 best = end_of_epoch(model, data, config, device, optimizer, epoch, step, best, train_seconds, metrics_file,
                                     states.get("validation"))
             if world > 1:

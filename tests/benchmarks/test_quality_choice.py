@@ -48,6 +48,8 @@ def test_label_budget_schedule_gives_about_the_same_steps():
         steps = plan["epochs"] * (labels // plan["batch_size"])
         assert 8 <= plan["batch_size"] <= 64 and 6 <= plan["epochs"] <= 100
         assert label_efficiency.STEPS * 0.9 <= steps <= label_efficiency.STEPS * 1.3, (labels, plan, steps)
+        validated = [e for e in range(plan["epochs"]) if (e + 1) % plan["eval_every"] == 0 or e == plan["epochs"] - 1]
+        assert 3 <= len(validated) <= label_efficiency.VALIDATIONS + 1, (labels, plan)
     assert label_efficiency.schedule(10_000)["epochs"] == 6  # large budgets: the floor, more steps
 
 

@@ -64,6 +64,13 @@ def test_max_steps_stops_early_and_still_leaves_weights(tmp_path):
     assert max(steps) <= 3 and (out / "best.safetensors").exists()
 
 
+def test_eval_every_validates_at_its_interval_and_at_the_last_epoch(tmp_path):
+    out = train(tiny_options("digits", tmp_path / "run", epochs=5, limit=200, eval_every=2))
+    epochs = [r for r in read_metrics(out) if r["kind"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == [1, 3, 4]
+    assert load_json(out / "state.json")["best_val_accuracy"] == max(e["val_accuracy"] for e in epochs)
+
+
 def test_evaluate_reports_every_metric_in_range(text_run):
     results = evaluate_run(text_run)
     assert 0.0 <= results["test_accuracy"] <= 1.0 and 0.0 <= results["knn_accuracy"] <= 1.0
