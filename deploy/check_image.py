@@ -56,6 +56,8 @@ PYTHON_VERSION = "3.13"  # trixie's python3; the Dockerfile's default (3.12) is 
 IMAGE = "localhost/atomizer:check"
 BUNDLED_IMAGE = "localhost/atomizer:check-bundled"
 TRAIN_IMAGE = "localhost/atomizer-train:check"
+# The host's CA bundle (Debian's ca-certificates), handed to pip for the build when present.
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # What deploy/README.md and the compose file tell users to allow for a stop (`docker stop -t 40`,
 # stop_grace_period); uvicorn drains for at most the request deadline + 1 s inside it.
 GRACE_S = 40
@@ -172,12 +174,11 @@ def pip_trust(workdir: Path) -> list[str]:
 
     A pip.conf mounted for the RUN steps only: nothing of it reaches the image or the Dockerfile.
     """
-    host_bundle = Path("/etc/ssl/certs/ca-certificates.crt")
-    if not host_bundle.is_file():
+    if not HOST_CA_BUNDLE.is_file():
         return []
     conf = workdir / "pip.conf"
     conf.write_text("[global]\ncert = /etc/pip-ca.crt\n")
-    return ["--volume", f"{host_bundle}:/etc/pip-ca.crt:ro", "--volume", f"{conf}:/etc/pip.conf:ro"]
+    return ["--volume", f"{HOST_CA_BUNDLE}:/etc/pip-ca.crt:ro", "--volume", f"{conf}:/etc/pip.conf:ro"]
 
 
 def inspect(podman: Podman, container: str, template: str) -> str:

@@ -96,15 +96,26 @@ def test_grace_period_is_the_documented_one(check, compose) -> None:
     assert check.MAX_WAIT_MS / 1000 < check.GRACE_S / 4
 
 
-def test_pip_trust_is_a_build_time_mount_only(check, tmp_path: Path) -> None:
-    args = check.pip_trust(tmp_path)
-    if not Path("/etc/ssl/certs/ca-certificates.crt").is_file():
-        assert args == []
-        return
+def test_pip_trust_is_a_build_time_mount_only(check, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both ways, whatever this machine has: the test makes its own CA file, then takes it away."""
+    assert check.HOST_CA_BUNDLE == Path("/etc/ssl/certs/ca-certificates.crt")  # Debian's bundle
+    ca_file = tmp_path / "ca-certificates.crt"
+    ca_file.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setattr(check, "HOST_CA_BUNDLE", ca_file)
+    work = tmp_path / "work"
+    work.mkdir()
+
+    args = check.pip_trust(work)
     volumes = [args[i + 1] for i, arg in enumerate(args) if arg == "--volume"]
-    assert [v.split(":")[1] for v in volumes] == ["/etc/pip-ca.crt", "/etc/pip.conf"]
-    assert all(v.endswith(":ro") for v in volumes)
-    assert (tmp_path / "pip.conf").read_text() == "[global]\ncert = /etc/pip-ca.crt\n"
+    assert len(args) == 2 * len(volumes), "volumes only"
+    assert volumes == [f"{ca_file}:/etc/pip-ca.crt:ro", f"{work / 'pip.conf'}:/etc/pip.conf:ro"]
+    assert (work / "pip.conf").read_text() == "[global]\ncert = /etc/pip-ca.crt\n"
+    # Build-time only: the image's own files never name the CA or the pip.conf.
+    assert "pip-ca" not in (ROOT / "Dockerfile").read_text()
+
+    ca_file.unlink()
+    (work / "pip.conf").unlink()
+    assert check.pip_trust(work) == [] and not (work / "pip.conf").exists()
 
 
 def test_build_arguments_exist_in_the_dockerfile(check) -> None:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from service.config import Settings
+from tests.conftest import require_module, require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,7 +43,7 @@ def gpu_devices(service: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_compose_files_follow_the_compose_schema(compose, compose_cpu) -> None:
-    check_jsonschema = pytest.importorskip("check_jsonschema", reason="the Compose schema ships with check-jsonschema")
+    check_jsonschema = require_module("check_jsonschema", "the Compose schema ships with check-jsonschema")
     import jsonschema  # a dependency of check-jsonschema
 
     schema = json.loads(files(check_jsonschema.__name__).joinpath("builtin_schemas/vendor/compose-spec.json").read_text())
@@ -120,9 +118,7 @@ def test_prometheus_scrapes_the_compose_service(compose, prometheus_config) -> N
 
 
 def test_prometheus_config_passes_promtool() -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not installed (Debian package prometheus; deploy/check_prometheus.sh installs it)")
+    promtool = require_tool("promtool", "Debian package prometheus; `make check-prometheus` installs it as root")
     result = subprocess.run(
         [promtool, "check", "config", str(ROOT / "deploy/prometheus/prometheus.yml")],
         capture_output=True,
