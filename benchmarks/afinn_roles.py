@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(set(names)) != len(names):
         parser.error(f"bundle names must differ: {names}")
 
-    from serve import machine
+    from common import machine
     from training.lexicon import evaluate_bundle
 
     started = time.perf_counter()

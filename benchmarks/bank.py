@@ -192,7 +192,7 @@ def run_e2e(args) -> dict:
 
     from contract.bank import BankArrays, BuiltWith, SourceInfo, write_bank
     from contract.index import build_faiss
-    from serve import running_server
+    from common import running_service
     from contract.bundle import load_bundle
     from training.datasets.builtin import load_tweets
 
@@ -217,7 +217,7 @@ def run_e2e(args) -> dict:
                rows_read=args.atoms, rows_skipped=0), spec=spec, faiss_index=index)
     texts = list(load_tweets(split_seed=0, limit=None).test.texts)[: args.requests]
     times: dict[int, list[float]] = {0: [], NEIGHBOURS: []}
-    with running_server(bundle.path, ["--bank", str(bank_dir), "--device", "cpu"], Path(args.work) / "e2e.log") as url:
+    with running_service(bundle.path, "--bank", str(bank_dir), log_path=Path(args.work) / "e2e.log") as url:
         with httpx.Client(base_url=url, timeout=30) as client:
             for i in range(args.warmup + len(texts)):
                 for k in (NEIGHBOURS, 0) if i % 2 else (0, NEIGHBOURS):  # alternate which goes first
@@ -243,7 +243,7 @@ def run_e2e(args) -> dict:
 
 
 def write_report(results: dict, out: Path) -> None:
-    from serve import machine
+    from common import machine
 
     out.mkdir(parents=True, exist_ok=True)
     path = out / "bank.json"

@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hardening_common import ROOT, RawClient, machine, start_service, stop_service, write_results  # noqa: E402
+from common import ROOT, RawClient, machine, start_service, stop_service, write_results  # noqa: E402
 
 TOLERANCE = 1e-5
 BEFORE_COMMIT = "e9f5b56"  # main before issue 22: dynamic int8, batched
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for name, code, bundle, flags in systems:
-        process, url = start_service(code, bundle, *flags, log_path=work / f"{len(rows)}.log")
+        process, url = start_service(bundle, *flags, code=code, log_path=work / f"{len(rows)}.log")
         try:
             runtime = wait_for_bank_index(url)["runtime"]  # the bank's index must not change between the phases
             reference = asyncio.run(references(url, sorted(set(texts))))

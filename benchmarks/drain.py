@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from hardening_common import ROOT, RawClient, machine, start_service, write_results
+from common import ROOT, RawClient, describe, machine, start_service, write_results
 
 BODY = json.dumps({"inputs": ["what a great day"]}).encode()
 
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     sides = ([(args.before_label, args.before)] if args.before else []) + [("after", ROOT)]
     rows = []
     for side, code in sides:
-        process, url = start_service(code, args.bundle, *flags, log_path=Path(f"/tmp/drain_{side}.log"))
+        process, url = start_service(args.bundle, *flags, code=code, log_path=Path(f"/tmp/drain_{side}.log"))
         try:
             row = {"side": side, "clients": args.clients, "drain_s": drain_s,
                    **asyncio.run(run(process, url, args.clients, drain_s, total_s=4.0 + drain_s + 3.0))}
@@ -139,8 +139,9 @@ def main(argv: list[str] | None = None) -> None:
                      f"{show('before SIGTERM')} | {show('during the drain')} | {show('after the drain')} | "
                      f"{row['no_response_sent_before_sigterm']} | {in_drain} | {row['no_response_sent_after_drain']} | "
                      f"{row['exit_code']} |")
-    lines += ["", f"Machine: {machine()}. Bundle: `{args.bundle.name}`."]
-    write_results("drain", {"machine": machine(), "bundle": str(args.bundle), "rows": rows}, "\n".join(lines))
+    m = machine()
+    lines += ["", f"Machine: {describe(m)}. Bundle: `{args.bundle.name}`."]
+    write_results("drain", {"machine": m, "bundle": str(args.bundle), "rows": rows}, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from hardening_common import ROOT, machine, ms, start_service, stop_service, write_results
+from common import ROOT, describe, machine, ms, start_service, stop_service, write_results
 
 LIMIT_BYTES = 8 * 1024 * 1024
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     payloads = bodies()
     results: dict = {"machine": machine(), "bundle": str(args.bundle), "rows": []}
     for side, code in sides:
-        process, url = start_service(code, args.bundle, log_path=Path(f"/tmp/event_loop_{side}.log"))
+        process, url = start_service(args.bundle, code=code, log_path=Path(f"/tmp/event_loop_{side}.log"))
         try:
             for name, body in payloads.items():
                 row = {"side": side, "request": name, "bytes": len(body), **asyncio.run(measure(url, body))}
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     for row in results["rows"]:
         lines.append(f"| {row['side']} | {row['request']} ({row['bytes']} bytes) | {row['status']} | "
                      f"{ms(row['request_seconds'])} | {ms(row['healthz_worst_seconds'])} | {row['healthz_polls']} |")
-    lines += ["", f"Machine: {results['machine']}. Bundle: `{args.bundle.name}`."]
+    lines += ["", f"Machine: {describe(results['machine'])}. Bundle: `{args.bundle.name}`."]
     write_results("event_loop", results, "\n".join(lines))
 
 

@@ -33,8 +33,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import read_records  # noqa: E402
 from quality import (  # noqa: E402
-    FROZEN_SWEEP, RESULTS, chosen, frozen_sentence_embeddings, label_subset, load_data, read_records, run_jobs,
+    FROZEN_SWEEP, RESULTS, chosen, frozen_sentence_embeddings, label_subset, load_data, run_jobs,
 )
 from quality_report import final_rows  # noqa: E402
 

@@ -152,7 +152,12 @@ def mean_between(after: dict, before: dict, name: str) -> float | None:
 
 
 def main() -> int:
-    print(json.dumps(asyncio.run(generate_load(json.loads(sys.argv[1])))))
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("job", help="JSON: url, path, bodies, concurrency, duration_s, warmup_s, max_requests, "
+                                    "items_per_request (run_load writes it)")
+    print(json.dumps(asyncio.run(generate_load(json.loads(parser.parse_args().job)))))
     return 0
 
 

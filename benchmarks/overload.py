@@ -18,8 +18,7 @@ import json
 import time
 from pathlib import Path
 
-from hardening_common import (ROOT, RawClient, machine, ms, percentile, start_service, stop_service,
-                              write_results)
+from common import ROOT, RawClient, describe, machine, ms, percentile, start_service, stop_service, write_results
 
 QUEUE = ("--max-queue-items", "64", "--max-inputs-per-request", "64")
 TEXTS = ["what a great day", "the service is slow today", "love it", "not at all what I wanted, sadly",
@@ -64,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     rows = []
     for name, code, flags, honor in runs:
-        process, url = start_service(code, args.bundle, *flags, log_path=Path("/tmp/overload.log"))
+        process, url = start_service(args.bundle, *flags, code=code, log_path=Path("/tmp/overload.log"))
         try:
             latencies = asyncio.run(load(int(url.rsplit(":", 1)[1]), args.clients, args.seconds, honor))
         finally:
@@ -92,8 +91,9 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(f"| {row['run']} | {ok.get('count', 0)} | {ms(ok.get('p50_s'))} | {ms(ok.get('p99_s'))} | "
                      f"{refused.get('count', 0)} | {ms(refused.get('p50_s'))} | {ms(refused.get('p99_s'))} | "
                      f"{'-' if ratio is None else f'{ratio:.3f}'} | {errors} |")
-    lines += ["", f"Machine: {machine()}. Bundle: `{args.bundle.name}`."]
-    write_results("overload", {"machine": machine(), "bundle": str(args.bundle), "rows": rows}, "\n".join(lines))
+    m = machine()
+    lines += ["", f"Machine: {describe(m)}. Bundle: `{args.bundle.name}`."]
+    write_results("overload", {"machine": m, "bundle": str(args.bundle), "rows": rows}, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import free_port  # noqa: E402
+
 # Nothing here may reach a model hub: everything is loaded from local folders.
 for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "DO_NOT_TRACK"):
     os.environ.setdefault(_name, "1")
@@ -52,7 +54,9 @@ DIM = 384
 MIN_COSINE = 0.999  # a served embedding against sentence-transformers' own
 EXPORT_MIN_COSINE = 0.9999  # the ONNX file against sentence-transformers
 STARTUP_TIMEOUT_S = 180.0
-STOP_GRACE_S = 30.0  # a clean shutdown (Ray stops its workers, GCS, raylet) before SIGKILL
+STOP_GRACE_S = 30.0  # a clean shutdown (Ray stops its workers, GCS, raylet) before the group is signalled
+GROUP_GRACE_S = 10.0  # after SIGTERM to the whole group, before SIGKILL
+KILL_WAIT_S = 10.0  # after SIGKILL, for the group to be gone (orphans are reaped by init, not by us)
 
 # Tweet-like sentences for parity and smoke checks (written for this file).
 SAMPLE_TEXTS = [
@@ -310,12 +314,6 @@ def export_minilm_onnx(out_dir: Path) -> Path:
 # --- processes -------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _log_tail(path: Path, lines: int = 40) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -324,53 +322,30 @@ def _log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _processes() -> Iterator[tuple[int, str, int, int]]:
-    """(pid, state, process group, session) of every live process, from /proc."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+def _group_gone(proc: subprocess.Popen, within_s: float) -> bool:
+    """Whether the process group led by proc (its id is proc.pid) has no member left, waiting up
+    to within_s for it. The leader is reaped on the way: a zombie still counts as a member."""
+    deadline = time.monotonic() + within_s
+    while True:
+        proc.poll()
         try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()  # after "(comm)": state ppid pgrp session ...
-        yield int(entry), fields[0], int(fields[2]), int(fields[3])
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _ours(leader: int, marker: str | None) -> list[int]:
-    """Live (not zombie) processes of the leader's session or group, or whose command line names
-    `marker` (a folder only this run uses, in case a child started a session of its own)."""
-    found = []
-    for pid, state, pgrp, session in _processes():
-        if pid == os.getpid() or state == "Z":
-            continue
-        if session == leader or pgrp == leader or (marker and marker in _cmdline(pid)):
-            found.append(pid)
-    return found
-
-
-def _signal_all(pids: Sequence[int], sig: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
+            os.killpg(proc.pid, 0)
         except ProcessLookupError:
-            pass
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
 
 
 class _Server:
-    """A server command in its own session (so its own process group), output to a log file."""
+    """A server command in a session of its own, so in a process group of its own (its id is the
+    leader's pid), which the processes it starts join unless they move to another group or
+    session: Infinity's do not, nor Ray's with RAY_process_group_cleanup_enabled off (on, each Ray
+    worker gets a group of its own; ray_serve_server turns it off). Output to a log file."""
 
-    def __init__(self, cmd: list[str], cwd: Path, env: dict, log_path: Path, marker: str | None = None):
+    def __init__(self, cmd: list[str], cwd: Path, env: dict, log_path: Path):
         self.log_path = Path(log_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.marker = marker
         self._log = open(self.log_path, "ab")
         self.log_offset = self._log.tell()  # this run's output starts here (the file may be reused)
         self._log.write(f"$ (cd {cwd} && {' '.join(cmd)})\n".encode())
@@ -381,32 +356,27 @@ class _Server:
             start_new_session=True,
         )  # fmt: skip
 
-    def stop(self, first_signal: int = signal.SIGTERM) -> list[int]:
-        """Ask the leader to stop, then the whole group, then SIGKILL what is left; returns the
-        pids still alive after all that (should be none)."""
-        leader = self.proc.pid
+    def stop(self, first_signal: int = signal.SIGTERM) -> bool:
+        """first_signal to the leader (its clean shutdown stops its own children) and STOP_GRACE_S
+        for it to exit; then SIGTERM to the whole group, GROUP_GRACE_S, SIGKILL to the group.
+        Whether the group is gone at the end (within KILL_WAIT_S of the SIGKILL; it should be)."""
         if self.proc.poll() is None:
-            _signal_all([leader], first_signal)
+            self.proc.send_signal(first_signal)
             try:
                 self.proc.wait(STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 pass
-        for sig in (signal.SIGTERM, signal.SIGKILL):  # what did not exit with the leader
-            left = _ours(leader, self.marker)
-            if not left:
+        gone = _group_gone(self.proc, 0)
+        for sig, grace_s in ((signal.SIGTERM, GROUP_GRACE_S), (signal.SIGKILL, KILL_WAIT_S)):
+            if gone:
                 break
-            _signal_all(left, sig)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and _ours(leader, self.marker):
-                time.sleep(0.2)
-        if self.proc.poll() is None:
-            self.proc.kill()
-        try:
-            self.proc.wait(5)  # reap the leader
-        except subprocess.TimeoutExpired:
-            pass
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            gone = _group_gone(self.proc, grace_s)
         self._log.close()
-        return _ours(leader, self.marker)
+        return gone
 
 
 def _log_of_run(server: _Server) -> str:
@@ -457,11 +427,8 @@ def _serving(server: _Server, endpoint: Endpoint, first_signal: int, timeout_s: 
         failed = True
         raise
     finally:
-        left = server.stop(first_signal)
-        if left:
-            message = f"{endpoint.name}: processes left after stopping: " + "; ".join(
-                f"{pid} {_cmdline(pid)[:120]}" for pid in left
-            )
+        if not server.stop(first_signal):
+            message = f"{endpoint.name}: process group {server.proc.pid} still has members after SIGKILL"
             if failed:  # do not hide the error that is already on its way
                 print(message, file=sys.stderr)
             else:
@@ -533,7 +500,7 @@ def infinity_server(
     shutil.rmtree(hf_home, ignore_errors=True)
     hf_home.mkdir(parents=True)
 
-    port = _free_port()
+    port = free_port()
     cmd = [
         str(executable), "v2",
         "--model-id", ".",
@@ -586,15 +553,14 @@ def ray_serve_server(
     Ray runs locally with num_cpus CPUs, no dashboard (Ray still runs its minimal dashboard
     process, without web UI), no usage stats, on 127.0.0.1, with its
     session files in a fresh short folder under /tmp (Unix socket paths are limited), removed on
-    exit. Ray's processes stay in the launcher's session; any of them that left it would still
-    be found by that folder in its command line, and killed."""
+    exit. Ray's processes stay in the launcher's process group, stopped with it."""
     _require("ray.serve", "ray[serve]")
     _require("onnxruntime", "onnxruntime")
     model_dir = _check_model_dir(model_dir)
     work_dir = Path(work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     temp_dir = Path(tempfile.mkdtemp(prefix="rayp-", dir="/tmp"))
-    port = _free_port()
+    port = free_port()
     cmd = [
         sys.executable, str(APPS / "ray_serve_launch.py"),
         "--model-dir", str(model_dir),
@@ -604,8 +570,10 @@ def ray_serve_server(
         "--num-cpus", str(num_cpus),
         "--temp-dir", str(temp_dir),
     ]  # fmt: skip
-    env = _offline_env(RAY_USAGE_STATS_ENABLED="0")
-    server = _Server(cmd, cwd=work_dir, env=env, log_path=log_path, marker=str(temp_dir))
+    # Every Ray worker in the launcher's process group, where _Server.stop reaches it: Ray's
+    # per-worker process groups (on by default since ray-project/ray#64407) would take them out.
+    env = _offline_env(RAY_USAGE_STATS_ENABLED="0", RAY_process_group_cleanup_enabled="0")
+    server = _Server(cmd, cwd=work_dir, env=env, log_path=log_path)
     endpoint = Endpoint(
         name="ray-serve",
         url=f"http://127.0.0.1:{port}",

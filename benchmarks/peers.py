@@ -46,8 +46,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from common import machine, read_records, running_service  # noqa: E402
 from loadgen import mean_between, run_load, scrape  # noqa: E402
-from serve import machine, raw_for, running_server  # noqa: E402
+from serve import raw_for  # noqa: E402
 
 log = logging.getLogger("benchmarks.peers")
 RESULTS = ROOT / "benchmarks" / "results"
@@ -90,13 +91,8 @@ SYSTEMS = [
 # ---- records -------------------------------------------------------------------------------------
 
 
-def read_records(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def key(record: dict) -> tuple:
+    """What makes two records the same point (read_records(path, key))."""
     return record["system"], record["clients"], record["inputs_per_request"]
 
 
@@ -134,7 +130,7 @@ def run_ours(system: System, texts: list[str], tmp: Path, duration_s: float, don
     if not todo and not profile:
         return
     rows = []
-    with running_server(bundle_dir, ["--device", "cpu", *system.flags], tmp / f"{system.name}.log") as url:
+    with running_service(bundle_dir, *system.flags, log_path=tmp / f"{system.name}.log") as url:
         info = wait_for_bank_index(url)
         batching = info["batching"]
         answer = httpx.post(url + system.path, json={field_name: texts[:CHECK_ITEMS]}, timeout=60).json()
@@ -296,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.fresh:
         args.out.unlink(missing_ok=True)
         args.out.with_suffix(".machine.json").unlink(missing_ok=True)
-    done = {key(r) for r in read_records(args.out)}
+    done = {key(r) for r in read_records(args.out, key)}
     args.work.mkdir(parents=True, exist_ok=True)
     meta = args.out.with_suffix(".machine.json")
     if not meta.exists():

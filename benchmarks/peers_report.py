@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -13,15 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from peers import SYSTEMS, key, read_records  # noqa: E402
+from common import describe, read_records  # noqa: E402
+from peers import SYSTEMS, key  # noqa: E402
 
 PEERS = ("infinity", "ray-serve")
 ORDER = [s.name for s in SYSTEMS]
-
-
-def latest(records: list[dict]) -> dict[tuple, dict]:
-    """One record per (system, clients, inputs per request): the last one written."""
-    return {key(r): r for r in records}
 
 
 def fmt(value, digits: int = 0) -> str:
@@ -144,9 +141,10 @@ def summarize_profile(raw: Path, meta: Path, out: Path) -> None:
     out.write_text("\n".join(lines))
 
 
-def main() -> int:
-    records = read_records(RESULTS / "peers.jsonl")
-    rows = latest(records)
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
+    # one record per (system, clients, inputs per request): the last one written
+    rows = {key(r): r for r in read_records(RESULTS / "peers.jsonl", key, keep="last")}
     for r in rows.values():
         r["ok"] = "unavailable" not in r and r.get("failed", 0) == 0
     meta = json.loads((RESULTS / "peers.machine.json").read_text())
@@ -154,8 +152,7 @@ def main() -> int:
     versions = {r["system"]: r["version"] for r in rows.values() if r.get("version")}
     lines = [
         "# This service against the servers people pick instead", "",
-        f"`{meta['command'].strip()}` then `python benchmarks/peers_report.py`, on {m['cpu']} ({m['cores']} cores; "
-        f"load average {m['load_average_1m_at_start']} at start), Python {m['python']}, onnxruntime {m['onnxruntime']}.",
+        f"`{meta['command'].strip()}` then `python benchmarks/peers_report.py`, on {describe(m)}.",
         "Every system serves all-MiniLM-L6-v2 on the CPU, fp32 unless the row says int8, to the same inputs (tweets",
         "test split, fixed random order) from the same load process on the same 2 cores (closed loop, keep-alive).",
         "The atomizer rows run MiniLM plus the atom head (the default bundle; the peers run plain MiniLM, so the",

@@ -21,7 +21,6 @@ import json
 import logging
 import multiprocessing as mp
 import os
-import platform
 import shutil
 import sys
 import time
@@ -31,7 +30,9 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import describe, machine, read_records  # noqa: E402
 from quality_report import summarise  # noqa: E402
 
 log = logging.getLogger("bench.quality")
@@ -344,20 +345,6 @@ class _Serial:
         return map(fn, items)
 
 
-def read_records(path: Path) -> list[dict]:
-    """The records of a results file; a job recorded twice (two runs of the suite that overlapped)
-    counts once, its first record."""
-    records, seen = [], set()
-    for line in path.read_text().splitlines() if path.exists() else []:
-        if line.strip():
-            record = json.loads(line)
-            key = record.get("key") or (record["dataset"], record["method"], record["phase"])
-            if key not in seen:
-                seen.add(key)
-                records.append(record)
-    return records
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", choices=("scratch", "backbone"), default="scratch")
@@ -400,8 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             records += run_jobs(final_jobs(args, records, dataset), results, args.workers, done)
         log.warning("quality %s: %.0f s", args.suite, time.perf_counter() - started)
     records = read_records(results)
-    machine = f"{platform.processor() or platform.machine()}, Python {platform.python_version()}"
-    summary_path.write_text(summarise(records, name, machine, lambda d, m: chosen(records, d, m, sweep_of(args.suite, args.train_layers))))
+    summary_path.write_text(summarise(records, name, describe(machine(), load=False), lambda d, m: chosen(records, d, m, sweep_of(args.suite, args.train_layers))))
     print(summary_path.read_text())
     if args.export:
         export_chosen(args, records, datasets)

@@ -19,17 +19,10 @@ cores; the ratio is the honest figure for "this service on this machine".
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
-import os
-import platform
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +33,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from batch_padding import items_per_s, policy_batches  # noqa: E402
+from common import describe, machine, running_service  # noqa: E402
 from loadgen import mean_between, run_load, scrape  # noqa: E402
 
 log = logging.getLogger("benchmarks.serve")
@@ -83,46 +77,6 @@ def benchmark_inputs(bundle, count: int, seed: int = 0) -> tuple[list, str]:
 # ---- the server and the load process -----------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running_server(bundle_dir: Path, flags: list[str], log_path: Path):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "service", "--bundle", str(bundle_dir), "--host", "127.0.0.1",
-               "--port", str(port), "--log-level", "warning", *flags]
-    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    with open(log_path, "w") as log_file:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "PYTHONPATH": pythonpath})
-        try:
-            deadline = time.monotonic() + 120
-            while not _ready(url):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not become ready: {log_path.read_text()[-2000:]}")
-                time.sleep(0.2)
-            yield url
-        finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-def _ready(url: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
 def served_point(url: str, bodies_path: Path, concurrency: int, duration_s: float, max_requests: int,
                  items_per_request: int = 1) -> dict:
     """One load level from a separate process, with the server's mean round and batch sizes meanwhile."""
@@ -151,29 +105,14 @@ def raw_for(runtime, items: list, row: dict, batching: dict, seconds: float, cac
 # ---- the report ------------------------------------------------------------------------------------
 
 
-def machine(provider: str) -> dict:
-    import onnxruntime as ort
-
-    cpu = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-            "onnxruntime": ort.__version__, "provider": provider,
-            "load_average_1m_at_start": round(os.getloadavg()[0], 2)}  # other work on the machine skews the figures
-
-
 def write_report(results: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "serve.json").write_text(json.dumps(results, indent=2) + "\n")
     m, b = results["machine"], results["bundle"]
     lines = [
         "# Serving benchmark", "",
-        f"`python benchmarks/serve.py{' --quick' if results['quick'] else ''} --bundle {b['path']}` on {m['cpu']} "
-        f"({m['cores']} cores, load average {m['load_average_1m_at_start']} at start), onnxruntime "
-        f"{m['onnxruntime']} ({m['provider']}), Python {m['python']}.", "",
+        f"`python benchmarks/serve.py{' --quick' if results['quick'] else ''} --bundle {b['path']}` on "
+        f"{describe(m)}.", "",
         f"Bundle `{b['name']}` {b['version']}, `{b['model_file']}` ({b['modality']}, embedding {b['embedding_dim']}, bank of "
         f"{b['bank_atoms']} atoms); inputs: {results['inputs']['source']}, {results['inputs']['count']} distinct, "
         f"{results['inputs']['mean_components']:.1f} components on average. One input per request unless the",
@@ -248,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for batching, flags, points in plans:
             log_path = Path(tmp) / f"server-{len(served)}.log"
-            with running_server(args.bundle, ["--device", args.device, *flags], log_path) as url:
+            with running_service(args.bundle, *flags, device=args.device, log_path=log_path) as url:
                 policy = httpx.get(f"{url}/v1/model", timeout=10).json()["batching"]
                 for response, concurrency in points:
                     size = BIG if "inputs/request" in response else 1

@@ -16,7 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from hardening_common import ROOT, RawClient, machine, ms, percentile, start_service, stop_service, write_results
+from common import ROOT, RawClient, describe, machine, ms, percentile, start_service, stop_service, write_results
 
 HEADER_STALL = b"POST /v1/atomize HTTP/1.1\r\nHost: x\r\nContent-Type: appl"
 BODY_STALL = b"POST /v1/atomize HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"inputs\": ["
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     rows = []
     for name, code, flags in runs:
-        process, url = start_service(code, args.bundle, *flags, log_path=Path("/tmp/stalled.log"))
+        process, url = start_service(args.bundle, *flags, code=code, log_path=Path("/tmp/stalled.log"))
         try:
             row = {"run": name, **asyncio.run(run(int(url.rsplit(":", 1)[1]), args.sockets, args.watch_s))}
         finally:
@@ -102,8 +102,9 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(f"| {row['run']} | {row['stalled_sockets']} | {row['closed_by_server']} | "
                      f"{'-' if last is None else f'{last:.1f}'} | {row['normal_ok']} | {row['normal_failed'] or 0} | "
                      f"{ms(row['normal_p50_s'])} | {ms(row['normal_p99_s'])} |")
-    lines += ["", f"Machine: {machine()}. Bundle: `{args.bundle.name}`."]
-    write_results("stalled", {"machine": machine(), "bundle": str(args.bundle), "rows": rows}, "\n".join(lines))
+    m = machine()
+    lines += ["", f"Machine: {describe(m)}. Bundle: `{args.bundle.name}`."]
+    write_results("stalled", {"machine": m, "bundle": str(args.bundle), "rows": rows}, "\n".join(lines))
 
 
 if __name__ == "__main__":

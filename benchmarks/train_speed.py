@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -21,7 +20,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import describe, machine  # noqa: E402
 from model import AtomModel, atom_loss  # noqa: E402
 from training.data import load_dataset  # noqa: E402
 from training.train import TrainOptions, build_config, split_tensors, trim  # noqa: E402
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Training-step cost of the potential term",
         "",
-        f"`python benchmarks/train_speed.py` on {platform.processor() or platform.machine()}, "
+        f"`python benchmarks/train_speed.py` on {describe(machine(), load=False)}, "
         f"{torch.get_num_threads()} torch threads, torch {torch.__version__}. Median seconds per optimizer step, "
         "baseline and atom alternating in blocks on the same batches.",
         "",

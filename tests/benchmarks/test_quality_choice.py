@@ -13,8 +13,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import label_efficiency  # noqa: E402
-from quality import FROZEN_SWEEP, chosen, label_subset, read_records  # noqa: E402
-from quality_report import summarise  # noqa: E402
+from common import read_records  # noqa: E402
+from quality import FROZEN_SWEEP, chosen, label_subset  # noqa: E402
+from quality_report import final_rows, summarise  # noqa: E402
 
 
 def record(method: str, config: str, val: float, test: float, phase: str = "sweep", seed: int = 0, **extra) -> dict:
@@ -33,6 +34,30 @@ def test_the_choice_reads_validation_only_and_ties_go_to_the_first_listed():
     records = [record("atom", "a", 0.70, 0.99), record("atom", "b", 0.75, 0.50), record("atom", "c", 0.75, 0.60)]
     assert chosen(records, "tweets", "atom", sweep)["config"] == "b"  # c ties on validation; its better test is ignored
     assert chosen(records, "tweets", "plain", {"plain": {}}) is None
+
+
+def test_the_choice_reads_sweep_runs_of_its_dataset_only_and_breaks_ties_by_the_sweep_order():
+    sweep = {"atom": {"b": {}, "c": {}, "a": {}}}
+    records = [record("atom", "c", 0.75, 0.6), record("atom", "a", 0.80, 0.5, phase="final", seed=1),
+               record("atom", "a", 0.90, 0.5, phase="mode"), {**record("atom", "a", 0.95, 0.9), "dataset": "digits"},
+               record("baseline", "a", 0.99, 0.9), record("atom", "b", 0.75, 0.4, settings={"lr": 1e-2})]
+    best = chosen(records, "tweets", "atom", sweep)
+    assert best is records[-1] and best["settings"] == {"lr": 1e-2}  # b is listed before c; the record itself
+    assert chosen(records, "digits", "atom", sweep)["best_val_accuracy"] == 0.95
+    # only final runs of a method (its sweep not written yet): nothing chosen
+    assert chosen([record("atom", "a", 0.8, 0.5, phase="final", seed=1)], "tweets", "atom", sweep) is None
+
+
+def test_the_chosen_configuration_rows_are_its_sweep_run_and_final_seeds():
+    records = [record("atom", "x", 0.8, 0.70), record("atom", "y", 0.9, 0.99),
+               record("atom", "x", 0.8, 0.71, phase="final", seed=1), record("baseline", "x", 0.7, 0.60),
+               {**record("atom", "x", 0.8, 0.50), "dataset": "digits"}, record("atom", "x", 0.6, 0.2, phase="mode"),
+               record("atom", "x", 0.8, 0.72, phase="final", seed=2)]
+    rows = final_rows(records, "tweets", "atom", {"config": "x"})
+    assert [(r["phase"], r["seed"], r["test_accuracy"]) for r in rows] == [
+        ("sweep", 0, 0.70), ("final", 1, 0.71), ("final", 2, 0.72)]
+    assert final_rows(records, "tweets", "atom", None) == []
+    assert final_rows(records, "tweets", "plain", {"config": "x"}) == []
 
 
 def test_label_subsets_are_fixed_nested_and_drawn_without_repeats():

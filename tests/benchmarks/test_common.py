@@ -1,0 +1,69 @@
+"""The helpers every benchmark shares (benchmarks/common.py): results files and the machine line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from common import describe, machine, read_records  # noqa: E402
+from peers import key as peer_key  # noqa: E402
+
+
+def write(path: Path, records: list[dict]) -> Path:
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n\n")  # a blank line at the end, as after a crash
+    return path
+
+
+def test_a_job_recorded_twice_counts_once_with_its_first_record(tmp_path):
+    records = [
+        {"key": "s/tweets/atom/x/seed0", "dataset": "tweets", "method": "atom", "phase": "sweep", "v": 1},
+        {"key": "s/tweets/atom/y/seed0", "dataset": "tweets", "method": "atom", "phase": "sweep", "v": 2},
+        {"key": "s/tweets/atom/x/seed0", "dataset": "tweets", "method": "atom", "phase": "sweep", "v": 3},
+        # no "key" (the references): the same (dataset, method, phase) is the same job
+        {"dataset": "tweets", "method": "logreg", "phase": "reference", "v": 4},
+        {"dataset": "tweets", "method": "logreg", "phase": "reference", "v": 5},
+        {"dataset": "digits", "method": "logreg", "phase": "reference", "v": 6},
+    ]
+    assert [r["v"] for r in read_records(write(tmp_path / "q.jsonl", records))] == [1, 2, 4, 6]
+
+
+def test_no_file_no_records(tmp_path):
+    assert read_records(tmp_path / "absent.jsonl") == []
+
+
+def test_the_peer_records_keep_the_last_of_each_point_in_the_place_of_the_first(tmp_path):
+    records = [
+        {"system": "infinity", "clients": 0, "inputs_per_request": 0, "unavailable": "not installed"},
+        {"system": "atomizer", "clients": 32, "inputs_per_request": 1, "items_per_s": 100},
+        {"system": "atomizer", "clients": 32, "inputs_per_request": 16, "items_per_s": 300},
+        {"system": "infinity", "clients": 0, "inputs_per_request": 0, "unavailable": "timed out"},
+        {"system": "atomizer", "clients": 32, "inputs_per_request": 1, "items_per_s": 200},
+    ]
+    path = write(tmp_path / "peers.jsonl", records)
+    last = read_records(path, peer_key, keep="last")
+    assert [(r["system"], r.get("unavailable"), r.get("items_per_s")) for r in last] == [
+        ("infinity", "timed out", None), ("atomizer", None, 200), ("atomizer", None, 300)]
+    first = read_records(path, peer_key)
+    assert [r.get("unavailable") or r["items_per_s"] for r in first] == ["not installed", 100, 300]
+    with pytest.raises(ValueError, match="keep"):
+        read_records(path, peer_key, keep="newest")
+
+
+def test_machine_and_its_line():
+    m = machine("CPUExecutionProvider")
+    assert m["cores"] == os.cpu_count() and m["cpu"] and m["python"].count(".") == 2
+    assert isinstance(m["load_average_1m_at_start"], float) and m["provider"] == "CPUExecutionProvider"
+    assert "provider" not in machine()
+    m = {"cpu": "Test CPU", "cores": 2, "load_average_1m_at_start": 0.5, "python": "3.11.7", "onnxruntime": "1.2.3",
+         "provider": "CPUExecutionProvider"}
+    assert describe(m) == ("Test CPU (2 cores, load average 0.5 at start), Python 3.11.7, onnxruntime 1.2.3 "
+                           "(CPUExecutionProvider)")
+    assert describe(m, load=False) == "Test CPU (2 cores), Python 3.11.7, onnxruntime 1.2.3 (CPUExecutionProvider)"
+    assert describe({"cpu": "Test CPU", "cores": 2, "python": "3.11.7", "onnxruntime": None}) == \
+        "Test CPU (2 cores), Python 3.11.7"

@@ -1,0 +1,106 @@
+"""What decides the published serving figures: the targets of the peer benchmark
+(benchmarks/peers_report.py) and the raw ONNX Runtime ceiling of a served row (benchmarks/serve.py)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import serve  # noqa: E402
+from peers_report import targets  # noqa: E402
+
+
+def point(system: str, clients: int, size: int, items: float, p99: float | None = None, ok: bool = True,
+          served_over_raw: float | None = None) -> tuple[tuple, dict]:
+    row = {"system": system, "clients": clients, "inputs_per_request": size, "items_per_s": items, "p99_ms": p99,
+           "ok": ok}
+    if served_over_raw is not None:
+        row["served_over_raw"] = served_over_raw
+    return (system, clients, size), row
+
+
+def rows(*points: tuple[tuple, dict]) -> dict[tuple, dict]:
+    return dict(points)
+
+
+def test_the_peer_target_is_against_the_fastest_peer_and_needs_its_p99_too():
+    found = targets(rows(point("atomizer", 32, 1, 1200, p99=50), point("infinity", 32, 1, 900, p99=60),
+                         point("ray-serve", 32, 1, 1000, p99=40), point("infinity", 32, 16, 5000, p99=10)))
+    assert len(found) == 1  # no atomizer row at 16 inputs per request: no target there
+    (target,) = found
+    assert target["target"].startswith("32 clients x 1:")
+    assert target["peer"] == "ray-serve 1000 items/s, p99 40 ms" and target["ours"] == "1200 items/s, p99 50 ms"
+    assert target["figure"] == 1.2 and target["met"] is False  # 1.2x the items/s, but a worse p99
+
+
+def test_a_peer_that_failed_is_no_yardstick_and_the_bounds_are_inclusive():
+    found = targets(rows(point("atomizer", 32, 1, 1200, p99=60), point("infinity", 32, 1, 1000, p99=60),
+                         point("ray-serve", 32, 1, 5000, p99=1, ok=False)))
+    assert found[0]["peer"].startswith("infinity") and found[0]["figure"] == 1.2 and found[0]["met"] is True
+    # every peer failed: no peer target at all
+    assert targets(rows(point("atomizer", 32, 1, 1200, p99=60), point("infinity", 32, 1, 1000, p99=60, ok=False))) == []
+
+
+def test_served_over_raw_targets_take_the_worst_row():
+    found = targets(rows(point("atomizer", 32, 1, 1200, p99=50, served_over_raw=0.90),
+                         point("atomizer", 1, 1, 300, p99=5, served_over_raw=0.80),
+                         point("atomizer-int8", 32, 1, 1500, p99=40, served_over_raw=0.70),
+                         point("infinity", 32, 1, 900, p99=60)))
+    minilm = next(t for t in found if t["target"].startswith("served/raw >= 0.85 on the MiniLM"))
+    assert minilm["figure"] == 0.8 and minilm["worst_point"] == "1 clients x 1" and minilm["met"] is False
+    assert minilm["ours"] == "at 32 clients x 1: 0.90"
+    every = next(t for t in found if t["target"].startswith("served/raw >= 0.85 on every row"))
+    assert every["figure"] == 0.7 and every["ours"] == "worst: atomizer-int8, 32 clients x 1" and every["met"] is False
+    # no row at 32 clients: the figure still stands, the 32-client cell says so
+    found = targets(rows(point("atomizer", 8, 1, 800, p99=9, served_over_raw=0.85)))
+    assert [t["ours"] for t in found][:1] == ["-"] and all(t["met"] for t in found)
+
+
+def test_the_batching_target_is_judged_before_rounding():
+    on = point("atomizer", 32, 1, 1200, p99=50)
+    met = next(t for t in targets(rows(on, point("atomizer-nobatch", 32, 1, 600, p99=90))) if "batching" in t["target"])
+    assert met["figure"] == 2.0 and met["met"] is True
+    short = next(t for t in targets(rows(on, point("atomizer-nobatch", 32, 1, 601, p99=90))) if "batching" in t["target"])
+    assert short["figure"] == 2.0 and short["met"] is False  # 1.997x shows as 2.0 but is not met
+    assert targets({}) == []
+
+
+@pytest.fixture
+def fake_raw(monkeypatch):
+    """serve.raw_for with the batching policy and ONNX Runtime replaced: records each measurement."""
+    calls = []
+
+    def policy_batches(runtime, items, round_items, padding, max_items, max_components):
+        calls.append((round_items, padding, max_items, max_components))
+        return [f"feeds of {round_items}"]
+
+    monkeypatch.setattr(serve, "policy_batches", policy_batches)
+    monkeypatch.setattr(serve, "items_per_s", lambda runtime, feeds, seconds: 100.0 * len(calls) + seconds)
+    return calls
+
+
+def test_raw_is_measured_once_per_round_size_and_policy(fake_raw):
+    batching = {"max_batch_items": 32, "max_batch_padding": None, "max_batch_components": 8192}
+    cache: dict = {}
+    first = {"mean_round_items": 7.6}
+    assert serve.raw_for(None, [], first, batching, 2.0, cache) == 102.0
+    assert first["raw_round_items"] == 8 and fake_raw == [(8, math.inf, 32, 8192)]  # no padding bound: inf
+    second = {"mean_round_items": 8.4}  # the same round size once rounded: the same measurement
+    assert serve.raw_for(None, [], second, batching, 2.0, cache) == 102.0 and len(fake_raw) == 1
+    bounded = {**batching, "max_batch_padding": 0.1}
+    assert serve.raw_for(None, [], {"mean_round_items": 8.0}, bounded, 2.0, cache) == 202.0
+    assert fake_raw[-1] == (8, 0.1, 32, 8192)
+
+
+def test_raw_of_a_row_without_rounds_uses_rounds_of_one(fake_raw):
+    batching = {"max_batch_items": 1, "max_batch_padding": 0.1, "max_batch_components": 8192}
+    for seen in (None, 0.0, 0.3):
+        row = {"mean_round_items": seen}
+        serve.raw_for(None, [], row, batching, 1.0, {})
+        assert row["raw_round_items"] == 1
+    assert [c[0] for c in fake_raw] == [1, 1, 1]
