@@ -79,10 +79,11 @@ def test_label_budget_schedule_gives_about_the_same_steps():
 
 
 def test_best_of_a_budget_ignores_other_budgets_and_finals():
-    records = [record("atom", "n100-lr0.003-lambda0.3", 0.60, 0.1), record("atom", "n100-lr0.01-lambda1", 0.65, 0.1),
-               record("atom", "n300-lr0.003-lambda0.3", 0.90, 0.1),
+    records = [record("atom", "n100-lr0.003-lambda0.3", 0.60, 0.1), record("atom", "n100-lr0.001-lambda1", 0.65, 0.1),
+               record("atom", "n300-lr0.003-lambda0.3", 0.90, 0.1), record("atom", "n100-lr0.5-lambda9", 0.95, 0.1),
                record("atom", "n100-lr0.003-lambda0.3", 0.99, 0.1, phase="final", seed=1)]
-    assert label_efficiency.best_of(records, "atom", 100)["config"] == "n100-lr0.01-lambda1"
+    # the off-grid record (a setting no longer in the grid) does not count either
+    assert label_efficiency.best_of(records, "atom", 100)["config"] == "n100-lr0.001-lambda1"
     assert label_efficiency.best_of(records, "plain", 100) is None
 
 
@@ -119,3 +120,19 @@ def test_label_efficiency_summary_table_and_plot(tmp_path):
     assert "- atom: 100: lr0.003" in text
     assert (tmp_path / "curve.png").stat().st_size > 1000
     assert read_records(quality)[0]["method"] == "plain"
+
+
+def test_label_efficiency_counts_only_the_seeds_of_the_setting_chosen_now(tmp_path):
+    """A grid extended after a first run may choose another setting: the earlier choice's final
+    seeds stay in the results file but must not enter the table."""
+    quality = tmp_path / "quality.jsonl"
+    quality.write_text("")
+    records = [{**record("atom", "n100-lr0.003-lambda0.3", 0.60, 0.60), "train_labels": 100},
+               {**record("atom", "n100-lr0.001-lambda0.03", 0.65, 0.70), "train_labels": 100}]
+    records += [{**record("atom", "n100-lr0.003-lambda0.3", 0.60, 0.10, phase="final", seed=s), "train_labels": 100}
+                for s in (0, 1, 2)]  # the stale choice: far off, it would show
+    records += [{**record("atom", "n100-lr0.001-lambda0.03", 0.65, t, phase="final", seed=s), "train_labels": 100}
+                for s, t in ((0, 0.70), (1, 0.71), (2, 0.72))]
+    text = label_efficiency.summarise(records, [100], 1000, quality, tmp_path / "curve")
+    assert "| atom | 0.710 ± 0.010 |" in text
+    assert "- atom: 100: lr0.001-lambda0.03" in text
