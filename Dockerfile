@@ -59,6 +59,7 @@ COPY model ./model
 COPY training ./training
 COPY service ./service
 COPY contract ./contract
+COPY indexing ./indexing
 # The ORT pin keeps the wheel's CUDA major in step with CUDA_RUNTIME_IMAGE (see above).
 RUN /opt/venv/bin/pip install ".[serve]" "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}" \
     && /opt/venv/bin/python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is not None)" \
@@ -83,6 +84,7 @@ COPY model ./model
 COPY training ./training
 COPY service ./service
 COPY contract ./contract
+COPY indexing ./indexing
 RUN /opt/venv/bin/pip install ".[train,serve]" \
     && /opt/venv/bin/python -c "import torch, onnx, training, model"
 COPY --chmod=0755 deploy/build_bundle.sh /usr/local/bin/build-bundle

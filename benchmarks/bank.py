@@ -197,7 +197,7 @@ def run_e2e(args) -> dict:
     from training.datasets.builtin import load_tweets
 
     bundle = load_bundle(args.bundle)
-    own = bundle.bank
+    own = bundle.atoms
     real = normalise(own.embedding)
     bank_dir = Path(args.work) / "bank-e2e"
     embedding = derive(real, args.atoms)

@@ -45,16 +45,16 @@ def policy_batches(runtime, items: list, round_size: int, padding: float, max_it
     for start in range(0, len(items), round_size):
         entries = [_Entry(item) for item in items[start : start + round_size]]
         for batch in cut_batches(entries, max_items, max_components, padding):
-            feeds.append(runtime.pad([entry.item for entry in batch]))
+            feeds.append(runtime.pad([entry.item.components for entry in batch]))
     return feeds
 
 
 def items_per_s(runtime, feeds: list[dict], seconds: float) -> float:
-    runtime.infer(feeds[0])
+    runtime.run_feeds(feeds[0])
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         for feed in feeds:
-            runtime.infer(feed)
+            runtime.run_feeds(feed)
             done += len(feed["attention_mask"])
     return done / (time.perf_counter() - started)
 

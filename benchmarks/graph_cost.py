@@ -34,8 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
 
     from contract.bundle import load_bundle
+    from contract.runner import session_options
     from peers import test_texts
-    from service.runtime import Runtime, session_options
+    from service.runtime import Runtime
 
     bundle = load_bundle(args.bundle)
     runtime = Runtime(bundle, device="cpu", precision="fp32")

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     items = runtime.prepare(texts)
     queries = np.concatenate([np.stack([r.embedding for r in runtime.run(items[i : i + 32], record=False)])
                               for i in range(0, len(items), 32)])
-    bank = bundle.bank
+    bank = bundle.atoms
     count, dim = bank.embedding.shape
     rows = []
     exact_rows = None

@@ -106,7 +106,7 @@ def plot(rows: dict[tuple, dict], path: Path) -> None:
 
 CATEGORIES = (  # first match on a sample's innermost frames wins
     ("ONNX Runtime (Session.run)", ("Session.run",)),
-    ("neighbour search", ("search (contract/index.py", "ServedBank.search")),
+    ("neighbour search", ("search (contract/index.py", "Bank.search")),
     ("tokenizing", ("preprocess.py", "inputs.py")),
     ("request parsing (pydantic)", ("model_validate_json", "body.py")),
     ("JSON encoding", ("to_json", "render (service", "tolist")),

@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         "bundle": {"path": str(args.bundle), "name": manifest.name, "version": manifest.version,
                    "model_file": runtime.model_file,
                    "modality": manifest.input.modality, "embedding_dim": manifest.embedding_dim,
-                   "bank_atoms": len(bundle.bank)},
+                   "bank_atoms": len(bundle.atoms)},
         "inputs": {"source": source, "count": len(inputs), "mean_components": float(np.mean(lengths))},
         "settings": defaults.model_dump(include={"max_batch_items", "max_batch_components", "max_wait_ms",
                                                  "max_batch_padding"}),

@@ -12,15 +12,21 @@
 
 A bank built with another bundle is refused: its manifest names the bundle digest
 (`contract.bundle.bundle_digest`: sha256 of the bundle's canonical manifest, which lists every
-bundle file's sha256).
+bundle file's sha256) and the model copy (fp32, fp16, int8) that atomized it.
+
+`Bank` is the one loaded, searchable bank: a bank folder (`load_bank`) or a bundle's own atoms
+(`open_bank(bundle)`), both in `BankArrays`. It is immutable once loaded; the service swaps a
+whole new one on a reload, so a batch keeps the bank it started with.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import mmap
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -28,9 +34,12 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from .bundle import BundleError, _Strict, sha256_file, validate_manifest
-from .index import IndexSpec, read_faiss, write_faiss
+from .bundle import BankArrays, Bundle, BundleError, _Strict, sha256_file, validate_manifest
+from .index import AtomIndex, IndexSpec, Neighbors, read_faiss, set_threads, write_faiss
+from .potential import pair_energy
 from .projection import Projection, fit_projection
+
+log = logging.getLogger(__name__)
 
 BANK_SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -50,6 +59,7 @@ class BuiltWith(_Strict):
     name: str
     version: str
     digest: str  # the bundle's digest, "sha256:<hex>" of its canonical manifest (contract/bundle.py)
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"  # the copy that atomized it (banks before: fp32)
 
 
 class IndexInfo(_Strict):
@@ -82,20 +92,6 @@ class BankManifest(_Strict):
     files: dict[str, str]  # file name -> sha256 hex, every file but the manifest
 
 
-@dataclass(frozen=True)
-class BankArrays:
-    """What a bank holds for every atom, in row order."""
-
-    embedding: np.ndarray  # (M, k) float32
-    radius: np.ndarray  # (M,) float32
-    charge: np.ndarray  # (M,) float32
-    label: np.ndarray  # (M,) int64, NO_LABEL or an index into label_names
-    id: np.ndarray  # (M,) int64 or str
-
-    def __len__(self) -> int:
-        return int(self.embedding.shape[0])
-
-
 class MetadataReader:
     """Reads the stored metadata of single atoms from metadata.jsonl, without loading it all."""
 
@@ -118,27 +114,42 @@ class MetadataReader:
         self._handle.close()
 
 
-@dataclass
+@dataclass(frozen=True)
 class Bank:
-    """A loaded bank folder: manifest, arrays, the FAISS index and a metadata reader."""
+    """Atoms to search: a bank folder, or a bundle's own atoms (`manifest` and `metadata` None)."""
 
-    path: Path
-    manifest: BankManifest
     arrays: BankArrays
-    projection: np.ndarray  # (M, 2) float32
-    faiss_index: Any
-    metadata: MetadataReader
+    index: AtomIndex
+    label_names: list[str]
+    version: str  # what identifies the content: the sha256 of its atoms file, shortened
+    info: dict[str, Any]  # what /v1/model shows as `bank`
+    manifest: BankManifest | None = None
+    metadata: MetadataReader | None = field(default=None, compare=False)
+    projection: np.ndarray | None = field(default=None, compare=False)  # (M, 2): a folder's stored map
 
     def __len__(self) -> int:
         return len(self.arrays)
 
     @property
-    def version(self) -> str:
-        """What identifies this bank's content: the sha256 of its atoms file, shortened."""
-        return self.manifest.files[ATOMS_FILE][:12]
+    def precision(self) -> str:
+        """The model copy that atomized it: a bundle's own atoms come from the fp32 model at export."""
+        return self.manifest.built_with.precision if self.manifest else "fp32"
+
+    def search(self, embedding, radius, charge, counts, rank_by) -> list[Neighbors]:
+        return self.index.search(embedding, radius, charge, counts, rank_by)
+
+    def describe(self, row: int) -> dict[str, Any]:
+        """id, label and (for a bank folder) the stored metadata of one atom."""
+        code = int(self.arrays.label[row])
+        label = self.label_names[code] if 0 <= code < len(self.label_names) else (None if code == NO_LABEL else str(code))
+        out: dict[str, Any] = {"id": self.arrays.id[row].item(), "label": label}
+        if self.metadata is not None:
+            out["metadata"] = self.metadata[row]
+        return out
 
     def close(self) -> None:
-        self.metadata.close()
+        if self.metadata is not None:
+            self.metadata.close()
 
 
 def write_bank(
@@ -198,10 +209,12 @@ def read_bank_manifest(bank_dir: Path) -> BankManifest:
     return validate_manifest(BankManifest, raw, BANK_SCHEMA_VERSION, path, BankError)
 
 
-def load_bank(bank_dir: Path | str, *, bundle_digest: str | None = None, embedding_dim: int | None = None) -> Bank:
+def load_bank(bank_dir: Path | str, *, bundle_digest: str | None = None, embedding_dim: int | None = None,
+              energy=None) -> Bank:
     """Validate and load a bank folder; raises BankError with one line naming the file and problem.
 
-    bundle_digest: the served bundle's; a bank built with another bundle is refused.
+    bundle_digest: the served bundle's; a bank built with another bundle is refused. energy: the
+    pair energy that ranks neighbours by energy (`open_bank` passes the bundle's potential).
     """
     bank_dir = Path(bank_dir)
     if not bank_dir.is_dir():
@@ -251,4 +264,34 @@ def load_bank(bank_dir: Path | str, *, bundle_digest: str | None = None, embeddi
     if faiss_index.ntotal != count or faiss_index.d != dim:
         raise BankError(bank_dir / INDEX_FILE, f"indexes {faiss_index.ntotal} x {faiss_index.d}, the bank is {count} x {dim}")
     metadata = MetadataReader(bank_dir / METADATA_FILE, raw["metadata_offset"].astype(np.int64))
-    return Bank(bank_dir, manifest, arrays, raw["projection"].astype(np.float32), faiss_index, metadata)
+    version = manifest.files[ATOMS_FILE][:12]
+    index = AtomIndex(arrays.embedding, arrays.radius, arrays.charge, spec=spec, faiss_index=faiss_index, energy=energy)
+    info = {"atoms": count, "source": str(bank_dir), "search": spec.kind, "index": manifest.index.model_dump(),
+            "version": version, "precision": manifest.built_with.precision,
+            "built_with": manifest.built_with.model_dump(), "created_at": manifest.created_at,
+            "label_names": manifest.label_names, "metadata_fields": manifest.metadata_fields}
+    return Bank(arrays, index, list(manifest.label_names), version, info, manifest, metadata,
+                raw["projection"].astype(np.float32))
+
+
+def open_bank(bundle: Bundle, path: Path | str | None = None) -> Bank:
+    """The bank folder at `path`, validated against the bundle, or else the bundle's own atoms.
+
+    The bundle's own atoms are searched exactly: this index is built at every start, and an HNSW
+    build over the default bundle's 26,814 x 384 atoms would add tens of seconds there
+    (benchmarks/results/bank.md); `atomize index` builds an approximate index once, offline.
+    Raises BankError (one line naming the file and the problem).
+    """
+    set_threads(1)  # searches are small and share the cores with ONNX Runtime (contract/index.py)
+    energy = functools.partial(pair_energy, spec=bundle.manifest.potential)
+    if path is not None:
+        bank = load_bank(path, bundle_digest=bundle.digest, embedding_dim=bundle.manifest.embedding_dim, energy=energy)
+        log.info("bank %s: %d atoms, %s index, version %s, atomized with the %s copy", path, len(bank),
+                 bank.index.spec.kind, bank.version, bank.precision)
+        return bank
+    own = bundle.atoms
+    index = AtomIndex(own.embedding, own.radius, own.charge, spec=IndexSpec("flat"), energy=energy)
+    version = bundle.manifest.files[ATOMS_FILE][:12]
+    info = {"atoms": len(index), "source": "bundle", "search": "flat", "index": index.spec.to_dict(), "version": version,
+            "precision": "fp32"}  # written by the training model at export
+    return Bank(own, index, list(bundle.manifest.label_names), version, info)

@@ -145,12 +145,15 @@ def checksum_tree(bundle_dir: Path) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class Bank:
+class BankArrays:
+    """What a bank holds for every atom, in row order: a bundle's own atoms.npz, or a bank folder's
+    (contract/bank.py)."""
+
     embedding: np.ndarray  # (M, k) float32
     radius: np.ndarray  # (M,) float32
     charge: np.ndarray  # (M,) float32
-    id: np.ndarray  # (M,)
-    label: np.ndarray  # (M,) int64
+    label: np.ndarray  # (M,) int64, NO_LABEL (-1) or an index into label_names
+    id: np.ndarray  # (M,) int64 or str
 
     def __len__(self) -> int:
         return int(self.embedding.shape[0])
@@ -160,7 +163,7 @@ class Bank:
 class Bundle:
     path: Path
     manifest: Manifest
-    bank: Bank
+    atoms: BankArrays  # atoms.npz: the training split, atomized at export (served as the default bank)
     digest: str = ""  # "sha256:<hex>" of the canonical manifest
 
     @property
@@ -272,7 +275,7 @@ def checksum_tree_names(bundle_dir: Path) -> list[str]:
     ]
 
 
-def verify_derived_values(bundle_dir: Path, manifest: Manifest, bank: Bank) -> None:
+def verify_derived_values(bundle_dir: Path, manifest: Manifest, atoms: BankArrays) -> None:
     """What the files themselves determine must agree with the manifest (see the module docstring)."""
     bundle_dir = Path(bundle_dir)
     path = bundle_dir / MANIFEST_FILE
@@ -303,9 +306,9 @@ def verify_derived_values(bundle_dir: Path, manifest: Manifest, bank: Bank) -> N
                                     f"{tensor.shape[-1]} columns")
     if len(manifest.radius_range) != 2 or not manifest.radius_range[0] <= manifest.radius_range[1]:
         raise BundleError(path, f"radius_range {manifest.radius_range} is not [r_min, r_max]")
-    if len(bank):
+    if len(atoms):
         r_min, r_max = manifest.radius_range
-        low, high = float(bank.radius.min()), float(bank.radius.max())
+        low, high = float(atoms.radius.min()), float(atoms.radius.max())
         slack = 1e-4 * max(1.0, abs(r_max))  # float32 rounding of the model's bounded radius
         if low < r_min - slack or high > r_max + slack:
             raise BundleError(path, f"radius_range is {manifest.radius_range}, the bank's radii span "
@@ -346,7 +349,7 @@ def verify_onnx_signature(onnx_path: Path, manifest: Manifest) -> None:
                 raise BundleError(onnx_path, f"{kind} {spec.name} has shape {node.shape}, manifest says {spec.shape}")
 
 
-def load_bank(path: Path, manifest: Manifest) -> Bank:
+def read_atoms(path: Path, manifest: Manifest) -> BankArrays:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in BANK_ARRAYS}
@@ -362,7 +365,7 @@ def load_bank(path: Path, manifest: Manifest) -> Bank:
     for name in BANK_ARRAYS[1:]:
         if arrays[name].shape != (rows,):
             raise BundleError(path, f"{name} has shape {arrays[name].shape}, expected ({rows},)")
-    return Bank(
+    return BankArrays(
         embedding=np.ascontiguousarray(arrays["embedding"], dtype=np.float32),
         radius=arrays["radius"].astype(np.float32),
         charge=arrays["charge"].astype(np.float32),
@@ -391,6 +394,6 @@ def load_bundle(bundle_dir: Path | str, *, check_onnx: bool = True, digest: str 
         for name in (FP16_FILE, INT8_FILE):  # reduced inside, float32 in and out
             if name in manifest.files:
                 verify_onnx_signature(bundle_dir / name, manifest)
-    bank = load_bank(bundle_dir / "atoms.npz", manifest)
-    verify_derived_values(bundle_dir, manifest, bank)
-    return Bundle(path=bundle_dir, manifest=manifest, bank=bank, digest=actual)
+    atoms = read_atoms(bundle_dir / "atoms.npz", manifest)
+    verify_derived_values(bundle_dir, manifest, atoms)
+    return Bundle(path=bundle_dir, manifest=manifest, atoms=atoms, digest=actual)

@@ -1,6 +1,8 @@
-"""Input preparation: raw request inputs -> the components the model reads (synchronous, NumPy).
+"""Input preparation: raw inputs -> the components the model reads (synchronous, NumPy).
 
-Runs in a worker thread, never on the event loop (the routes hand it over). Text is tokenized
+The one validator of the service's requests and of `atomize index`'s corpus rows (through
+`contract.runner.ModelRunner`), so both refuse the same inputs and prepare them the same way.
+In the service it runs in a worker thread, never on the event loop. Text is tokenized
 with the bundle's `tokenizer.json`; a text longer than the model takes is cut (`truncate`) or
 refused (413). Tokenizing a long text whole only to keep its first tokens would cost seconds for
 megabytes, so a long text is first cut at a space after a prefix that already holds more tokens
@@ -8,8 +10,9 @@ than the model takes: the tokens before that space are the same as in the whole 
 pre-tokenizer splits words at spaces, and every later word only adds tokens), so the result is
 exactly the whole text's, truncated.
 
-Numeric inputs arrive shape-checked by the request schema; here they become (n, f) float32
-components (patches for images) and are checked for NaN/Inf.
+Numeric inputs become (n, f) float32 components (patches for images) and are checked for
+NaN/Inf. A problem raises `InputProblem` naming the input; the service answers it 413 when
+`too_large`, else 422, and the indexer refuses or skips the row.
 """
 
 from __future__ import annotations
@@ -19,16 +22,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from contract import preprocess
-from contract.bundle import InputSpec
-
-from .errors import InvalidInput, TooLarge
+from . import preprocess
+from .bundle import InputSpec
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 Prepared = tuple[np.ndarray, bool]  # components (n,) int64 or (n, f) float32, and "was cut"
 _SPACES = (" ", "\n", "\t", "\r")
+
+
+class InputProblem(ValueError):
+    """An input the model cannot take; the message names it (e.g. `inputs[3]`) and says why."""
+
+    def __init__(self, message: str, *, too_large: bool = False):
+        super().__init__(message)
+        self.message = message
+        self.too_large = too_large  # past a size limit (HTTP 413), rather than malformed (422)
 
 
 def cut_at_space(text: str, chars: int) -> str:
@@ -58,18 +68,17 @@ class TextInputs:
     def prepare(self, texts: Sequence[Any], field: str, truncate: bool) -> list[Prepared]:
         for i, value in enumerate(texts):
             if not isinstance(value, str):
-                raise InvalidInput(f"{field}[{i}] is not a string; model {self.model_name} takes text")
+                raise InputProblem(f"{field}[{i}] is not a string; model {self.model_name} takes text")
         encoded = self.encode(list(texts))
         out: list[Prepared] = []
         for i, (text, (ids, truncated)) in enumerate(zip(texts, encoded)):
             if truncated and not truncate:
-                raise TooLarge(
+                raise InputProblem(
                     f"{field}[{i}] is {len(text)} characters long and has more than {self.max_components} tokens, "
-                    f"the most model {self.model_name} takes here; send \"truncate\": true to cut it"
-                )
+                    f"the most model {self.model_name} takes here; send \"truncate\": true to cut it", too_large=True)
             if all(token in self.special_ids for token in ids):  # no component at all
                 if not text or self.unk_id is None:
-                    raise InvalidInput(f"{field}[{i}] is empty")
+                    raise InputProblem(f"{field}[{i}] is empty")
                 # control characters only (the request schema refuses white space alone): the
                 # unknown token, inside the special tokens
                 ids = [*ids[: len(ids) // 2], self.unk_id, *ids[len(ids) // 2 :]]
@@ -104,12 +113,12 @@ class NumericInputs:
         for i, value in enumerate(values):
             array = self.components(value, f"{field}[{i}]")
             if array.shape[0] == 0:
-                raise InvalidInput(f"{field}[{i}] is empty")
+                raise InputProblem(f"{field}[{i}] is empty")
             if array.shape[0] > self.max_components:
-                raise TooLarge(f"{field}[{i}] has {array.shape[0]} components; the limit is "
-                               f"max_components_per_input={self.max_components}")
+                raise InputProblem(f"{field}[{i}] has {array.shape[0]} components; the limit is "
+                                   f"max_components_per_input={self.max_components}", too_large=True)
             if array.shape[0] > self.spec.max_components:
-                raise InvalidInput(f"{field}[{i}] has {array.shape[0]} components; model {self.model_name} "
+                raise InputProblem(f"{field}[{i}] has {array.shape[0]} components; model {self.model_name} "
                                    f"takes at most {self.spec.max_components}")
             out.append((array, False))
         return out
@@ -117,14 +126,14 @@ class NumericInputs:
     def components(self, value: Any, where: str) -> np.ndarray:
         """One numeric input -> (n, f) float32, per manifest.input.preprocess."""
         if isinstance(value, str):
-            raise InvalidInput(f"{where} is a string; model {self.model_name} takes arrays of numbers")
+            raise InputProblem(f"{where} is a string; model {self.model_name} takes arrays of numbers")
         try:
             with np.errstate(over="ignore"):  # a float32 overflow becomes Inf, refused below
                 array = np.asarray(value, dtype=np.float32)
         except (TypeError, ValueError):
-            raise InvalidInput(f"{where} is not a rectangular array of numbers") from None
+            raise InputProblem(f"{where} is not a rectangular array of numbers") from None
         if not np.isfinite(array).all():
-            raise InvalidInput(f"{where} contains NaN or Inf")
+            raise InputProblem(f"{where} contains NaN or Inf")
         options = self.spec.preprocess
         f = self.spec.component_dim
         if options.get("kind") == "patches":
@@ -132,12 +141,12 @@ class NumericInputs:
             if array.shape == (height * width,):
                 array = array.reshape(height, width)
             if array.shape != (height, width):
-                raise InvalidInput(f"{where} has shape {array.shape}; expected {height * width} pixel values "
+                raise InputProblem(f"{where} has shape {array.shape}; expected {height * width} pixel values "
                                    f"or a {height} x {width} image")
             return preprocess.patchify(array[None], tuple(options["patch_shape"]))[0]
         if array.ndim == 1 and f == 1:
             array = array[:, None]
         if array.ndim != 2 or array.shape[1] != f:
             expected = "a list of numbers or " if f == 1 else ""
-            raise InvalidInput(f"{where} has shape {array.shape}; expected {expected}an (n, {f}) array")
+            raise InputProblem(f"{where} has shape {array.shape}; expected {expected}an (n, {f}) array")
         return array

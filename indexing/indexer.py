@@ -2,35 +2,36 @@
 
 The corpus is cut into shards of `shard_rows` records (by position in the file, bad rows
 included, so the cut is the same on every run). Each finished shard is written to
-`OUT/shards/NNNNN.npz` at once (through a temporary name, so a shard file is always whole);
-a rerun after an interruption reads the corpus again but atomizes only the shards without a
-file. `OUT/shards/plan.json` records what the shards were made from (the corpus's and the
-bundle's sha256, the shard size, the columns): a rerun with anything else starts over. When
-every shard is there, they are joined, indexed (FAISS) and written as the bank; the shards go.
+`OUT/shards/NNNNN.npz` at once (`shards.py`); a rerun after an interruption reads the corpus
+again but atomizes only the shards without a file. `OUT/shards/plan.json` records what the
+shards were made from (the corpus's sha256, the bundle's digest, the shard size, the columns,
+the model copy): a rerun with anything else starts over. When every shard is there, they are
+joined, indexed (FAISS) and written as the bank; the shards go.
 
 With `ray=True` the unfinished shards' records go through Ray Data `map_batches` with one
-ONNX Runtime `Atomizer` per actor; the driver writes each shard as its last record returns.
+`Atomizer` per actor; the driver writes each shard as its last record returns. Every atom comes
+from the model copy that the service runs on the same device (`contract.runner`), recorded in
+the bank's manifest (`built_with.precision`).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
-import os
 import shutil
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from contract.bank import BankManifest, BuiltWith, SourceInfo, write_bank
+from contract.bundle import BankArrays, read_manifest, sha256_file
+from contract.index import build_faiss, choose_spec
+
 from .atomizer import Atomizer
-from .bank import BankArrays, BankManifest, BuiltWith, SourceInfo, sha256_file, write_bank
-from .corpus import Columns, CorpusError, Record, read_records
-from .index import build_faiss, choose_spec
+from .corpus import Columns, CorpusError, read_records
+from .shards import IndexOptions, shards_of, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -38,72 +39,9 @@ SHARDS_DIR = "shards"
 PLAN_FILE = "plan.json"
 
 
-@dataclass(frozen=True)
-class IndexOptions:
-    bundle: Path
-    input: Path
-    out: Path
-    input_column: str | None = None
-    id_column: str | None = None
-    label_column: str | None = None
-    skip_bad_rows: bool = False  # False: the first bad row stops the run, naming the row
-    index_kind: str = "auto"  # auto, flat, hnsw or ivf (contract/index.py)
-    batch_size: int = 64
-    shard_rows: int = 4096
-    device: str = "cpu"
-    ray: bool = False
-    ray_address: str | None = None  # None with ray=True: a local Ray instance
-    ray_workers: int = 2  # Atomizer actors
-    progress: bool = True
-
-
-@dataclass
-class Shard:
-    number: int
-    records: list[Record]
-
-    @property
-    def name(self) -> str:
-        return f"{self.number:05d}.npz"
-
-
-def shards_of(records: Iterator[Record], size: int) -> Iterator[Shard]:
-    for number in itertools.count():
-        chunk = list(itertools.islice(records, size))
-        if not chunk:
-            return
-        yield Shard(number, chunk)
-
-
-def _refuse_or_skip(options: IndexOptions, record: Record, problem: str) -> None:
-    if not options.skip_bad_rows:
-        raise CorpusError(f"{options.input}: row {record.row}: {problem} (pass --skip-bad-rows to skip such rows)")
-    log.debug("skipping row %d: %s", record.row, problem)
-
-
-def write_shard(path: Path, records: list[Record], embedding: np.ndarray, radius: np.ndarray, charge: np.ndarray,
-                problems: list[str | None], options: IndexOptions) -> None:
-    """Keep the good records' atoms; refuse (or count) the bad ones."""
-    good = []
-    for i, (record, problem) in enumerate(zip(records, problems)):
-        problem = record.problem or problem
-        if problem:
-            _refuse_or_skip(options, record, problem)
-        else:
-            good.append(i)
-    kept = [records[i] for i in good]
-    metadata = "".join(json.dumps(r.metadata, ensure_ascii=False, default=str) + "\n" for r in kept)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, embedding=embedding[good], radius=radius[good], charge=charge[good],
-             id=np.asarray([json.dumps(r.id if r.id is not None else r.row) for r in kept], dtype=str),
-             label=np.asarray(["" if r.label is None else r.label for r in kept], dtype=str),
-             metadata=np.frombuffer(metadata.encode(), np.uint8), skipped=np.int64(len(records) - len(good)))
-    os.replace(tmp, path)
-
-
-def _plan(options: IndexOptions, digest: str, columns: Columns) -> dict[str, Any]:
+def _plan(options: IndexOptions, digest: str, columns: Columns, precision: str) -> dict[str, Any]:
     return {"input_sha256": sha256_file(options.input), "bundle_digest": digest, "shard_rows": options.shard_rows,
-            "columns": [columns.input, columns.id, columns.label]}
+            "columns": [columns.input, columns.id, columns.label], "precision": precision}
 
 
 def prepare_shards(out: Path, plan: dict[str, Any]) -> Path:
@@ -116,37 +54,36 @@ def prepare_shards(out: Path, plan: dict[str, Any]) -> Path:
             if done:
                 log.info("resuming: %d shards already atomized in %s", done, shards)
             return shards
-        log.info("%s was made from another corpus, bundle or shard size: starting over", shards)
+        log.info("%s was made from another corpus, bundle, shard size or model copy: starting over", shards)
     shutil.rmtree(shards, ignore_errors=True)
     shards.mkdir(parents=True)
     plan_path.write_text(json.dumps(plan) + "\n")
     return shards
 
 
-def build_bank(options: IndexOptions) -> BankManifest:
+def index_corpus(options: IndexOptions) -> BankManifest:
     """Atomize the corpus and write the bank; returns its manifest."""
     out = Path(options.out)
     fmt, columns, records = read_records(options.input, input_column=options.input_column,
                                          id_column=options.id_column, label_column=options.label_column)
-    from contract.bundle import bundle_digest  # the bundle contract; moves into this package
-
-    digest = bundle_digest(options.bundle)
+    atomizer = Atomizer(options.bundle, device=options.device, precision=options.precision,
+                        batch_size=options.batch_size)
+    digest = atomizer.bundle.digest
     out.mkdir(parents=True, exist_ok=True)
-    shards_dir = prepare_shards(out, _plan(options, digest, columns))
+    shards_dir = prepare_shards(out, _plan(options, digest, columns, atomizer.precision))
     todo = (shard for shard in shards_of(records, options.shard_rows) if not (shards_dir / shard.name).is_file())
     if options.ray:
-        from .ray_atomize import atomize_on_ray
+        from .ray_atomize import atomize_on_ray  # Ray only when asked for (the `cluster` extra)
 
-        atomize_on_ray(todo, shards_dir, options)
+        atomize_on_ray(todo, shards_dir, options, atomizer.precision)
     else:
-        atomizer = Atomizer(options.bundle, device=options.device, batch_size=options.batch_size)
         with _progress(options.progress) as (progress, task):
             for shard in todo:
                 atoms, problems = atomizer.atomize([r.value for r in shard.records])
                 write_shard(shards_dir / shard.name, shard.records, atoms.embedding, atoms.radius, atoms.charge,
                             problems, options)
                 progress.update(task, advance=len(shard.records))
-    manifest = finish_bank(out, shards_dir, options, fmt, digest)
+    manifest = finish_bank(out, shards_dir, options, fmt, digest, atomizer.precision)
     shutil.rmtree(shards_dir)
     return manifest
 
@@ -167,7 +104,8 @@ class _progress:
         return self.bar.__exit__(*exc)
 
 
-def finish_bank(out: Path, shards_dir: Path, options: IndexOptions, fmt: str, digest: str) -> BankManifest:
+def finish_bank(out: Path, shards_dir: Path, options: IndexOptions, fmt: str, digest: str,
+                precision: str) -> BankManifest:
     parts: dict[str, list] = {name: [] for name in ("embedding", "radius", "charge", "id", "label")}
     metadata: list[bytes] = []
     skipped = 0
@@ -177,8 +115,6 @@ def finish_bank(out: Path, shards_dir: Path, options: IndexOptions, fmt: str, di
                 parts[name].append(shard[name])
             metadata.extend(shard["metadata"].tobytes().splitlines(keepends=True))
             skipped += int(shard["skipped"])
-    from contract.bundle import read_manifest  # the bundle contract; moves into this package
-
     bundle = read_manifest(options.bundle)
     if not parts["embedding"]:
         parts["embedding"].append(np.zeros((0, bundle.embedding_dim), np.float32))
@@ -203,7 +139,7 @@ def finish_bank(out: Path, shards_dir: Path, options: IndexOptions, fmt: str, di
     fields = sorted({key for line in metadata[:1000] for key in json.loads(line)})
     manifest = write_bank(
         out, arrays, metadata,
-        built_with=BuiltWith(name=bundle.name, version=bundle.version, digest=digest),
+        built_with=BuiltWith(name=bundle.name, version=bundle.version, digest=digest, precision=precision),
         label_names=label_names, metadata_fields=fields,
         source=SourceInfo(file=Path(options.input).name, format=fmt, rows_read=len(arrays) + skipped,
                           rows_skipped=skipped),

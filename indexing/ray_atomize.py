@@ -1,4 +1,4 @@
-"""Atomizing on a Ray cluster: Ray Data `map_batches` with one ONNX Runtime `Atomizer` per actor.
+"""Atomizing on a Ray cluster: Ray Data `map_batches` with one `Atomizer` per actor.
 
 The driver reads the corpus and sends the unfinished shards' records (row position and input
 value) as a Ray Dataset; each actor loads the bundle once and atomizes batches; results stream
@@ -11,14 +11,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .atomizer import Atomizer
-
-if TYPE_CHECKING:
-    from .indexer import IndexOptions, Shard
+from .shards import IndexOptions, Shard, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +24,8 @@ log = logging.getLogger(__name__)
 class AtomizerActor:
     """A Ray Data callable class: one ONNX Runtime session per actor, reused for every batch."""
 
-    def __init__(self, bundle: str, device: str, batch_size: int):
-        self.atomizer = Atomizer(bundle, device=device, threads=1, batch_size=batch_size)
+    def __init__(self, bundle: str, device: str, precision: str, batch_size: int):
+        self.atomizer = Atomizer(bundle, device=device, precision=precision, threads=1, batch_size=batch_size)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = [value.tolist() if isinstance(value, np.ndarray) else value for value in batch["value"]]
@@ -36,10 +34,9 @@ class AtomizerActor:
                 "problem": np.asarray([p or "" for p in problems], dtype=object)}
 
 
-def atomize_on_ray(shards: Iterable[Shard], shards_dir: Path, options: IndexOptions) -> None:
+def atomize_on_ray(shards: Iterable[Shard], shards_dir: Path, options: IndexOptions, precision: str) -> None:
+    """`precision`: the copy the driver's own Atomizer chose, so every actor runs the same one."""
     import ray
-
-    from .indexer import write_shard
 
     pending = {shard.number: shard for shard in shards}
     if not pending:
@@ -56,7 +53,7 @@ def atomize_on_ray(shards: Iterable[Shard], shards_dir: Path, options: IndexOpti
     try:
         dataset = ray.data.from_items(items).map_batches(
             AtomizerActor, fn_constructor_kwargs={"bundle": str(options.bundle), "device": options.device,
-                                                  "batch_size": options.batch_size},
+                                                  "precision": precision, "batch_size": options.batch_size},
             batch_size=options.batch_size * 4, concurrency=options.ray_workers, num_cpus=1,
         )
         results: dict[int, dict[str, list]] = {number: {} for number in pending}

@@ -11,17 +11,14 @@ stops.
 The OpenAPI document is built from the served bundle and the settings: the request bodies are
 the app's own request models (service/schemas.py), a numeric model has no /v1/embeddings, and
 with ATOM_METRICS_PORT /metrics is not on the API port.
-SIGHUP reloads the bank (`--bank` or the bundle's own) without dropping requests: see
-`reload_bank`.
+SIGHUP reloads the bank (`--bank` or the bundle's own) without dropping requests: the bank's
+life cycle is service/banks.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-import signal
-import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -30,15 +27,14 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from contract.bank import BankError
+from contract.bank import Bank, BankError, open_bank
 from contract.bundle import Bundle, BundleError, load_bundle
-from contract.index import IndexSpec
 
+from .banks import ReloadOnSighup, index_own_bank, own_bank_pending
 from .batcher import Batcher, BatchingConfig
 from .config import Settings
 from .metrics import Metrics
-from .neighbors import ServedBank, load_served_bank, own_bank_spec, with_index
-from .routes import atomize, embeddings, explorer, meta
+from .routes import atomize, bank_map, embeddings, meta, pages
 from .routes.deps import ServiceState
 from .routes.handlers import install_exception_handlers
 from .routes.middleware import RequestContextMiddleware
@@ -65,7 +61,7 @@ def batching_config(settings: Settings, provider: str = CPU) -> BatchingConfig:
     )
 
 
-def start_runtime(settings: Settings, metrics: Metrics, bundle: Bundle | None, bank: ServedBank | None,
+def start_runtime(settings: Settings, metrics: Metrics, bundle: Bundle | None, bank: Bank | None,
                   state: ServiceState) -> Runtime:
     """Blocking start-up work, run in a thread: load, validate, open the session, warm up."""
     if bundle is None:
@@ -75,7 +71,7 @@ def start_runtime(settings: Settings, metrics: Metrics, bundle: Bundle | None, b
                           f"bundle digest {bundle.digest} is not the pinned {settings.pinned_digest}")
     state.started["bundle_loaded"] = True
     if bank is None:
-        bank = load_served_bank(bundle, settings.bank)
+        bank = open_bank(bundle, settings.bank)
     state.started["bank_loaded"] = True
     runtime = Runtime(
         bundle, device=settings.device, precision=settings.precision,
@@ -85,93 +81,6 @@ def start_runtime(settings: Settings, metrics: Metrics, bundle: Bundle | None, b
     runtime.warm_up()
     state.started["session_warmed_up"] = True
     return runtime
-
-
-async def reload_bank(settings: Settings, runtime: Runtime, metrics: Metrics) -> bool:
-    """Load the bank again (the file may have been replaced) and swap it in; False if it failed.
-
-    The new bank is loaded and validated off the event loop while requests go on being served
-    from the old one; the swap is one reference assignment, so a batch already running
-    finishes on the bank it started with. A bank that fails to load leaves the old one served.
-    """
-    try:
-        bank = await asyncio.to_thread(load_served_bank, runtime.bundle, settings.bank)
-    except (BankError, OSError) as exc:
-        log.error("bank reload failed, still serving version %s: %s", runtime.bank.version, exc)
-        metrics.bank_reloads.labels(result="failed").inc()
-        return False
-    runtime.bank = bank
-    metrics.set_bank(len(bank), bank.version, bank.index.spec.kind)
-    metrics.bank_reloads.labels(result="ok").inc()
-    log.info("bank reloaded: %d atoms, version %s", len(bank), bank.version)
-    if settings.bank_search == "auto":
-        await index_own_bank(runtime, metrics)
-    return True
-
-
-def own_bank_pending(runtime: Runtime) -> tuple[ServedBank, IndexSpec] | None:
-    """Mark a large bundle-own bank `index_pending` (shown by /v1/model) and say what to build.
-
-    Synchronous, so the mark is there before any request can ask; None when there is nothing
-    to build (a small bank, or a bank folder with its own index).
-    """
-    spec = own_bank_spec(runtime.bank)
-    if spec is None:
-        return None
-    pending = dataclasses.replace(runtime.bank, info={**runtime.bank.info, "index_pending": spec.kind})
-    runtime.bank = pending
-    return pending, spec
-
-
-async def index_own_bank(runtime: Runtime, metrics: Metrics,
-                         job: tuple[ServedBank, IndexSpec] | None = None) -> None:
-    """Move a large bundle-own bank from exact search to an IVF index built meanwhile.
-
-    Requests are served from the exact bank while the index is built off the event loop; the
-    swap is one reference assignment, as for a reload, and is skipped if a reload replaced the
-    bank meanwhile.
-    """
-    job = job or own_bank_pending(runtime)
-    if job is None:
-        return
-    pending, spec = job
-    started = time.perf_counter()
-    try:
-        indexed = await asyncio.to_thread(with_index, pending, spec)
-    except Exception:  # the exact bank keeps serving
-        log.exception("building the %s index of the bundle's bank failed; searching it exactly", spec.kind)
-        return
-    if runtime.bank is pending:
-        runtime.bank = indexed
-        metrics.set_bank(len(indexed), indexed.version, spec.kind)
-        log.info("bank of %d atoms: %s index %s built in %.1f s, now searched through it", len(indexed), spec.kind,
-                 spec.params, time.perf_counter() - started)
-
-
-class ReloadOnSighup:
-    """SIGHUP reloads the bank (where the platform has SIGHUP and this is the main thread)."""
-
-    def __init__(self, settings: Settings, runtime: Runtime, metrics: Metrics):
-        self.loop = asyncio.get_running_loop()
-        self.tasks: set[asyncio.Task] = set()
-        self.installed = False
-        if not hasattr(signal, "SIGHUP"):
-            return
-        try:
-            self.loop.add_signal_handler(signal.SIGHUP, self._reload, settings, runtime, metrics)
-            self.installed = True
-        except (RuntimeError, ValueError):  # not the main thread (e.g. an app run inside a test client)
-            log.debug("no SIGHUP handler: not in the main thread")
-
-    def _reload(self, settings: Settings, runtime: Runtime, metrics: Metrics) -> None:
-        log.info("SIGHUP: reloading the bank")
-        task = self.loop.create_task(reload_bank(settings, runtime, metrics))
-        self.tasks.add(task)  # a reference, so the task is not collected mid-way
-        task.add_done_callback(self.tasks.discard)
-
-    def close(self) -> None:
-        if self.installed:
-            self.loop.remove_signal_handler(signal.SIGHUP)
 
 
 def models_for(runtime: Runtime, settings: Settings) -> RequestModels:
@@ -225,7 +134,7 @@ def openapi_document(app: FastAPI, state: ServiceState) -> dict[str, Any]:
 
 
 def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None,
-               bank: ServedBank | None = None) -> FastAPI:
+               bank: Bank | None = None) -> FastAPI:
     """The service for `settings`; pass an already loaded `bundle` (and `bank`) to skip loading again."""
     settings = settings or Settings()
     metrics = Metrics()
@@ -271,13 +180,13 @@ def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None
         summary="Atomized embeddings: component roles, composition and nearest atoms, over HTTP.",
         version="1",
         lifespan=lifespan,
-        docs_url=None,  # FastAPI's own pages load their assets from a CDN; routes/explorer.py serves them
+        docs_url=None,  # FastAPI's own pages load their assets from a CDN; routes/pages.py serves them
         redoc_url=None,
     )
     app.state.atom = state
     app.openapi = lambda: openapi_document(app, state)  # type: ignore[method-assign]
     install_exception_handlers(app, metrics)
-    routers = [module.router for module in (atomize, embeddings, meta, explorer)]
+    routers = [module.router for module in (atomize, embeddings, meta, bank_map, pages)]
     for router in routers:
         app.include_router(router)
     # Known paths label the request metrics; anything else is "other", so label values stay bounded.

@@ -80,16 +80,14 @@ def run(settings: Settings) -> None:
     except ImportError as exc:
         typer.echo(f"serving needs the `serve` extra (pip install 'atomizer[serve]'): {exc}", err=True)
         raise typer.Exit(1) from None
-    from contract.bank import BankError
+    from contract.bank import BankError, open_bank
     from contract.bundle import BundleError, load_bundle
-
-    from .neighbors import load_served_bank
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         # Validated before uvicorn starts, so a bad bundle is one line, not a traceback.
         bundle = load_bundle(settings.bundle, digest=settings.pinned_digest)
-        bank = load_served_bank(bundle, settings.bank)
+        bank = open_bank(bundle, settings.bank)
     except (BundleError, BankError) as exc:
         log.error("cannot start: %s", exc)
         raise typer.Exit(1) from None

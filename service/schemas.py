@@ -230,3 +230,36 @@ class ModelInfo(BaseModel):
     bank: dict = Field(description="the reference bank: atoms, index kind, version, the bundle it was built with")
     batching: dict
     limits: dict
+
+
+# ---- the bank's 2D map (GET /v1/bank/map, service/routes/bank_map.py) ---------------------
+
+
+class ProjectionOut(BaseModel):
+    kind: str = Field(description="pca: the bank's top two principal axes")
+    mean: list[float] = Field(description="(k,) subtracted before projecting")
+    axes: list[list[float]] = Field(description="(2, k): a point z is drawn at (z - mean) @ axes.T")
+
+
+class MapAtoms(BaseModel):
+    """Column arrays, one entry per atom drawn."""
+
+    id: list[int | str]
+    label: list[str]
+    x: list[float]
+    y: list[float]
+    radius: list[float]
+
+
+class BankMap(BaseModel):
+    projection: ProjectionOut
+    total: int = Field(description="atoms in the bank")
+    sampled: int = Field(description="atoms in `atoms` drawn as a seeded sample of the bank")
+    atoms: MapAtoms
+    requested: MapAtoms = Field(description="the atoms named by `ids` (e.g. a query's neighbors), sample or not")
+    label_names: list[str]
+    radius_range: list[float]
+    stats: dict | None = Field(
+        description="the bundle's report/stats.json (role shares, the most characteristic tokens per role), "
+        "or null when it was exported without a report"
+    )

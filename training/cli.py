@@ -1,4 +1,4 @@
-"""The `atomize` command line: train, evaluate, export, serve.
+"""The `atomize` command line: train, evaluate, export (here), index and serve (registered).
 
 Heavy imports (torch, the training package) happen inside the commands, so `atomize serve`
 works in a serving image that has no torch.
@@ -121,31 +121,12 @@ def export(
     typer.echo(f"digest: {bundle_digest(bundle)}  (pin it: ATOM_BUNDLE_DIGEST)")
 
 
-@app.command("index")
-def index_corpus(
-    bundle: Annotated[Path, typer.Option(help="model bundle to atomize with")],
-    input: Annotated[Path, typer.Option("--input", help="corpus: .csv, .jsonl or .npz")],
-    out: Annotated[Path, typer.Option(help="bank folder to write")],
-    input_column: Annotated[Optional[str], typer.Option(help="text or array column (default: text, input or values)")] = None,
-    id_column: Annotated[Optional[str], typer.Option(help="id column (default: id, if present)")] = None,
-    label_column: Annotated[Optional[str], typer.Option(help="label column (default: label, if present)")] = None,
-    skip_bad_rows: Annotated[bool, typer.Option(help="skip and count bad rows instead of stopping")] = False,
-    index: Annotated[str, typer.Option(help="auto, flat (exact), hnsw or ivf")] = "auto",
-    batch_size: int = 64,
-    shard_rows: Annotated[int, typer.Option(help="records per resumable shard")] = 4096,
-    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
-    ray: Annotated[bool, typer.Option("--ray", help="atomize on Ray (local unless --ray-address)")] = False,
-    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address, e.g. ray://head:10001")] = None,
-    ray_workers: Annotated[int, typer.Option(help="Ray actors running the model")] = 2,
-    progress: bool = True,
-) -> None:
-    """Atomize a corpus with a bundle into a bank folder that `atomize serve --bank` serves."""
-    from contract.cli import run_index  # torch-free
+def _register_commands() -> None:
+    """`index` (indexing/cli.py, torch-free) and `serve` (service/cli.py, when the serving extra is
+    installed) are defined beside what they run; this app only lists them."""
+    from indexing.cli import index
 
-    run_index(locals())
-
-
-def _register_serve() -> None:
+    app.command("index")(index)
     try:
         from service.cli import serve
     except ImportError:  # the serving extra is not installed
@@ -153,7 +134,7 @@ def _register_serve() -> None:
     app.command("serve")(serve)
 
 
-_register_serve()
+_register_commands()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -133,7 +133,8 @@ def check_parity(model: nn.Module, onnx_path: Path, cases: dict, tolerance: floa
     return worst
 
 
-def build_bank(model: nn.Module, data: Dataset, path: Path, states: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+def write_training_atoms(model: nn.Module, data: Dataset, path: Path,
+                         states: torch.Tensor | None = None) -> dict[str, np.ndarray]:
     """The reference atoms: every training item; ids are training-split row indices. `states`: a
     frozen backbone's states of the training split, when already computed (fp16: the bank then
     differs from what the ONNX model computes by about 1e-3)."""
@@ -227,7 +228,7 @@ def write_bundle_files(model, run_dir: Path, data: Dataset, info: dict, staging:
         log.info("int8 against fp32: %s", precisions["int8"])
     if data.tokenizer is not None:
         shutil.copy(run_dir / "tokenizer.json", staging / "tokenizer.json")
-    bank = build_bank(model, data, staging / "atoms.npz", train_states)
+    bank = write_training_atoms(model, data, staging / "atoms.npz", train_states)
     bank["projection"] = write_projection(staging / PROJECTION_FILE, bank["embedding"])  # the explorer's map
     evaluation = load_json(run_dir / "evaluation.json") if (run_dir / "evaluation.json").exists() else None
     if report:

@@ -54,7 +54,7 @@ def test_text_model_shows_roles_composition_neighbours_and_map(watch, text_url, 
     facts = dict(zip(page.locator("#model-facts dt").all_inner_texts(), page.locator("#model-facts dd").all_inner_texts()))
     manifest = text_loaded.manifest
     assert facts["name"] == manifest.name and facts["modality"] == "text"
-    assert facts["bank"].startswith(f"{len(text_loaded.bank):,} atoms") and facts["device"].startswith("cpu")
+    assert facts["bank"].startswith(f"{len(text_loaded.atoms):,} atoms") and facts["device"].startswith("cpu")
     assert facts["device"].endswith("fp32") and manifest.training.dataset in facts["trained on"]
 
     # every component, coloured by its role, with the role also as text
@@ -94,11 +94,11 @@ def test_text_model_shows_roles_composition_neighbours_and_map(watch, text_url, 
 
     # the map: the bank sample, the query and its 8 neighbours, really painted
     canvas = page.locator("#map")
-    assert int(canvas.get_attribute("data-atoms-drawn")) == min(len(text_loaded.bank), 2000)
+    assert int(canvas.get_attribute("data-atoms-drawn")) == min(len(text_loaded.atoms), 2000)
     assert canvas.get_attribute("data-neighbours-drawn") == "8" and canvas.get_attribute("data-query-drawn") == "yes"
     assert painted_pixels(page, "#map") > 5000
     page.check("#map-zoom")  # framed on the input and its neighbours: fewer bank atoms in view
-    assert int(canvas.get_attribute("data-atoms-drawn")) < min(len(text_loaded.bank), 2000)
+    assert int(canvas.get_attribute("data-atoms-drawn")) < min(len(text_loaded.atoms), 2000)
     assert canvas.get_attribute("data-neighbours-drawn") == "8" and painted_pixels(page, "#map") > 2000
     view.screenshot("explorer-text-zoomed")
     page.uncheck("#map-zoom")
@@ -125,7 +125,7 @@ def test_image_model_drawing_pad(watch, numeric_url, numeric_loaded):
     page.wait_for_selector("#pad-form:not([hidden])")
     assert page.locator("#text-form").is_hidden()
     assert page.locator("#pad-size").inner_text() == "8 × 8"
-    assert int(page.get_attribute("#map", "data-atoms-drawn")) == len(numeric_loaded.bank)  # the map before any input
+    assert int(page.get_attribute("#map", "data-atoms-drawn")) == len(numeric_loaded.atoms)  # the map before any input
     box = page.locator("#pad").bounding_box()
     page.mouse.move(box["x"] + 0.5 * box["width"], box["y"] + 0.15 * box["height"])
     with page.expect_request("**/v1/atomize") as sent:  # atomized when the stroke ends

@@ -36,11 +36,12 @@ def test_round_trip(tmp_path, kind):
     np.testing.assert_array_equal(bank.arrays.label, arrays.label)
     assert bank.metadata[0] == {"text": "doc 0", "n": 0} and bank.metadata[39] == {"text": "doc 39", "n": 39}
     np.testing.assert_allclose(bank.projection, bank.manifest.projection.apply(arrays.embedding), atol=1e-5)
-    # the loaded FAISS index answers like a fresh one over the same atoms
-    index = AtomIndex(bank.arrays.embedding, spec=bank.manifest.index.spec, faiss_index=bank.faiss_index)
-    rows, distance = index.nearest(arrays.embedding[:5], 1)
+    # the loaded FAISS index answers for the same atoms; the describe() of a row is its stored data
+    assert bank.index.spec.kind == kind and bank.precision == "fp32"  # a manifest without precision: fp32
+    rows, distance = bank.index.nearest(arrays.embedding[:5], 1)
     np.testing.assert_array_equal(rows[:, 0], np.arange(5))
     assert np.allclose(distance, 0, atol=1e-6)
+    assert bank.describe(3)["metadata"] == {"text": "doc 3", "n": 3} and bank.describe(3)["id"] == arrays.id[3].item()
     bank.close()
 
 

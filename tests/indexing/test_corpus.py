@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from contract.corpus import CorpusError, read_records
+from indexing.corpus import CorpusError, read_records
 
 
 def test_csv_text_id_label_and_metadata(tmp_path):

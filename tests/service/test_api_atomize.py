@@ -50,7 +50,7 @@ def test_numeric_components_are_shown_by_index(numeric_client, numeric_case):
 
 def test_a_bank_item_finds_itself_first(client_case):
     client, case = client_case
-    bank = case.bundle.bank
+    bank = case.bundle.atoms
     rows = [1, 10, 25]  # training-split rows; bank ids are training-split row indices
     body = atomize(client, [case.train_inputs[r] for r in rows], neighbors=3, include=["neighbors"])
     for row, result in zip(rows, body.results):
@@ -64,7 +64,7 @@ def test_a_bank_item_finds_itself_first(client_case):
 @pytest.mark.parametrize("rank_by", ["distance", "energy"])
 def test_neighbors_are_sorted_and_carry_the_pair_energy(client_case, rank_by):
     client, case = client_case
-    bank, spec = case.bundle.bank, case.bundle.manifest.potential
+    bank, spec = case.bundle.atoms, case.bundle.manifest.potential
     body = atomize(client, [case.train_inputs[r] for r in ROWS], neighbors=8, rank_by=rank_by)
     for result in body.results:
         neighbors = result.neighbors

@@ -10,8 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.routes import atomize, embeddings, explorer, meta
+from service.routes import atomize, bank_map, embeddings, meta, pages
 from service.routes.deps import QUERY_TYPES, get_serving, query_spec
+from contract.runner import OUTPUT_NAMES
 from service.runtime import Runtime
 
 from .conftest import run_async, serving
@@ -141,15 +142,15 @@ def test_a_passed_deadline_answers_504(text_case):
 
 
 def test_an_inference_failure_answers_500_and_the_service_keeps_serving(text_case, monkeypatch):
-    original = Runtime.infer
+    original = Runtime.run_feeds
     poison = 7  # any batch holding token id 7 fails, as a broken model would
 
-    def infer(self, feeds):
+    def run_feeds(self, feeds, outputs=OUTPUT_NAMES):
         if (feeds["input_ids"] == poison).any():
             raise RuntimeError("simulated ONNX Runtime failure")
-        return original(self, feeds)
+        return original(self, feeds, outputs)
 
-    monkeypatch.setattr(Runtime, "infer", infer)
+    monkeypatch.setattr(Runtime, "run_feeds", run_feeds)
     with TestClient(create_app(text_case.settings(), bundle=text_case.bundle)) as client:
         token = client.app.state.atom.runtime.tokenizer.id_to_token(poison)
         failed = client.post("/v1/atomize", json={"inputs": [token]}, headers={"X-Request-ID": "req-42"})
@@ -206,7 +207,7 @@ def test_every_bad_body_is_a_422_and_no_failure_of_the_service(text_case, name):
 def test_every_query_parameter_goes_through_the_one_strict_check(text_client):
     """check_query (in get_serving) is where query parameters are held to one value of their
     type: a route that declared one elsewhere, or a type it cannot check, would slip past it."""
-    routes = [route for module in (atomize, embeddings, explorer, meta) for route in module.router.routes]
+    routes = [route for module in (atomize, embeddings, bank_map, meta, pages) for route in module.router.routes]
     with_query = {route.path: query_spec(route) for route in routes if query_spec(route)}
     assert with_query == {"/v1/bank/map": (("limit", int), ("ids", str))}
     document = text_client.get("/openapi.json").json()

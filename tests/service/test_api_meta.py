@@ -23,7 +23,7 @@ def test_model_describes_the_bundle_runtime_and_batching(text_client, text_case)
     assert info.potential["kind"] == manifest.potential.kind
     assert info.runtime["provider"] == "CPUExecutionProvider" and info.runtime["device"] == "cpu"
     assert info.runtime["model_file"] == "encoder.onnx"
-    assert info.bank["atoms"] == len(text_case.bundle.bank)
+    assert info.bank["atoms"] == len(text_case.bundle.atoms)
     assert info.batching == {"max_batch_items": 32, "max_batch_components": 8192, "max_wait_ms": 0.0,
                              "max_queue_items": 2048, "max_batch_padding": 0.1,  # auto on CPU
                              "max_round_items": 128}
@@ -94,7 +94,7 @@ def test_metrics_count_the_requests_just_made(text_case):
     batches = metric(text, "atom_batch_items_count")
     assert metric(text, "atom_inference_seconds_count") == batches  # one inference per batch
     assert 1 <= metric(text, "atom_neighbor_search_seconds_count") <= batches  # embeddings skip the search
-    assert metric(text, "atom_bank_atoms") == len(text_case.bundle.bank)
+    assert metric(text, "atom_bank_atoms") == len(text_case.bundle.atoms)
     manifest = text_case.bundle.manifest
     assert metric(text, "atom_model_info", digest=text_case.bundle.digest, name=manifest.name,
                   provider="CPUExecutionProvider", version=manifest.version) == 1

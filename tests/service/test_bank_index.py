@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from contract import indexer
-from contract.atomizer import Atomizer
+from indexing import indexer
+from indexing.atomizer import Atomizer
 from contract.bank import load_bank
-from contract.corpus import CorpusError
-from contract.indexer import IndexOptions, build_bank
+from indexing.corpus import CorpusError
+from indexing.indexer import index_corpus
+from indexing.shards import IndexOptions
 from training.cli import app
 
 runner = CliRunner()
@@ -84,13 +85,13 @@ def test_interrupted_run_resumes_without_redoing_shards(tmp_path, text_case, cor
 
     monkeypatch.setattr(Atomizer, "atomize", failing_after_two)
     with pytest.raises(KeyboardInterrupt):
-        build_bank(options)
+        index_corpus(options)
     assert sorted(p.name for p in (tmp_path / "bank" / "shards").glob("0*.npz")) == ["00000.npz", "00001.npz"]
     calls.clear()
     monkeypatch.setattr(Atomizer, "atomize", lambda self, values: (calls.append(len(values)), real(self, values))[1])
-    manifest = build_bank(options)
+    manifest = index_corpus(options)
     assert calls == [8, 6]  # shards 2 and 3 only: 30 rows in shards of 8
-    whole = build_bank(IndexOptions(bundle=text_case.path, input=path, out=tmp_path / "whole", progress=False))
+    whole = index_corpus(IndexOptions(bundle=text_case.path, input=path, out=tmp_path / "whole", progress=False))
     assert manifest.files["atoms.npz"] == whole.files["atoms.npz"] or np.allclose(
         load_bank(tmp_path / "bank").arrays.embedding, load_bank(tmp_path / "whole").arrays.embedding, atol=1e-6)
 
@@ -100,7 +101,7 @@ def test_changed_corpus_starts_over(tmp_path, text_case, corpus):
     out = tmp_path / "bank"
     shards = indexer.prepare_shards(out, {"input_sha256": "old"})
     (shards / "00000.npz").write_bytes(b"stale")
-    build_bank(IndexOptions(bundle=text_case.path, input=path, out=out, progress=False))
+    index_corpus(IndexOptions(bundle=text_case.path, input=path, out=out, progress=False))
     assert load_bank(out).manifest.count == len(texts)
 
 
@@ -108,7 +109,7 @@ def test_numeric_bundle_indexes_jsonl_arrays(tmp_path, numeric_case):
     path = tmp_path / "images.jsonl"
     rows = numeric_case.train_inputs[:12]
     path.write_text("".join(json.dumps({"values": image, "id": i, "label": "x"}) + "\n" for i, image in enumerate(rows)))
-    build_bank(IndexOptions(bundle=numeric_case.path, input=path, out=tmp_path / "bank", progress=False))
+    index_corpus(IndexOptions(bundle=numeric_case.path, input=path, out=tmp_path / "bank", progress=False))
     bank = load_bank(tmp_path / "bank")
     reference = numeric_case.reference(list(range(12)))
     np.testing.assert_allclose(bank.arrays.embedding, np.stack(reference["embedding"]), atol=1e-5)
@@ -117,15 +118,15 @@ def test_numeric_bundle_indexes_jsonl_arrays(tmp_path, numeric_case):
 
 def test_text_given_to_a_numeric_model_is_a_bad_row(tmp_path, numeric_case):
     path = write_csv(tmp_path / "docs.csv", ["hello"])
-    with pytest.raises(CorpusError, match="row 1: this model takes arrays of numbers"):
-        build_bank(IndexOptions(bundle=numeric_case.path, input=path, out=tmp_path / "bank", progress=False))
+    with pytest.raises(CorpusError, match="row 1: the value is a string; model .* takes arrays of numbers"):
+        index_corpus(IndexOptions(bundle=numeric_case.path, input=path, out=tmp_path / "bank", progress=False))
 
 
 def test_ray_local_instance_gives_the_same_bank(tmp_path, text_case, corpus):
     pytest.importorskip("ray")
     path, _ = corpus
-    local = build_bank(IndexOptions(bundle=text_case.path, input=path, out=tmp_path / "local", progress=False))
-    on_ray = build_bank(IndexOptions(bundle=text_case.path, input=path, out=tmp_path / "ray", shard_rows=16,
+    local = index_corpus(IndexOptions(bundle=text_case.path, input=path, out=tmp_path / "local", progress=False))
+    on_ray = index_corpus(IndexOptions(bundle=text_case.path, input=path, out=tmp_path / "ray", shard_rows=16,
                                      batch_size=8, ray=True, ray_workers=1, progress=False))
     assert on_ray.count == local.count == 30
     a, b = load_bank(tmp_path / "local"), load_bank(tmp_path / "ray")

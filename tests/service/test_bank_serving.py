@@ -12,10 +12,11 @@ import time
 import httpx
 import pytest
 
-from contract.bank import BankError
-from contract.indexer import IndexOptions, build_bank
-from service.app import create_app, reload_bank
-from service.neighbors import load_served_bank
+from contract.bank import BankError, open_bank
+from indexing.indexer import index_corpus
+from indexing.shards import IndexOptions
+from service.app import create_app
+from service.banks import reload_bank
 
 from .conftest import run_async, serving
 from .test_server import start, wait_ready
@@ -27,7 +28,7 @@ def index_texts(tmp_path, case, texts, name="bank", **options):
         writer = csv.writer(handle)
         writer.writerow(["id", "text", "topic"])
         writer.writerows([f"{name}-{i}", text, f"topic {i % 2}"] for i, text in enumerate(texts))
-    build_bank(IndexOptions(bundle=case.path, input=path, out=tmp_path / name, progress=False, **options))
+    index_corpus(IndexOptions(bundle=case.path, input=path, out=tmp_path / name, progress=False, **options))
     return tmp_path / name
 
 
@@ -61,13 +62,13 @@ def test_neighbours_come_back_with_their_texts(tmp_path, text_case):
 
 def test_default_bank_is_the_bundles_own(text_client, text_case):
     bank = text_client.get("/v1/model").json()["bank"]
-    assert bank["source"] == "bundle" and bank["atoms"] == len(text_case.bundle.bank) and bank["search"] == "flat"
+    assert bank["source"] == "bundle" and bank["atoms"] == len(text_case.bundle.atoms) and bank["search"] == "flat"
 
 
 def test_bank_of_another_bundle_is_refused(tmp_path, text_case, numeric_case):
     bank_dir = index_texts(tmp_path, text_case, text_case.train_inputs[:5])
     with pytest.raises(BankError, match="not the served bundle"):
-        load_served_bank(numeric_case.bundle, bank_dir)
+        open_bank(numeric_case.bundle, bank_dir)
 
 
 def test_reload_swaps_the_bank_and_a_failed_reload_keeps_the_old_one(tmp_path, text_case):

@@ -64,7 +64,7 @@ def test_report_is_missing_from_a_bundle_exported_without_one(numeric_client):
 
 def test_map_holds_the_stored_projection(client_case):
     client, case = client_case
-    bank = case.bundle.bank
+    bank = case.bundle.atoms
     body = client.get("/v1/bank/map").json()
     assert body["total"] == len(bank) == body["sampled"] == len(body["atoms"]["id"])  # tiny bank: all of it
     projection, xy = read_projection(case.path / PROJECTION_FILE, len(bank), case.bundle.manifest.embedding_dim)
@@ -94,7 +94,7 @@ def test_a_query_lands_where_its_bank_atom_is(client_case):
 
 
 def test_map_sample_and_requested_atoms(numeric_client, numeric_case):
-    bank = numeric_case.bundle.bank
+    bank = numeric_case.bundle.atoms
     first = numeric_client.get("/v1/bank/map", params={"limit": 50}).json()
     assert first["sampled"] == 50 and first["total"] == len(bank) and len(set(first["atoms"]["id"])) == 50
     assert numeric_client.get("/v1/bank/map", params={"limit": 50}).json()["atoms"] == first["atoms"]  # seeded
@@ -155,6 +155,6 @@ def test_bundle_without_a_stored_map_gets_one_fitted(text_case, tmp_path):
     assert PROJECTION_FILE not in bundle.manifest.files and (old / MANIFEST_FILE).is_file()
     with TestClient(create_app(text_case.settings(bundle=old), bundle=bundle)) as client:
         body = client.get("/v1/bank/map").json()
-    expected = fit_projection(bundle.bank.embedding)
+    expected = fit_projection(bundle.atoms.embedding)
     np.testing.assert_allclose(body["projection"]["axes"], expected.axes, atol=1e-6)
-    np.testing.assert_allclose(body["atoms"]["x"], expected.apply(bundle.bank.embedding)[:, 0], atol=1e-5)
+    np.testing.assert_allclose(body["atoms"]["x"], expected.apply(bundle.atoms.embedding)[:, 0], atol=1e-5)

@@ -9,16 +9,19 @@ import pytest
 from fastapi.testclient import TestClient
 
 import contract.index
+from contract.bank import Bank
+from contract.bundle import BankArrays
 from contract.index import AtomIndex, IndexSpec
 from service.app import create_app
-from service.neighbors import ServedBank, own_bank_spec, with_index
+from service.banks import own_bank_spec, with_index
 
 
-def served(embedding: np.ndarray, source: str = "bundle") -> ServedBank:
+def served(embedding: np.ndarray, source: str = "bundle") -> Bank:
     index = AtomIndex(embedding, spec=IndexSpec("flat"))
     count = len(embedding)
-    return ServedBank(index, np.arange(count), np.zeros(count, np.int64), ["a"], "v1",
-                      {"atoms": count, "source": source, "search": "flat"})
+    arrays = BankArrays(embedding, np.zeros(count, np.float32), np.zeros(count, np.float32), np.zeros(count, np.int64),
+                        np.arange(count))
+    return Bank(arrays, index, ["a"], "v1", {"atoms": count, "source": source, "search": "flat"})
 
 
 def test_only_a_bundle_bank_past_the_exact_size_gets_an_index():

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from service.errors import InvalidInput, TooLarge
-from service.runtime import DeviceError, Item, Runtime, create_session
+from contract.runner import DeviceError, create_session
+from service.runtime import Item, Runtime
 
 
 @pytest.fixture(scope="module")

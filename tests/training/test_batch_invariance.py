@@ -108,3 +108,28 @@ def test_a_static_copy_whose_export_check_found_movement_is_served_one_input_per
     assert not bundle.batch_invariant("int8") and bundle.batch_invariant("fp32")
     assert Runtime(bundle, device="cpu").per_input
     assert not Runtime(load_bundle(shipped_bundle), device="cpu").per_input
+
+
+def test_a_bank_atom_and_a_served_query_of_the_same_text_are_the_same(shipped_bundle, texts, tmp_path):
+    """`atomize index` runs the copy the service runs on the same device (int8 on a CPU here) and
+    says so in the bank's manifest; an fp32 bank of the same texts is measurably elsewhere."""
+    import csv
+
+    from contract.bank import load_bank
+    from indexing.indexer import index_corpus
+    from indexing.shards import IndexOptions
+
+    corpus = tmp_path / "docs.csv"
+    with open(corpus, "w", newline="") as handle:
+        csv.writer(handle).writerows([["text"], *[[text] for text in texts]])
+    banks = {}
+    for precision in ("auto", "fp32"):
+        out = tmp_path / precision
+        index_corpus(IndexOptions(bundle=shipped_bundle, input=corpus, out=out, device="cpu", precision=precision,
+                                  batch_size=5, progress=False))
+        banks[precision] = load_bank(out)
+    runtime = Runtime(load_bundle(shipped_bundle), device="cpu")
+    served = np.stack([r.embedding for r in runtime.run(runtime.prepare(texts))])
+    assert runtime.precision == "int8" and banks["auto"].precision == "int8" and banks["fp32"].precision == "fp32"
+    np.testing.assert_allclose(banks["auto"].arrays.embedding, served, atol=TOLERANCE, rtol=0)
+    assert np.abs(banks["fp32"].arrays.embedding - served).max() > 10 * TOLERANCE

@@ -81,11 +81,11 @@ def test_bank_rows_are_the_models_embeddings_of_the_training_items(kind, request
     rows = [0, 7, len(train.labels) - 1]
     dtype = np.int64 if kind == "text" else np.float32
     embedding, _, composition = run_onnx(bundle.path, kind, train.inputs[rows].astype(dtype), train.mask[rows].astype(np.int64))
-    assert np.abs(bundle.bank.embedding[rows] - embedding).max() <= 1e-4
-    assert np.abs(bundle.bank.radius[rows] - composition[:, 5]).max() <= 1e-4
-    assert np.abs(bundle.bank.charge[rows] - composition[:, 4]).max() <= 1e-4
-    assert bundle.bank.id.tolist() == list(range(len(train.labels)))
-    assert np.array_equal(bundle.bank.label, train.labels)
+    assert np.abs(bundle.atoms.embedding[rows] - embedding).max() <= 1e-4
+    assert np.abs(bundle.atoms.radius[rows] - composition[:, 5]).max() <= 1e-4
+    assert np.abs(bundle.atoms.charge[rows] - composition[:, 4]).max() <= 1e-4
+    assert bundle.atoms.id.tolist() == list(range(len(train.labels)))
+    assert np.array_equal(bundle.atoms.label, train.labels)
     with np.load(bundle.path / "atoms.npz", allow_pickle=False) as data:
         assert set(data.files) == {"embedding", "radius", "charge", "id", "label"}
 
@@ -95,7 +95,7 @@ def test_bundle_stores_the_explorer_map(kind, request):
     """projection.npz: the bank's top two principal axes and every atom's place on them."""
     bundle = load_bundle(request.getfixturevalue(f"{kind}_bundle"))
     assert PROJECTION_FILE in bundle.manifest.files
-    z = bundle.bank.embedding.astype(np.float64)
+    z = bundle.atoms.embedding.astype(np.float64)
     projection, xy = read_projection(bundle.path / PROJECTION_FILE, len(z), z.shape[1])
     np.testing.assert_allclose(xy, projection.apply(z), atol=1e-5)
     axes = np.asarray(projection.axes)
