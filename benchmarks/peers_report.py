@@ -15,7 +15,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from common import describe, read_records  # noqa: E402
-from peers import SYSTEMS, key  # noqa: E402
+from peers import SYSTEMS, key, test_texts  # noqa: E402
+
+from contract.bundle import load_bundle  # noqa: E402
 
 PEERS = ("infinity", "ray-serve")
 ORDER = [s.name for s in SYSTEMS]
@@ -23,6 +25,21 @@ ORDER = [s.name for s in SYSTEMS]
 
 def fmt(value, digits: int = 0) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def token_lengths(texts: list[str], tokenizer_file: Path, limit: int, first: int = 1024) -> dict:
+    """How many of the first `first` texts pass `limit` tokens (special tokens counted) and the longest."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    tokenizer.no_truncation()
+    lengths = [len(e.ids) for e in tokenizer.encode_batch(texts[:first])]
+    return {"first": len(lengths), "limit": limit, "over": sum(n > limit for n in lengths), "longest": max(lengths)}
+
+
+def lengths_sentence(lengths: dict) -> str:
+    return (f"{lengths['over']} of the first {lengths['first']:,} of these tweets pass {lengths['limit']} tokens, "
+            f"the longest has {lengths['longest']}")
 
 
 def targets(rows: dict[tuple, dict]) -> list[dict]:
@@ -150,14 +167,16 @@ def main(argv: list[str] | None = None) -> int:
     meta = json.loads((RESULTS / "peers.machine.json").read_text())
     m = meta["machine"]
     versions = {r["system"]: r["version"] for r in rows.values() if r.get("version")}
+    bundle = load_bundle(ROOT / next(s.bundle for s in SYSTEMS if s.name == "atomizer"))
+    lengths = token_lengths(test_texts(1024), bundle.tokenizer_path, bundle.manifest.input.max_components)
     lines = [
         "# This service against the servers people pick instead", "",
         f"`{meta['command'].strip()}` then `python benchmarks/peers_report.py`, on {describe(m)}.",
         "Every system serves all-MiniLM-L6-v2 on the CPU, fp32 unless the row says int8, to the same inputs (tweets",
         "test split, fixed random order) from the same load process on the same 2 cores (closed loop, keep-alive).",
         "The atomizer rows run MiniLM plus the atom head (the default bundle; the peers run plain MiniLM, so the",
-        "atomizer computes more: benchmarks/results/graph_cost.md) and cut texts at 64 tokens (the peers at 256 or",
-        "512; 3 of the first 1,024 of these tweets pass 64 tokens, the longest has 89).", "",
+        f"atomizer computes more: benchmarks/results/graph_cost.md) and cut texts at {lengths['limit']} tokens (the "
+        f"peers at 256 or 512; {lengths_sentence(lengths)}).", "",
         *(f"- {name}: {version}" for name, version in versions.items()), "",
         "| system | clients | inputs/request | items/s | p50 ms | p99 ms | failed | mean batch | raw items/s | served/raw |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",

@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,9 @@ from typing import Any
 
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from common import free_port  # noqa: E402  (one definition, shared with the benchmarks and tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRAPE_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
@@ -56,12 +58,6 @@ class DeadlinePassed(CheckFailed):
 
 def say(message: str) -> None:
     print(f"check_prometheus: {message}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def http(method: str, url: str, body: Any = None, timeout_s: float = 10.0) -> tuple[int, bytes]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import pytest
 
 from contract.bundle import Bundle, load_bundle
 from service.config import Settings
+from tests.service.processes import free_port
 
 CHROMIUM = os.environ.get("ATOM_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -39,12 +39,6 @@ def text_loaded(text_bundle) -> Bundle:
 @pytest.fixture(scope="session")
 def numeric_loaded(numeric_bundle) -> Bundle:
     return load_bundle(numeric_bundle)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,12 +11,11 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))
 
+from common import free_port  # noqa: E402  (one definition, shared with the benchmarks)
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+__all__ = ["free_port", "start", "stop", "wait_ready"]
 
 
 def start(bundle: Path, *flags: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
