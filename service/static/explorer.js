@@ -1,7 +1,8 @@
 // Atomizer explorer: plain JavaScript modules, no build step, nothing loaded from outside this service.
 // Flow: GET v1/model (asks for the API key on 401) -> GET v1/bank/map -> the input widget for the
-// model's modality -> POST v1/atomize -> components, composition, neighbours and the map, where the
-// input is placed by the bank's own stored projection (map.js).
+// model's modality -> POST v1/atomize -> the text coloured by role (with its windows when a long text
+// is read whole), components, composition, neighbours and the map, where the input is placed by the
+// bank's own stored projection (map.js).
 import { $, KEY_STORE, ROLE_COLOURS, api, article, el, fmt, labelColour as colourIn, svgEl } from "./common.js";
 import { drawMap as paintMap } from "./map.js";
 import { createPad } from "./pad.js";
@@ -12,6 +13,7 @@ const ROLE_TEXT = {
   neutron: "in the nucleus: no charge, sets the position",
 };
 const NEIGHBORS = 8;
+const SHORT_TEXT = 80; // characters of a neighbour's text shown in the table; the rest on hover
 
 const state = { model: null, map: null, stats: null, input: null, result: null, requested: null, rank: "distance", pad: null };
 const labelColour = (label) => colourIn(state.map ? state.map.label_names : [], label);
@@ -130,6 +132,9 @@ function setupInput() {
   $("pad-form").hidden = !(modality === "numeric" && imageShape());
   $("numbers-form").hidden = !(modality === "numeric" && !imageShape());
   if (modality === "numeric" && imageShape()) setupPad();
+  if (modality === "text") {
+    $("chunk-hint").textContent = `(past ${state.model.input.max_components} tokens: read in overlapping windows pooled into one atom, instead of cut)`;
+  }
 }
 
 $("text-form").addEventListener("submit", (event) => { event.preventDefault(); runText(); });
@@ -142,6 +147,7 @@ $("numbers-form").addEventListener("submit", (event) => {
   const value = rows.every((row) => row.length === 1) ? rows.map((row) => row[0]) : rows;
   atomize(value);
 });
+$("chunk-toggle").addEventListener("change", () => runText());
 for (const radio of document.querySelectorAll("input[name=rank]")) {
   radio.addEventListener("change", () => { state.rank = radio.value; if (state.input !== null) atomize(state.input); });
 }
@@ -154,8 +160,9 @@ function runText() {
 async function atomize(value) {
   $("input-error").textContent = "";
   try {
+    const chunk = typeof value === "string" && $("chunk-toggle").checked; // a long text read whole, in windows
     const body = JSON.stringify({ inputs: [value], neighbors: NEIGHBORS, rank_by: state.rank,
-      include: ["embedding", "composition", "components", "neighbors"] });
+      include: ["embedding", "composition", "components", "neighbors", ...(chunk ? ["chunks"] : [])], ...(chunk ? { chunk } : {}) });
     const response = await api("v1/atomize", { method: "POST", body });
     const result = response.results[0];
     const ids = result.neighbors.map((n) => n.id).join(",");
@@ -189,6 +196,8 @@ function runPad() { // the ink (0..1) in the model's raw pixel range
 function renderResult() {
   for (const id of ["components-panel", "composition-panel", "neighbors-panel"]) $(id).hidden = false;
   renderComponents();
+  renderTextRoles();
+  renderChunks();
   renderComposition();
   renderNeighbors();
   drawMap();
@@ -200,6 +209,10 @@ function probabilityRows(probabilities) {
     el("span", {}, el("span", { class: "bar", style: `--c:${ROLE_COLOURS[role]};width:${(100 * p).toFixed(1)}%;display:block` })),
     el("span", { text: p.toFixed(3) }),
   ]));
+}
+
+function probabilityText(probabilities) {
+  return Object.entries(probabilities).map(([role, p]) => `${role} ${p.toFixed(3)}`).join(", ");
 }
 
 function showDetail(component) {
@@ -287,6 +300,96 @@ function renderComposition() {
   gauge(176, "radius", c.radius, rMin, rMax, fmt(c.radius, 3));
 }
 
+// ---------------------------------------------------------------------------------- the text by role
+
+/** The input text itself, each component's characters tinted with its role's colour (the text
+ * between components stays plain). With several windows (a long text read whole), a numbered
+ * marker where each window begins and a dotted line over the characters two windows share. The
+ * API's offsets count Unicode code points, so the text is cut with Array.from (not as UTF-16). */
+function renderTextRoles() {
+  const box = $("text-roles");
+  const note = $("text-roles-note");
+  const text = state.input;
+  const components = (state.result.components || []).filter((c) => Number.isInteger(c.start) && Number.isInteger(c.end));
+  box.replaceChildren();
+  box.hidden = typeof text !== "string" || !components.length;
+  note.hidden = box.hidden || !state.result.truncated;
+  if (box.hidden) return;
+  const chars = Array.from(text);
+  const chunks = state.result.chunks || [];
+  const windows = chunks.length > 1 ? chunks : [];
+  const cuts = new Set([0, chars.length]);
+  for (const c of components) cuts.add(c.start).add(c.end);
+  for (const w of windows) cuts.add(w.start).add(w.end);
+  const points = [...cuts].filter((x) => x >= 0 && x <= chars.length).sort((a, b) => a - b);
+  const owner = new Int32Array(chars.length).fill(-1); // the component that read each character
+  components.forEach((c, j) => { for (let k = Math.max(0, c.start); k < Math.min(c.end, chars.length); k++) if (owner[k] < 0) owner[k] = j; });
+  const read = Math.max(...components.map((c) => c.end));
+  const marker = (w) => el("span", { class: "chunk-mark", "data-chunk": w.index, "aria-hidden": "true",
+    title: `window ${w.index + 1}: characters ${w.start}–${w.end}, ${w.components} components`, text: String(w.index + 1) });
+  let holder = null, held = -1; // the span of the component being written
+  for (let p = 0; p + 1 < points.length; p++) {
+    const [a, b] = [points[p], points[p + 1]];
+    const j = owner[a];
+    const starting = windows.filter((w) => w.start === a);
+    if (j < 0 || j !== held) {
+      box.append(...starting.map(marker));
+      holder = null; held = -1;
+      if (j >= 0) {
+        const c = components[j];
+        const label = c.token !== undefined ? `“${c.token}”` : `#${c.index}`;
+        holder = el("span", { class: "span-role", "data-role": c.role, "data-component": j, style: `--c:${ROLE_COLOURS[c.role]}`,
+          title: `${label}: ${c.role} (${probabilityText(c.probabilities)})` });
+        holder.addEventListener("mouseenter", () => showDetail(c));
+        box.append(holder);
+        held = j;
+      }
+    } else holder.append(...starting.map(marker));
+    const piece = chars.slice(a, b).join("");
+    const covering = windows.filter((w) => w.start <= a && a < w.end).map((w) => w.index);
+    const classes = [covering.length > 1 ? "shared" : "", j < 0 && a >= read && state.result.truncated ? "unread" : ""].filter(Boolean);
+    const target = holder || box;
+    if (!windows.length && !classes.length) target.append(piece);
+    else target.append(el("span", { class: classes.join(" "), "data-windows": covering.join(" "), text: piece }));
+  }
+  if (state.result.truncated) {
+    note.textContent = `The text is longer than the model's ${state.model.input.max_components} tokens: it was cut, and the greyed end ` +
+      "was not read. Tick “read long texts whole (chunks)” to read all of it.";
+  }
+}
+
+function renderChunks() {
+  const chunks = state.result.chunks || [];
+  $("chunks-box").hidden = !chunks.length;
+  if (!chunks.length) return;
+  const max = state.model.input.max_components;
+  $("chunks-title").textContent = chunks.length === 1 ? "One window" : `Read in ${chunks.length} windows`;
+  $("chunks-caption").textContent = chunks.length === 1 ? `The text fits the model's ${max} tokens: one window, as without chunking.`
+    : `Longer than the model's ${max} tokens, the text was read whole in overlapping windows whose atoms were pooled into ` +
+      "one. In the text above, a numbered bar marks where each window begins and a dotted line the characters two windows " +
+      "share; hover a row to see its window. Energy with next: the pair energy of the window's atom with the next one's " +
+      "(lower = more strongly bound).";
+  const highlight = (index, on) => {
+    for (const piece of $("text-roles").querySelectorAll(`[data-windows~="${index}"]`)) piece.classList.toggle("in-window", on);
+  };
+  $("chunks").tBodies[0].replaceChildren(...chunks.map((w) => {
+    const row = el("tr", { "data-chunk": w.index },
+      el("td", { text: w.index + 1 }), el("td", { text: `${w.start}–${w.end}` }), el("td", { class: "num", text: w.components }),
+      el("td", { class: "num", text: fmt(w.composition.charge, 3) }),
+      el("td", { class: "num", text: fmt(w.energy_with_next, 4) }));
+    row.addEventListener("mouseenter", () => highlight(w.index, true));
+    row.addEventListener("mouseleave", () => highlight(w.index, false));
+    return row;
+  }));
+}
+
+// ---------------------------------------------------------------------------------- neighbours
+
+function shorten(text, limit = SHORT_TEXT) { // by code points, so an emoji is never cut in half
+  const chars = Array.from(text);
+  return chars.length > limit ? `${chars.slice(0, limit - 1).join("").trimEnd()}…` : text;
+}
+
 function storedText(neighbor) { // what a bank built by `atomize index` stored with the atom
   const metadata = neighbor.metadata;
   if (!metadata) return null;
@@ -298,13 +401,17 @@ function storedText(neighbor) { // what a bank built by `atomize index` stored w
 
 function renderNeighbors() {
   const neighbors = state.result.neighbors;
-  const anyStored = neighbors.some((n) => storedText(n) !== null); // bundle banks store no text; user banks may
+  const anyStored = neighbors.some((n) => storedText(n) !== null); // the training texts, or what `atomize index` stored
   $("stored-header").hidden = !anyStored;
   $("neighbors").tBodies[0].replaceChildren(...neighbors.map((n, i) => el("tr", {},
     el("td", { text: i + 1 }), el("td", { text: n.id }),
     el("td", {}, el("span", { class: "swatch", style: `background:${labelColour(n.label)}` }), ` ${n.label ?? "–"}`),
     el("td", { class: "num", text: fmt(n.distance, 4) }), el("td", { class: "num", text: fmt(n.energy, 4) }),
-    ...(anyStored ? [el("td", { class: "stored", text: storedText(n) ?? "–" })] : []))));
+    ...(anyStored ? [storedCell(storedText(n))] : []))));
+}
+
+function storedCell(text) { // the text shortened, all of it on hover
+  return text === null ? el("td", { class: "stored", text: "–" }) : el("td", { class: "stored", text: shorten(text), title: text });
 }
 
 // ---------------------------------------------------------------------------------- map

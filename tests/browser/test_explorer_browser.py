@@ -214,7 +214,8 @@ def test_page_asks_for_the_api_key_and_keeps_it_in_the_session(watch, text_loade
 
 def test_neighbours_show_what_a_bank_stored(watch, text_url):
     """Banks built by `atomize index` store each atom's text and columns as `metadata`; the page
-    shows them. The bundle's own bank stores none, so the real answer is extended here in flight."""
+    shows them. The bundle's own bank stores only the training text, so the real answer is
+    extended here in flight."""
     view = watch(text_url)
     page = view.page
 
@@ -232,3 +233,91 @@ def test_neighbours_show_what_a_bank_stored(watch, text_url):
     assert stored[0] == '<b>stored text 0</b> {"source":"corpus.csv"}'  # as text, never as HTML
     assert page.locator("#neighbors tbody b").count() == 0
     assert view.errors == []
+
+
+TEXT_ROLES_JS = """box => [...box.querySelectorAll('.span-role')].map(span => ({
+    component: Number(span.dataset.component), role: span.dataset.role, title: span.title,
+    colour: getComputedStyle(span).borderBottomColor,
+    text: [...span.childNodes].filter(n => !(n.classList && n.classList.contains('chunk-mark'))).map(n => n.textContent).join('')}))"""
+
+
+def test_long_text_read_whole_in_windows_coloured_by_role(watch, text_url, text_loaded):
+    """A text past the model's limit, read whole: the text itself coloured by role (offsets in
+    code points: an emoji must not shift the colours), each window marked in it and listed, and
+    the neighbours' training texts."""
+    limit = text_loaded.manifest.input.max_components
+    words = TEXT.split()
+    long_text = " ".join(words[i % len(words)] for i in range(3 * limit))
+    long_text = long_text.replace(" ", " 🙂 ", 1)  # two UTF-16 units, one code point
+    body = {"inputs": [long_text], "neighbors": 8, "rank_by": "distance", "chunk": True,
+            "include": ["embedding", "composition", "components", "neighbors", "chunks"]}
+    response = httpx.post(f"{text_url}/v1/atomize", json=body)
+    response.raise_for_status()
+    expected = response.json()["results"][0]
+    chunks, components = expected["chunks"], expected["components"]
+    assert len(chunks) > 2 and all(c["start"] is not None for c in components)
+
+    view = watch(text_url)
+    page = view.page
+    page.goto(f"{text_url}/")
+    page.wait_for_selector("#components .component")
+    assert str(limit) in page.locator("#chunk-hint").inner_text()
+    page.check("#chunk-toggle")  # re-reads the example: short, so one window
+    page.wait_for_selector("#chunks-box:not([hidden])")
+    assert page.locator("#chunks tbody tr").count() == 1 and page.locator("#text-roles .chunk-mark").count() == 0
+    page.fill("#text-input", long_text)
+    with page.expect_request("**/v1/atomize") as sent:
+        page.press("#text-input", "Enter")
+    assert sent.value.post_data_json["chunk"] is True and "chunks" in sent.value.post_data_json["include"]
+    page.wait_for_function("n => document.querySelectorAll('#chunks tbody tr').length === n", arg=len(chunks))
+
+    # the text itself, coloured: every component's characters in its role's colour, as the API says
+    spans = page.eval_on_selector("#text-roles", TEXT_ROLES_JS)
+    assert [s["component"] for s in spans] == list(range(len(components)))
+    for span, component in zip(spans, components):
+        assert span["role"] == component["role"] and span["colour"] == ROLE_COLOURS[component["role"]]
+        assert span["text"] == long_text[component["start"]:component["end"]]  # Python slices code points
+        assert f"“{component['token']}”: {component['role']}" in span["title"]
+        assert f"{component['probabilities']['electron']:.3f}" in span["title"]
+    shown = page.eval_on_selector("#text-roles", "box => [...box.childNodes].filter(n => !(n.classList && "
+                                  "n.classList.contains('chunk-mark'))).map(n => n.textContent).join('')")
+    assert shown == long_text  # all of it, the text between components uncoloured
+    assert page.locator("#text-roles > :not(.span-role):not(.chunk-mark)").evaluate_all(
+        "nodes => nodes.every(n => getComputedStyle(n).backgroundColor === 'rgba(0, 0, 0, 0)')")
+    assert page.locator("#text-roles-note").is_hidden()  # read whole: nothing cut
+
+    # the windows: one marker where each begins, one row each
+    marks = page.locator("#text-roles .chunk-mark")
+    assert marks.count() == len(chunks)
+    assert [int(marks.nth(i).get_attribute("data-chunk")) for i in range(marks.count())] == [c["index"] for c in chunks]
+    rows = page.eval_on_selector_all("#chunks tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))")
+    assert [r[1] for r in rows] == [f"{c['start']}–{c['end']}" for c in chunks]
+    assert [int(r[2]) for r in rows] == [c["components"] for c in chunks]
+    assert [r[4] for r in rows] == [f"{c['energy_with_next']:.4f}" for c in chunks[:-1]] + ["–"]
+    assert page.locator("#text-roles .shared").count() > 0  # neighbouring windows overlap
+    page.locator("#chunks tbody tr").nth(1).hover()  # a row shows its window in the text
+    inside = page.locator("#text-roles .in-window").evaluate_all("nodes => nodes.map(n => n.textContent).join('')")
+    assert inside == long_text[chunks[1]["start"]:chunks[1]["end"]]
+
+    # the neighbours' texts, shortened, in full on hover
+    rows = neighbour_rows(page)
+    assert [int(r[1]) for r in rows] == [n["id"] for n in expected["neighbors"]]
+    texts = [(n.get("metadata") or {}).get("text") for n in expected["neighbors"]]
+    assert all(texts), "the bundle's own bank returned neighbours without metadata.text"
+    cells = page.locator("#neighbors tbody td.stored")
+    for i, text in enumerate(texts):
+        assert cells.nth(i).get_attribute("title") == text
+        shown = cells.nth(i).inner_text()
+        assert shown == text if len(text) <= 80 else (len(shown) <= 80 and shown.endswith("…") and text.startswith(shown[:-1]))
+    page.mouse.move(0, 0)
+    page.wait_for_timeout(300)
+    view.screenshot("explorer-long-text")
+
+    # a long text without the control is cut: the unread end greyed, and said
+    page.uncheck("#chunk-toggle")
+    page.wait_for_selector("#chunks-box", state="hidden")
+    page.wait_for_selector("#text-roles-note:not([hidden])")
+    cut = atomize(text_url, long_text)
+    assert cut["truncated"] and page.locator("#text-roles .span-role").count() == len(cut["components"])
+    assert page.locator("#text-roles .unread").count() == 1
+    assert view.errors == [] and view.outside() == []
