@@ -46,21 +46,23 @@ EnergyFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 # (benchmarks/results/bank.md); below this size it needs no build and is never wrong.
 EXACT_MAX_ELEMENTS = 1 << 22
 # HNSW up to this many atoms, IVF above. Measured on MiniLM-derived banks of 384 dims on the
-# shared 2-core machine (benchmarks/results/bank.md): at 10^5 atoms HNSW gave recall@10 0.983
-# at 0.41 ms a query; at 10^6 its recall at ef_search 128 fell to 0.868 (0.921 at 256) after a
-# 623 s build, while IVF with 4096 lists gave 0.969 at nprobe 48 (1.7 ms) after a 105-357 s
-# build (the machine's load varied between runs).
+# 2-core machine (benchmarks/results/bank.md, `make bench-bank`): at 3 x 10^5 atoms HNSW still
+# reached recall@10 0.95 at ef_search 128 (0.32 ms a query, a 49 s build), its recall falling
+# with size at a fixed beam (0.98 at 10^5); IVF keeps its recall at 10^6 (0.965 at nprobe 40,
+# 1.2 ms, a 71 s build).
 HNSW_MAX_ATOMS = 300_000
 # Candidates re-ranked by energy. 100 keeps the HNSW beam (efSearch >= k) near its default
 # while covering the whole bond well of the banks this project trains.
 ENERGY_CANDIDATES = 100
-# HNSW: 32 links per node, a beam of 128 at search (recall@10 0.983-0.996 up to 10^5 atoms).
+# HNSW: 32 links per node, a beam of 128 at search: the smallest beam whose recall@10 reached
+# 0.95 on the benchmark's tuning queries at 3 x 10^5 atoms, the largest bank HNSW serves
+# (bank.md: 0.952 there, 0.953 on the reported queries; 0.98 at 10^5).
 HNSW_DEFAULTS = {"m": 32, "ef_construction": 80, "ef_search": 128}
 # IVF: ~4 sqrt(M) lists (a power of two), k-means on at most 40 points per list and 10
 # iterations (FAISS's default is 25; not compared, fewer keeps the build in minutes); nprobe
-# 48 from the sweep at 10^6 (bank_ivf_1m.md): recall@10 0.958 / 0.969 / 0.977 at nprobe 40 / 48
-# / 64 for 1.4 / 1.7 / 2.0 ms.
-IVF_NPROBE = 48
+# 40: the smallest whose recall@10 reached 0.95 on the tuning queries at 10^6 atoms (bank.md:
+# 0.959 there; 0.965 at 1.2 ms a query on the 500 other queries the figures are reported on).
+IVF_NPROBE = 40
 IVF_TRAIN_PER_LIST = 40
 IVF_TRAIN_ITERATIONS = 10
 
