@@ -47,6 +47,7 @@ ATOMS_FILE = "atoms.npz"
 METADATA_FILE = "metadata.jsonl"
 INDEX_FILE = "index.faiss"
 BANK_FILES = (ATOMS_FILE, METADATA_FILE, INDEX_FILE)
+ATOMS_METADATA_FILE = "atoms.metadata.jsonl"  # in a bundle: one {"text": ...} per training atom (optional)
 NO_LABEL = -1
 
 
@@ -92,8 +93,24 @@ class BankManifest(_Strict):
     files: dict[str, str]  # file name -> sha256 hex, every file but the manifest
 
 
+def metadata_offsets(lines: list[bytes]) -> np.ndarray:
+    """(M + 1,) byte offsets of M lines written one after another."""
+    offsets = np.zeros(len(lines) + 1, np.int64)
+    np.cumsum([len(line) for line in lines], out=offsets[1:])
+    return offsets
+
+
 class MetadataReader:
     """Reads the stored metadata of single atoms from metadata.jsonl, without loading it all."""
+
+    @classmethod
+    def of_lines(cls, path: Path, count: int) -> "MetadataReader":
+        """A file of exactly `count` JSON lines (a bundle's atoms.metadata.jsonl): offsets by scanning it."""
+        data = np.fromfile(path, dtype=np.uint8)
+        ends = np.flatnonzero(data == ord("\n")) + 1
+        if len(ends) != count or (len(data) and ends[-1] != len(data)):
+            raise BankError(path, f"has {len(ends)} lines for {count} atoms")
+        return cls(path, np.concatenate([[0], ends]).astype(np.int64))
 
     def __init__(self, path: Path, offsets: np.ndarray):
         self.offsets = offsets  # (M + 1,) int64
@@ -174,8 +191,7 @@ def write_bank(
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_FILE).unlink(missing_ok=True)
     lines = metadata_lines or [b"{}\n"] * len(arrays)
-    offsets = np.zeros(len(lines) + 1, np.int64)
-    np.cumsum([len(line) for line in lines], out=offsets[1:])
+    offsets = metadata_offsets(lines)
     with open(out / f"tmp.{METADATA_FILE}", "wb") as handle:
         handle.writelines(lines)
     projection = fit_projection(arrays.embedding)
@@ -292,6 +308,9 @@ def open_bank(bundle: Bundle, path: Path | str | None = None) -> Bank:
     own = bundle.atoms
     index = AtomIndex(own.embedding, own.radius, own.charge, spec=IndexSpec("flat"), energy=energy)
     version = bundle.manifest.files[ATOMS_FILE][:12]
+    texts = bundle.path / ATOMS_METADATA_FILE  # the training texts, when the export kept them
+    metadata = MetadataReader.of_lines(texts, len(own)) if ATOMS_METADATA_FILE in bundle.manifest.files else None
     info = {"atoms": len(index), "source": "bundle", "search": "flat", "index": index.spec.to_dict(), "version": version,
-            "precision": "fp32"}  # written by the training model at export
-    return Bank(own, index, list(bundle.manifest.label_names), version, info)
+            "precision": "fp32",  # written by the training model at export
+            "metadata_fields": ["text"] if metadata is not None else []}
+    return Bank(own, index, list(bundle.manifest.label_names), version, info, metadata=metadata)

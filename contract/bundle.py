@@ -79,6 +79,11 @@ class InputSpec(_Strict):
     # ids the tokenizer adds around each text ([CLS], [SEP] of a pretrained backbone): the model
     # attends to them, but they are no components (no role, outside the composition)
     special_token_ids: list[int] = Field(default_factory=list)
+    # a text past max_components may be read whole in windows of max_components ids that share
+    # chunk_overlap tokens (contract/inputs.py); their atoms are pooled by chunk_pooling
+    # (contract/chunks.py). Bundles from before chunking: no overlap, plain mean.
+    chunk_overlap: int = Field(0, ge=0)
+    chunk_pooling: Literal["mean", "mass"] = "mean"
 
 
 class PotentialSpec(_Strict):

@@ -10,6 +10,12 @@ than the model takes: the tokens before that space are the same as in the whole 
 pre-tokenizer splits words at spaces, and every later word only adds tokens), so the result is
 exactly the whole text's, truncated.
 
+A text past the limit may instead be cut into overlapping windows of tokens (`TextInputs.chunk`,
+the tokenizer's own overflow with a stride): each window is one input for the model, with its
+character span, and owns the components up to the middle of its overlaps with its neighbours, so
+the windows' components, concatenated, are the text's tokens once each (`contract/chunks.py`
+pools the windows' atoms into the text's). Every text component carries its character offsets.
+
 Numeric inputs become (n, f) float32 components (patches for images) and are checked for
 NaN/Inf. A problem raises `InputProblem` naming the input; the service answers it 413 when
 `too_large`, else 422, and the indexer refuses or skips the row.
@@ -18,6 +24,7 @@ NaN/Inf. A problem raises `InputProblem` naming the input; the service answers i
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,7 +35,18 @@ from .bundle import InputSpec
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-Prepared = tuple[np.ndarray, bool]  # components (n,) int64 or (n, f) float32, and "was cut"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One input (or one window of a chunked text) ready for the model."""
+
+    components: np.ndarray  # (n,) int64 token ids, or (n, f) float32
+    truncated: bool = False  # a text cut to the model's length
+    offsets: np.ndarray | None = None  # text: (n, 2) character [start, end) of each id; (0, 0) for [CLS]/[SEP]
+    span: tuple[int, int] | None = None  # a window: the characters it covers in its text
+    owned: tuple[int, int] | None = None  # a window: the positions whose components it reports (overlaps halved)
+
 _SPACES = (" ", "\n", "\t", "\r")
 
 
@@ -71,34 +89,97 @@ class TextInputs:
                 raise InputProblem(f"{field}[{i}] is not a string; model {self.model_name} takes text")
         encoded = self.encode(list(texts))
         out: list[Prepared] = []
-        for i, (text, (ids, truncated)) in enumerate(zip(texts, encoded)):
+        for i, (text, (ids, offsets, truncated)) in enumerate(zip(texts, encoded)):
             if truncated and not truncate:
                 raise InputProblem(
                     f"{field}[{i}] is {len(text)} characters long and has more than {self.max_components} tokens, "
-                    f"the most model {self.model_name} takes here; send \"truncate\": true to cut it", too_large=True)
-            if all(token in self.special_ids for token in ids):  # no component at all
-                if not text or self.unk_id is None:
-                    raise InputProblem(f"{field}[{i}] is empty")
-                # control characters only (the request schema refuses white space alone): the
-                # unknown token, inside the special tokens
-                ids = [*ids[: len(ids) // 2], self.unk_id, *ids[len(ids) // 2 :]]
-            out.append((np.asarray(ids, dtype=np.int64), truncated))
+                    f"the most model {self.model_name} takes here; send \"truncate\": true to cut it, or "
+                    "\"chunk\": true to read it whole in windows", too_large=True)
+            out.append(self.checked(text, ids, offsets, truncated, f"{field}[{i}]"))
         return out
 
-    def encode(self, texts: list[str]) -> list[tuple[list[int], bool]]:
-        """Token ids and "was cut" per text, tokenizing as little of a long text as gives the same ids."""
+    def checked(self, text: str, ids: list[int], offsets: list[tuple[int, int]], truncated: bool,
+                where: str) -> Prepared:
+        if all(token in self.special_ids for token in ids):  # no component at all
+            if not text or self.unk_id is None:
+                raise InputProblem(f"{where} is empty")
+            # control characters only (the request schema refuses white space alone): the
+            # unknown token, inside the special tokens, covering the whole text
+            half = len(ids) // 2
+            ids = [*ids[:half], self.unk_id, *ids[half:]]
+            offsets = [*offsets[:half], (0, len(text)), *offsets[half:]]
+        return Prepared(np.asarray(ids, dtype=np.int64), truncated, np.asarray(offsets, dtype=np.int64).reshape(-1, 2))
+
+    def chunk(self, texts: Sequence[Any], field: str, overlap: int, max_chunks: int) -> list[list[Prepared]]:
+        """Each text as windows of at most max_components ids ([CLS]/[SEP] in every window),
+        neighbouring windows sharing `overlap` tokens; a text that fits is one window. More than
+        `max_chunks` windows is refused (413)."""
+        for i, value in enumerate(texts):
+            if not isinstance(value, str):
+                raise InputProblem(f"{field}[{i}] is not a string; model {self.model_name} takes text")
+        specials = len(preprocess.encode(self.tokenizer, [""])[0][0])
+        content = self.max_components - specials  # tokens of the text per window
+        if not 0 <= overlap < content:
+            raise InputProblem(f"a chunk overlap of {overlap} tokens needs windows of more than {overlap} text tokens; "
+                               f"model {self.model_name} reads {content} per window")
+        step = content - overlap
+        # Enough characters for max_chunks windows and one more token (16 characters a token, as in
+        # `encode`); a text with more than max_chunks windows in that prefix is refused unread.
+        chars = 16 * (content + step * max_chunks + 1)
+        windowed = self.windowed(overlap)
+        out: list[list[Prepared]] = []
+        for i, text in enumerate(texts):
+            encodings = self.windows(windowed, cut_at_space(text, chars))
+            if len(encodings) <= max_chunks and len(text) > chars:  # the prefix was too short to tell
+                encodings = self.windows(windowed, text)
+            if len(encodings) > max_chunks:
+                raise InputProblem(f"{field}[{i}] is {len(text)} characters long: more than {max_chunks} windows of "
+                                   f"{self.max_components} tokens, the limit max_chunks_per_input={max_chunks}",
+                                   too_large=True)
+            windows = []
+            for j, (ids, offsets) in enumerate(encodings):
+                item = self.checked(text, ids, offsets, False, f"{field}[{i}]")
+                real = np.flatnonzero(~np.isin(item.components, list(self.special_ids)))
+                first, last = (int(real[0]), int(real[-1]) + 1) if len(real) else (0, len(item.components))
+                # an overlap's first half belongs to the earlier window, its second half to the later
+                start = first + (overlap - overlap // 2 if j > 0 else 0)
+                end = last - (overlap // 2 if j < len(encodings) - 1 else 0)
+                spans = item.offsets[first:last]
+                span = (int(spans[:, 0].min()), int(spans[:, 1].max())) if len(spans) else (0, len(text))
+                windows.append(Prepared(item.components, False, item.offsets, span, (start, max(start, end))))
+            out.append(windows)
+        return out
+
+    def windowed(self, overlap: int) -> "Tokenizer":
+        """A copy of the tokenizer whose truncation keeps the overflow as windows sharing `overlap` tokens."""
+        from tokenizers import Tokenizer
+
+        copy = Tokenizer.from_str(self.tokenizer.to_str())
+        truncation = dict(self.tokenizer.truncation or {})
+        truncation.update(max_length=self.max_components, stride=overlap)
+        copy.enable_truncation(**truncation)
+        return copy
+
+    @staticmethod
+    def windows(tokenizer: "Tokenizer", text: str) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        encoding = tokenizer.encode(text, add_special_tokens=True)
+        return [preprocess.without_padding(e) for e in (encoding, *encoding.overflowing)]
+
+    def encode(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]], bool]]:
+        """Token ids, their character offsets and "was cut" per text, tokenizing as little of a long
+        text as gives the same ids."""
         chars = self.probe_chars
         cuts = [cut_at_space(text, chars) for text in texts]
         results = preprocess.encode(self.tokenizer, cuts)
         # A cut text that did not reach the limit may miss tokens: try a 4x longer prefix.
-        pending = [i for i, (text, cut) in enumerate(zip(texts, cuts)) if cut is not text and not results[i][1]]
+        pending = [i for i, (text, cut) in enumerate(zip(texts, cuts)) if cut is not text and not results[i][2]]
         while pending:
             chars *= 4
             retry = [cut_at_space(texts[i], chars) for i in pending]
             for i, cut, result in zip(pending, retry, preprocess.encode(self.tokenizer, retry)):
                 results[i] = result
                 cuts[i] = cut
-            pending = [i for i in pending if cuts[i] is not texts[i] and not results[i][1]]
+            pending = [i for i in pending if cuts[i] is not texts[i] and not results[i][2]]
         return results
 
 
@@ -120,7 +201,7 @@ class NumericInputs:
             if array.shape[0] > self.spec.max_components:
                 raise InputProblem(f"{field}[{i}] has {array.shape[0]} components; model {self.model_name} "
                                    f"takes at most {self.spec.max_components}")
-            out.append((array, False))
+            out.append(Prepared(array))
         return out
 
     def components(self, value: Any, where: str) -> np.ndarray:

@@ -21,7 +21,7 @@ import numpy as np
 if TYPE_CHECKING:  # imported lazily so that numeric-only callers need no tokenizers install
     from tokenizers import Tokenizer
 
-__all__ = ["PAD_ID", "patchify", "unpatchify", "load_tokenizer", "tokenize", "encode"]
+__all__ = ["PAD_ID", "patchify", "unpatchify", "load_tokenizer", "tokenize", "encode", "without_padding"]
 
 # Token id 0 is padding in every tokenizer of this project ("[PAD]").
 PAD_ID = 0
@@ -102,11 +102,21 @@ def tokenize(tokenizer: "Tokenizer", texts: Sequence[str]) -> list[list[int]]:
     in a vocabulary-based tokenizer) is removed: padding never appears inside a sequence, and
     masks can be derived from lengths alone.
     """
-    return [ids for ids, _ in encode(tokenizer, texts)]
+    return [ids for ids, _, _ in encode(tokenizer, texts)]
 
 
-def encode(tokenizer: "Tokenizer", texts: Sequence[str]) -> list[tuple[list[int], bool]]:
-    """``tokenize``, and for each text whether the tokenizer's truncation cut it."""
+def without_padding(encoding) -> tuple[list[int], list[tuple[int, int]]]:
+    """An encoding's ids and character offsets, with any id 0 (a literal "[PAD]" in the text) left out."""
+    ids, offsets = encoding.ids, encoding.offsets
+    if PAD_ID in ids:
+        kept = [j for j, i in enumerate(ids) if i != PAD_ID]
+        return [ids[j] for j in kept], [offsets[j] for j in kept]
+    return ids, offsets
+
+
+def encode(tokenizer: "Tokenizer", texts: Sequence[str]) -> list[tuple[list[int], list[tuple[int, int]], bool]]:
+    """``tokenize``, with each id's character offsets [start, end) in the text ((0, 0) for an added
+    special token), and for each text whether the tokenizer's truncation cut it."""
     if isinstance(texts, str):
         # A bare string would otherwise be tokenized character by character.
         raise TypeError("tokenize expects a list of strings, got a single str")
@@ -117,7 +127,4 @@ def encode(tokenizer: "Tokenizer", texts: Sequence[str]) -> list[tuple[list[int]
     if not texts:
         return []
     encodings = tokenizer.encode_batch(texts, add_special_tokens=True)
-    return [
-        ([i for i in enc.ids if i != PAD_ID] if PAD_ID in enc.ids else enc.ids, bool(enc.overflowing))
-        for enc in encodings
-    ]
+    return [(*without_padding(enc), bool(enc.overflowing)) for enc in encodings]

@@ -104,11 +104,21 @@ class ModelRunner:
 
     def prepare_components(self, values: Sequence[Any], *, field: str = "inputs",
                            truncate: bool = True) -> list[Prepared]:
-        """(components, was cut) per raw input; raises contract.inputs.InputProblem for the first
-        input the model cannot take. CPU work (tokenizing up to megabytes)."""
+        """One `Prepared` per raw input; raises contract.inputs.InputProblem for the first input
+        the model cannot take. CPU work (tokenizing up to megabytes)."""
         if isinstance(self.inputs, TextInputs):
             return self.inputs.prepare(values, field, truncate)
         return self.inputs.prepare(values, field)
+
+    def prepare_chunks(self, values: Sequence[Any], *, field: str = "inputs", overlap: int | None = None,
+                       max_chunks: int = 16) -> list[list[Prepared]]:
+        """Each raw input as its windows (one for a text that fits, and for any numeric input):
+        texts past the model's length are read whole in windows sharing `overlap` tokens (the
+        bundle's chunk_overlap by default) instead of being cut."""
+        if isinstance(self.inputs, TextInputs):
+            overlap = self.spec.chunk_overlap if overlap is None else overlap
+            return self.inputs.chunk(values, field, overlap, max_chunks)
+        return [[item] for item in self.inputs.prepare(values, field)]
 
     def pad(self, components: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """Pad a batch to its longest input: values (B, n[, f]) and attention_mask (B, n) int64."""

@@ -45,6 +45,8 @@ def serve(
     max_inputs_per_request: Annotated[Optional[int], _flag("max_inputs_per_request")] = None,
     max_components_per_input: Annotated[Optional[int], _flag("max_components_per_input")] = None,
     max_neighbors: Annotated[Optional[int], _flag("max_neighbors")] = None,
+    max_chunks_per_input: Annotated[Optional[int], _flag("max_chunks_per_input")] = None,
+    chunk_overlap: Annotated[Optional[int], _flag("chunk_overlap")] = None,
     max_request_bytes: Annotated[Optional[int], _flag("max_request_bytes")] = None,
     request_timeout_ms: Annotated[Optional[float], _flag("request_timeout_ms")] = None,
     max_connections: Annotated[Optional[int], _flag("max_connections")] = None,

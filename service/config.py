@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     max_inputs_per_request: int = Field(256, ge=1, description="inputs in one request")
     max_components_per_input: int = Field(1024, ge=1, description="components (tokens, patches) in one input")
     max_neighbors: int = Field(100, ge=0, description="largest `neighbors` a request may ask for")
+    # A chunked text costs one item per window: the limit keeps one input from filling the queue.
+    max_chunks_per_input: int = Field(16, ge=1, le=1024, description="windows of one text read with \"chunk\": true")
+    chunk_overlap: int | None = Field(
+        None, ge=0, description="tokens shared by neighbouring windows of a chunked text (default: the bundle's)"
+    )
     max_request_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest request body in bytes")
     request_timeout_ms: float = Field(30_000.0, gt=0.0, description="deadline of one request, queueing included")
 

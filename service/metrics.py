@@ -50,6 +50,8 @@ class Metrics:
             "atom_neighbor_search_seconds", "nearest-atom search time per batch", buckets=SECONDS_BUCKETS, registry=r
         )
         self.items_atomized = Counter("atom_items_atomized_total", "items run through the model", registry=r)
+        self.chunks = Counter("atom_chunks_total", "windows of long texts read whole (\"chunk\": true), each "
+                              "also counted as an item", registry=r)
         self.model_info = Gauge(
             "atom_model_info", "the served model (value 1), with its bundle digest",
             ["name", "version", "provider", "digest"], registry=r,

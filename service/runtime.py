@@ -18,16 +18,17 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from contract import chunks
 from contract.bank import Bank, open_bank
 from contract.bundle import Bundle
 from contract.index import EMPTY, Neighbors, RankBy
-from contract.inputs import InputProblem
+from contract.inputs import InputProblem, Prepared
 from contract.runner import CPU, DeviceError, ModelRunner
 
 from .errors import InvalidInput, TooLarge
 from .metrics import Metrics
 
-__all__ = ["CPU", "DeviceError", "Item", "ItemResult", "Runtime"]
+__all__ = ["CPU", "DeviceError", "InputResult", "Item", "ItemResult", "Runtime"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,14 @@ class Item:
     neighbors: int = 0  # how many bank atoms to return
     rank_by: RankBy = "distance"
     truncated: bool = False  # text cut to the model's maximum length
+    offsets: np.ndarray | None = None  # text: (n, 2) character [start, end) per component position
+    span: tuple[int, int] | None = None  # a window of a chunked text: its characters
+    owned: tuple[int, int] | None = None  # a window: the positions it reports (overlaps halved)
+
+    @classmethod
+    def of(cls, prepared: Prepared, neighbors: int = 0, rank_by: RankBy = "distance") -> "Item":
+        return cls(prepared.components, neighbors, rank_by, prepared.truncated, prepared.offsets, prepared.span,
+                   prepared.owned)
 
     @property
     def length(self) -> int:
@@ -53,6 +62,22 @@ class ItemResult:
     composition: np.ndarray  # (6,) float32, columns = manifest.composition_fields
     neighbors: Neighbors
     bank: Bank  # the bank the neighbors' rows index: the one the batch started with
+
+
+@dataclass(frozen=True)
+class InputResult:
+    """One input's answer: its own item's result, or its windows' results pooled into one atom."""
+
+    embedding: np.ndarray  # (k,)
+    composition: np.ndarray  # (6,)
+    components: np.ndarray  # (m,) token ids or (m, f) values: the input's components, each once
+    roles: np.ndarray  # (m, 3)
+    offsets: np.ndarray | None  # (m, 2) characters of each component (text)
+    truncated: bool
+    windows: list[tuple[Item, ItemResult]]  # one entry unless the input was chunked
+    bonds: np.ndarray  # (windows - 1,) pair energy of each window with the next
+    neighbors: Neighbors = EMPTY
+    bank: Bank | None = None
 
 
 class Runtime(ModelRunner):
@@ -85,7 +110,55 @@ class Runtime(ModelRunner):
             prepared = self.prepare_components(inputs, field=field, truncate=truncate)
         except InputProblem as problem:
             raise (TooLarge if problem.too_large else InvalidInput)(problem.message) from None
-        return [Item(components, neighbors, rank_by, truncated) for components, truncated in prepared]
+        return [Item.of(item, neighbors, rank_by) for item in prepared]
+
+    def prepare_windows(self, inputs: Sequence[Any], *, field: str = "inputs", overlap: int | None = None,
+                        max_chunks: int = 16) -> list[list[Item]]:
+        """Each input as the items of its windows (contract.inputs: a text past the model's length
+        is read whole in overlapping windows). The windows ask for no neighbours: `pool` searches
+        with the pooled atom."""
+        try:
+            windows = self.prepare_chunks(inputs, field=field, overlap=overlap, max_chunks=max_chunks)
+        except InputProblem as problem:
+            raise (TooLarge if problem.too_large else InvalidInput)(problem.message) from None
+        if self.metrics is not None:
+            self.metrics.chunks.inc(sum(len(group) for group in windows if len(group) > 1))
+        return [[Item.of(window) for window in group] for group in windows]
+
+    def one(self, item: Item, result: ItemResult) -> InputResult:
+        """The answer of an input that is one item."""
+        real = self.component_positions(item)
+        return InputResult(result.embedding, result.composition, item.components[real], result.roles[real],
+                           None if item.offsets is None else item.offsets[real], item.truncated,
+                           [(item, result)], np.zeros(0, np.float32), result.neighbors, result.bank)
+
+    def pool(self, windows: Sequence[tuple[Item, ItemResult]]) -> InputResult:
+        """A chunked input's answer: its windows' atoms pooled (contract/chunks.py), its
+        components concatenated with each overlap counted once; no neighbours yet (`search`)."""
+        if len(windows) == 1:
+            return self.one(*windows[0])
+        fields = self.manifest.composition_fields
+        embedding = np.stack([r.embedding for _, r in windows])
+        composition = np.stack([r.composition for _, r in windows])
+        pooled, summed = chunks.pool(embedding, composition, fields, self.spec.chunk_pooling)
+        parts = []
+        for item, result in windows:
+            start, end = item.owned
+            kept = [p for p in self.component_positions(item) if start <= p < end]
+            parts.append((item.components[kept], result.roles[kept], item.offsets[kept]))
+        return InputResult(pooled, summed, *(np.concatenate(column) for column in zip(*parts)), False,
+                           list(windows), chunks.bonds(embedding, composition, fields, self.manifest.potential))
+
+    def search(self, results: list[InputResult], counts: Sequence[int], rank_by: RankBy) -> list[InputResult]:
+        """The inputs with their nearest bank atoms (one vectorised search)."""
+        if not any(counts):
+            return results
+        bank = self.bank
+        embedding = np.stack([r.embedding for r in results])
+        composition = np.stack([r.composition for r in results])
+        found = bank.search(embedding, composition[:, self._radius_col], composition[:, self._charge_col],
+                            list(counts), [rank_by] * len(results))
+        return [InputResult(**{**r.__dict__, "neighbors": n, "bank": bank}) for r, n in zip(results, found)]
 
     def component_positions(self, item: Item) -> list[int]:
         """Positions of the item's real components: all but the tokenizer's special tokens."""
@@ -93,11 +166,11 @@ class Runtime(ModelRunner):
             return list(range(item.length))
         return np.flatnonzero(~np.isin(item.components, self.special_ids)).tolist()
 
-    def token_strings(self, item: Item) -> list[str] | None:
+    def token_strings(self, components: np.ndarray) -> list[str] | None:
         """What each component is, for display: token text (text) or None (numeric, use the index)."""
         if self.tokenizer is None:
             return None
-        return [self.tokenizer.id_to_token(int(i)) or "" for i in item.components]
+        return [self.tokenizer.id_to_token(int(i)) or "" for i in components]
 
     # ---- inference -----------------------------------------------------------------------
 

@@ -17,7 +17,8 @@ from pydantic_core import PydanticCustomError
 
 from contract.bundle import Manifest
 
-IncludePart = Literal["embedding", "composition", "components", "neighbors"]
+IncludePart = Literal["embedding", "composition", "components", "neighbors", "chunks"]
+# the parts returned unless `include` names others ("chunks" is asked for by name)
 ALL_PARTS: tuple[IncludePart, ...] = ("embedding", "composition", "components", "neighbors")
 # The largest magnitude of a numeric component: near float32's maximum (3.4e38) the model's own
 # arithmetic overflows (the digits model stayed finite up to 1e30 and not at 3e38); 1e18 leaves
@@ -28,6 +29,13 @@ VISIBLE = r"\S"  # a text needs one character that is not white space (JSON Sche
 TRUNCATE_DESCRIPTION = (
     "text longer than the model's maximum length is cut to it and its result marked `truncated`; "
     "with false such a text is refused with 413"
+)
+
+
+CHUNK_DESCRIPTION = (
+    "read a text longer than the model's maximum length whole, in overlapping windows of tokens (each one "
+    "item for the model), and pool the windows' atoms into the text's: embedding averaged, composition summed, "
+    "components once each; `truncate` then does not apply. A text that fits is one window, as without chunking"
 )
 
 
@@ -106,8 +114,11 @@ def request_models(manifest: Manifest, *, max_inputs: int, max_components: int, 
         neighbors=(integer(ge=0, le=max_neighbors), Field(5, description="nearest bank atoms per input (0 = none)")),
         rank_by=(Literal["distance", "energy"], Field(
             "distance", description="order neighbors by distance, or by pair energy (most strongly bound first)")),
-        include=(list[IncludePart], Field(default_factory=lambda: list(ALL_PARTS), description="parts to return")),
+        include=(list[IncludePart], Field(default_factory=lambda: list(ALL_PARTS), description=(
+            "parts to return; \"chunks\" (only when named) adds each window of a chunked text with its "
+            "character span and its pair energy with the next window"))),
         truncate=(bool, Field(True, description=TRUNCATE_DESCRIPTION)),
+        chunk=(bool, Field(False, description=CHUNK_DESCRIPTION)),
     )
     text = Annotated[str, Field(min_length=1, max_length=max_text_chars, pattern=VISIBLE)]
     embeddings = create_model(
@@ -122,6 +133,7 @@ def request_models(manifest: Manifest, *, max_inputs: int, max_components: int, 
                     Field(None, description="the model's embedding size, the only one there is")),
         user=(str | None, None),
         truncate=(bool, Field(True, description=TRUNCATE_DESCRIPTION)),
+        chunk=(bool, Field(False, description=CHUNK_DESCRIPTION)),
     )
     return RequestModels(atomize, embeddings, words)
 
@@ -143,6 +155,8 @@ class Component(BaseModel):
     token: str | None = Field(None, description="token text (text models); absent for numeric components")
     role: str = Field(description="the most probable role")
     probabilities: dict[str, float] = Field(description="electron, proton and neutron probabilities (sum 1)")
+    start: int | None = Field(None, description="text: the component's first character in the input (Unicode code points)")
+    end: int | None = Field(None, description="text: one past its last character; text[start:end] is what it read")
 
 
 class Neighbor(BaseModel):
@@ -153,6 +167,18 @@ class Neighbor(BaseModel):
     metadata: dict | None = Field(None, description="what `atomize index` stored with the atom, e.g. its text")
 
 
+class Chunk(BaseModel):
+    index: int
+    start: int = Field(description="the window's first character in the input")
+    end: int = Field(description="one past its last character")
+    components: int = Field(description="components the window read ([CLS]/[SEP] not counted)")
+    embedding: list[float] | None = Field(None, description="the window's own nucleus, when `embedding` is included")
+    composition: Composition
+    energy_with_next: float | None = Field(
+        description="pair energy of this window's atom with the next window's (lower = more strongly bound); "
+        "null for the last window")
+
+
 class AtomizeResult(BaseModel):
     index: int
     truncated: bool = Field(description="the input was longer than the model's maximum and was cut to it")
@@ -160,6 +186,8 @@ class AtomizeResult(BaseModel):
     composition: Composition | None = None
     components: list[Component] | None = None
     neighbors: list[Neighbor] | None = None
+    chunks: list[Chunk] | None = Field(
+        None, description="with \"chunk\": true and \"chunks\" included: the windows the input was read in")
 
 
 class AtomizeResponse(BaseModel):

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic_core import to_json
 
 from ..errors import InvalidInput
-from ..runtime import Item, ItemResult, Runtime
+from ..runtime import InputResult, Item, ItemResult, Runtime
 from ..schemas import AtomizeResponse
 from .body import parse, request_body
 from .deps import Ready, Serving
@@ -18,30 +18,53 @@ from .handlers import SERVING_ERRORS
 router = APIRouter(prefix="/v1", tags=["atomize"])
 
 
-def prepare(serving: Ready, raw: bytes) -> tuple[Any, list[Item]]:
-    """Parse, validate and tokenize one request (in a worker thread)."""
+def prepare(serving: Ready, raw: bytes) -> tuple[Any, list[list[Item]]]:
+    """Parse, validate and tokenize one request (in a worker thread): each input's items, one
+    unless the input is a chunked text."""
     settings, runtime, models = serving.settings, serving.runtime, serving.models
     body: Any = parse(models.atomize, raw, max_inputs=settings.max_inputs_per_request,
                       max_neighbors=settings.max_neighbors, model_name=runtime.manifest.name,
                       input_words=models.input_words)
     wanted = body.neighbors if "neighbors" in body.include else 0
+    if body.chunk:  # the windows ask for no neighbours: the pooled atom is searched (`answers`)
+        return body, runtime.prepare_windows(body.inputs, overlap=settings.chunk_overlap,
+                                             max_chunks=settings.max_chunks_per_input)
     items = runtime.prepare(body.inputs, neighbors=wanted, rank_by=body.rank_by, truncate=body.truncate)
-    return body, items
+    return body, [[item] for item in items]
+
+
+async def answers(serving: Ready, groups: list[list[Item]], field: str, chunked: bool, neighbors: int = 0,
+                  rank_by: Any = "distance") -> list[InputResult]:
+    """Each input's answer: its items through the batcher with every other request's, then, for
+    chunked inputs, the windows pooled and the pooled atoms searched (off the event loop)."""
+    runtime = serving.runtime
+    items = [item for group in groups for item in group]
+    results = await serving.batcher.submit(items, serving.deadline)
+    refuse_non_finite(results, field, runtime.manifest.name)
+    if not chunked:
+        return [runtime.one(item, result) for item, result in zip(items, results)]
+    it = iter(zip(items, results))
+    windows = [[next(it) for _ in group] for group in groups]
+
+    def pooled() -> list[InputResult]:
+        return runtime.search([runtime.pool(w) for w in windows], [neighbors] * len(windows), rank_by)
+
+    return await serving.off_loop(pooled)
 
 
 @router.post("/atomize", response_model=AtomizeResponse, responses=SERVING_ERRORS,
              openapi_extra=request_body("AtomizeRequest"))
 async def atomize(request: Request, serving: Serving) -> Response:
     serving.refuse_if_queue_full()
-    body, items = await serving.off_loop(prepare, serving, await request.body())
-    results = await serving.batcher.submit(items, serving.deadline)
-    refuse_non_finite(results, "inputs", serving.runtime.manifest.name)
+    body, groups = await serving.off_loop(prepare, serving, await request.body())
+    wanted = body.neighbors if "neighbors" in body.include else 0
+    results = await answers(serving, groups, "inputs", body.chunk, wanted, body.rank_by)
     include = set(body.include)
     content = {
         "model": serving.runtime.manifest.name,
-        "results": [render(i, item, result, include, serving.runtime) for i, (item, result) in enumerate(zip(items, results))],
+        "results": [render(i, result, include, serving.runtime) for i, result in enumerate(results)],
         # real components only: a backbone's [CLS] / [SEP] are attended to but are no components
-        "usage": {"components": sum(len(serving.runtime.component_positions(item)) for item in items)},
+        "usage": {"components": sum(len(result.components) for result in results)},
     }
     # Built as plain lists and serialised by pydantic-core: re-validating large float arrays
     # through the response model would cost more than the inference. Tests validate the shape.
@@ -56,23 +79,26 @@ def refuse_non_finite(results: list[ItemResult], field: str, model_name: str) ->
                                f"for model {model_name}")
 
 
-def render(index: int, item: Item, result: ItemResult, include: set[str], runtime: Runtime) -> dict:
+def render(index: int, result: InputResult, include: set[str], runtime: Runtime) -> dict:
     manifest = runtime.manifest
-    out: dict = {"index": index, "truncated": item.truncated}
+    fields = manifest.composition_fields
+    out: dict = {"index": index, "truncated": result.truncated}
     if "embedding" in include:
         out["embedding"] = result.embedding.tolist()
     if "composition" in include:
-        out["composition"] = dict(zip(manifest.composition_fields, result.composition.tolist()))
+        out["composition"] = dict(zip(fields, result.composition.tolist()))
     if "components" in include:
-        tokens = runtime.token_strings(item)
-        real = runtime.component_positions(item)  # [CLS]/[SEP] of a backbone are no components
-        roles = result.roles[real].tolist()
-        best = result.roles[real].argmax(axis=1).tolist()
+        tokens = runtime.token_strings(result.components)
+        roles = result.roles.tolist()
+        best = result.roles.argmax(axis=1).tolist()
+        spans = [None] * len(roles) if result.offsets is None else result.offsets.tolist()
         components = []
-        for j, (position, probabilities, role) in enumerate(zip(real, roles, best)):
-            component: dict = {"index": j} if tokens is None else {"index": j, "token": tokens[position]}
+        for j, (probabilities, role, span) in enumerate(zip(roles, best, spans)):
+            component: dict = {"index": j} if tokens is None else {"index": j, "token": tokens[j]}
             component["role"] = manifest.role_names[role]
             component["probabilities"] = dict(zip(manifest.role_names, probabilities))
+            if span is not None:
+                component["start"], component["end"] = span
             components.append(component)
         out["components"] = components
     if "neighbors" in include:
@@ -81,4 +107,15 @@ def render(index: int, item: Item, result: ItemResult, include: set[str], runtim
             {**result.bank.describe(row), "distance": distance, "energy": energy}
             for row, distance, energy in zip(found.rows.tolist(), found.distance.tolist(), found.energy.tolist())
         ]
+    if "chunks" in include and (len(result.windows) > 1 or result.windows[0][0].span is not None):
+        energies = [*result.bonds.tolist(), None]
+        out["chunks"] = []
+        for j, ((item, window), energy) in enumerate(zip(result.windows, energies)):
+            chunk = {"index": j, "start": item.span[0], "end": item.span[1],
+                     "components": len(runtime.component_positions(item))}
+            if "embedding" in include:
+                chunk["embedding"] = window.embedding.tolist()
+            chunk["composition"] = dict(zip(fields, window.composition.tolist()))
+            chunk["energy_with_next"] = energy
+            out["chunks"].append(chunk)
     return out

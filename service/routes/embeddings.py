@@ -12,7 +12,7 @@ from pydantic_core import to_json
 from ..errors import InvalidInput
 from ..runtime import Item
 from ..schemas import EmbeddingsResponse
-from .atomize import refuse_non_finite
+from .atomize import answers
 from .body import parse, request_body
 from .deps import Ready, Serving
 from .handlers import SERVING_ERRORS
@@ -26,14 +26,17 @@ def encode(embedding: np.ndarray, encoding_format: str) -> list[float] | str:
     return embedding.tolist()
 
 
-def prepare(serving: Ready, raw: bytes) -> tuple[Any, list[Item]]:
-    """Parse, validate and tokenize one request (in a worker thread)."""
+def prepare(serving: Ready, raw: bytes) -> tuple[Any, list[list[Item]]]:
+    """Parse, validate and tokenize one request (in a worker thread): each text's items."""
     settings, runtime, models = serving.settings, serving.runtime, serving.models
     body: Any = parse(models.embeddings, raw, max_inputs=settings.max_inputs_per_request,
                       max_neighbors=settings.max_neighbors, model_name=runtime.manifest.name,
                       input_words=models.input_words)
     texts = [body.input] if isinstance(body.input, str) else body.input
-    return body, runtime.prepare(texts, field="input", truncate=body.truncate)
+    if body.chunk:
+        return body, runtime.prepare_windows(texts, field="input", overlap=settings.chunk_overlap,
+                                             max_chunks=settings.max_chunks_per_input)
+    return body, [[item] for item in runtime.prepare(texts, field="input", truncate=body.truncate)]
 
 
 @router.post("/embeddings", response_model=EmbeddingsResponse, responses=SERVING_ERRORS,
@@ -45,16 +48,15 @@ async def embeddings(request: Request, serving: Serving) -> Response:
             f"/v1/embeddings takes text, and model {manifest.name} is numeric: send arrays to /v1/atomize"
         )
     serving.refuse_if_queue_full()
-    body, items = await serving.off_loop(prepare, serving, await request.body())
-    results = await serving.batcher.submit(items, serving.deadline)
-    refuse_non_finite(results, "input", manifest.name)
-    tokens = sum(item.length for item in items)
+    body, groups = await serving.off_loop(prepare, serving, await request.body())
+    results = await answers(serving, groups, "input", body.chunk)
+    tokens = sum(item.length for group in groups for item in group)  # what the model read, windows' overlaps too
     content = {
         "object": "list",
         "data": [
             {"object": "embedding", "index": i, "embedding": encode(result.embedding, body.encoding_format),
-             "truncated": item.truncated}
-            for i, (item, result) in enumerate(zip(items, results))
+             "truncated": result.truncated}
+            for i, result in enumerate(results)
         ],
         "model": manifest.name,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},

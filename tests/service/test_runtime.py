@@ -87,12 +87,13 @@ def test_a_text_past_the_component_limit_is_cut_or_refused(text_case):
     runtime = Runtime(text_case.bundle, device="cpu", max_components_per_input=3)
     short, cut = runtime.prepare(["t01", "t01 t02 t03 t04 t05"])
     assert (short.truncated, cut.truncated) == (False, True)
-    assert runtime.token_strings(cut) == ["t01", "t02", "t03"]
+    assert runtime.token_strings(cut.components) == ["t01", "t02", "t03"]
     with pytest.raises(TooLarge) as caught:
         runtime.prepare(["t01", "t01 t02 t03 t04 t05"], truncate=False)
     assert caught.value.message == (
         'inputs[1] is 19 characters long and has more than 3 tokens, the most model '
-        f'{text_case.bundle.manifest.name} takes here; send "truncate": true to cut it'
+        f'{text_case.bundle.manifest.name} takes here; send "truncate": true to cut it, or "chunk": true to '
+        'read it whole in windows'
     )
 
 
@@ -105,7 +106,7 @@ def test_a_numeric_input_past_the_component_limit_names_the_setting(numeric_case
 
 def test_token_strings_show_the_tokens(text_runtime):
     (item,) = text_runtime.prepare(["t01 t02 t01"])
-    assert text_runtime.token_strings(item) == ["t01", "t02", "t01"]
+    assert text_runtime.token_strings(item.components) == ["t01", "t02", "t01"]
 
 
 def test_warm_up_runs_and_the_provider_is_cpu_here(numeric_runtime):
