@@ -12,15 +12,20 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from contract import chunks
 from contract.bundle import Bundle, load_bundle
-from contract.inputs import InputProblem
+from contract.inputs import InputProblem, Prepared
 from contract.runner import ModelRunner
 
 log = logging.getLogger(__name__)
+
+# what becomes of a text past the model's length: cut to it, read whole and pooled into one atom,
+# or read whole with one atom per window
+Long = Literal["truncate", "pool", "chunks"]
 
 
 @dataclass(frozen=True)
@@ -34,8 +39,9 @@ class Atoms:
 
 class Atomizer:
     def __init__(self, bundle: Bundle | Path | str, *, device: str = "cpu", precision: str = "auto",
-                 threads: int = 0, batch_size: int = 64):
+                 threads: int = 0, batch_size: int = 64, max_chunks: int = 64):
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        self.max_chunks = max_chunks  # windows of one long text; more is a bad row
         self.runner = ModelRunner(self.bundle, device=device, precision=precision, threads=threads)
         self.batch_size = batch_size
         fields = self.bundle.manifest.composition_fields
@@ -45,24 +51,30 @@ class Atomizer:
     def precision(self) -> str:
         return self.runner.precision
 
-    def prepare(self, values: Sequence[Any]) -> list[np.ndarray | str]:
-        """Each value as model components, or a string saying why the model cannot take it.
-        Texts longer than the model takes are cut to its length, as the service cuts them."""
+    def prepare(self, values: Sequence[Any], long: Long = "truncate") -> list[list[Prepared] | str]:
+        """Each value as its windows (one unless `long` reads long texts whole), or a string saying
+        why the model cannot take it. "truncate" cuts a long text to the model's length, as the
+        service does by default; "pool" and "chunks" read it whole in the bundle's windows, as
+        the service does for `"chunk": true`."""
+        def one(batch: Sequence[Any], field: str) -> list[list[Prepared]]:
+            if long == "truncate":
+                return [[item] for item in self.runner.prepare_components(batch, field=field)]
+            return self.runner.prepare_chunks(batch, field=field, max_chunks=self.max_chunks)
+
         try:
-            return [components for components, _ in self.runner.prepare_components(values)]
+            return list(one(values, "inputs"))
         except InputProblem:
             pass  # at least one bad value: find out which, one by one
-        out: list[np.ndarray | str] = []
+        out: list[list[Prepared] | str] = []
         for value in values:
             try:
-                (components, _), = self.runner.prepare_components([value], field="value")
-                out.append(components)
+                out.append(one([value], "value")[0])
             except InputProblem as problem:
                 out.append(problem.message.replace("value[0]", "the value", 1))
         return out
 
-    def run(self, components: Sequence[np.ndarray]) -> Atoms:
-        """Atoms for prepared inputs; batches group similar lengths to cut padding."""
+    def run(self, components: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(embedding, composition) of prepared inputs; batches group similar lengths to cut padding."""
         count = len(components)
         embedding = np.zeros((count, self.bundle.manifest.embedding_dim), np.float32)
         composition = np.zeros((count, len(self.bundle.manifest.composition_fields)), np.float32)
@@ -71,17 +83,47 @@ class Atomizer:
             rows = order[start : start + self.batch_size]
             embedding[rows], composition[rows] = self.runner.infer([components[i] for i in rows],
                                                                    ("embedding", "composition"))
+        return embedding, composition
+
+    def atoms(self, embedding: np.ndarray, composition: np.ndarray) -> Atoms:
         return Atoms(embedding, composition[:, self._radius].copy(), composition[:, self._charge].copy())
 
-    def atomize(self, values: Sequence[Any]) -> tuple[Atoms, list[str | None]]:
-        """Prepare and run: atoms for every value (zeros where it failed) and each value's problem."""
-        prepared = self.prepare(values)
-        problems = [item if isinstance(item, str) else None for item in prepared]
-        good = [i for i, item in enumerate(prepared) if not isinstance(item, str)]
-        dim = self.bundle.manifest.embedding_dim
-        atoms = Atoms(np.zeros((len(values), dim), np.float32), np.zeros(len(values), np.float32),
-                      np.zeros(len(values), np.float32))
-        if good:
-            found = self.run([prepared[i] for i in good])
-            atoms.embedding[good], atoms.radius[good], atoms.charge[good] = found.embedding, found.radius, found.charge
+    def atomize(self, values: Sequence[Any], long: Long = "truncate") -> tuple[Atoms, list[str | None]]:
+        """Prepare and run: one atom per value (a long text's windows pooled, with long="pool";
+        zeros where it failed) and each value's problem."""
+        atoms, problems, _ = self.atomize_windows(values, long)
         return atoms, problems
+
+    def atomize_windows(self, values: Sequence[Any], long: Long = "truncate") -> tuple[Atoms, list[str | None], list[list[tuple[int, int] | None]]]:
+        """As `atomize`; with long="chunks" one atom per window instead, all values' windows in
+        order, and for each value the character spans of its windows (one None entry otherwise)."""
+        prepared = self.prepare(values, long)
+        problems = [item if isinstance(item, str) else None for item in prepared]
+        fields = self.bundle.manifest.composition_fields
+        windows = [w for item in prepared if not isinstance(item, str) for w in item]
+        embedding, composition = self.run([w.components for w in windows]) if windows else (None, None)
+        dim, width = self.bundle.manifest.embedding_dim, len(fields)
+        rows_e: list[np.ndarray] = []
+        rows_c: list[np.ndarray] = []
+        spans: list[list[tuple[int, int] | None]] = []
+        at = 0
+        for item in prepared:
+            if isinstance(item, str):
+                rows_e.append(np.zeros((1, dim), np.float32))
+                rows_c.append(np.zeros((1, width), np.float32))
+                spans.append([None])
+                continue
+            e, c = embedding[at : at + len(item)], composition[at : at + len(item)]
+            at += len(item)
+            if long == "chunks":
+                rows_e.append(e)
+                rows_c.append(c)
+                spans.append([w.span for w in item])
+            else:
+                pooled, summed = chunks.pool(e, c, fields, self.bundle.manifest.input.chunk_pooling)
+                rows_e.append(pooled[None])
+                rows_c.append(summed[None])
+                spans.append([None])
+        atoms = self.atoms(np.concatenate(rows_e) if rows_e else np.zeros((0, dim), np.float32),
+                           np.concatenate(rows_c) if rows_c else np.zeros((0, width), np.float32))
+        return atoms, problems, spans

@@ -21,13 +21,17 @@ def run_index(params: dict[str, Any]) -> None:
 
     if params["precision"] not in ("auto", "fp32", "fp16", "int8"):
         raise typer.BadParameter(f"--precision must be auto, fp32, fp16 or int8, got {params['precision']!r}")
+    if params["long"] not in ("pool", "chunks", "truncate"):
+        raise typer.BadParameter(f"--long must be pool, chunks or truncate, got {params['long']!r}")
+    if params["long"] == "chunks" and (params["ray"] or params["ray_address"]):
+        raise typer.BadParameter("--long chunks (one atom per window) runs on one machine; with --ray use --long pool")
     if params["index"] not in ("auto", "flat", "hnsw", "ivf"):
         raise typer.BadParameter(f"--index must be auto, flat, hnsw or ivf, got {params['index']!r}")
     options = IndexOptions(
         bundle=Path(params["bundle"]), input=Path(params["input"]), out=Path(params["out"]),
         input_column=params["input_column"], id_column=params["id_column"], label_column=params["label_column"],
         skip_bad_rows=params["skip_bad_rows"], index_kind=params["index"], batch_size=params["batch_size"],
-        shard_rows=params["shard_rows"], device=params["device"], precision=params["precision"],
+        shard_rows=params["shard_rows"], device=params["device"], precision=params["precision"], long=params["long"],
         ray=params["ray"] or bool(params["ray_address"]), ray_address=params["ray_address"], ray_workers=params["ray_workers"], progress=params["progress"],
     )
     try:
@@ -56,6 +60,11 @@ def index(
     precision: Annotated[str, typer.Option(
         help="auto (the copy the service runs on this device: int8 on a CPU when the bundle has it), fp32, fp16 or int8"
     )] = "auto",
+    long: Annotated[str, typer.Option(
+        help="a text past the model's length: pool (read whole in windows, one pooled atom per document), chunks "
+             "(one atom per window, id <id>#<j>, with the document and the window's characters in its metadata) "
+             "or truncate (cut to the model's length)"
+    )] = "pool",
     ray: Annotated[bool, typer.Option("--ray", help="atomize on Ray (local unless --ray-address)")] = False,
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address, e.g. ray://head:10001")] = None,
     ray_workers: Annotated[int, typer.Option(help="Ray actors running the model")] = 2,

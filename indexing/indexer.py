@@ -16,6 +16,7 @@ the bank's manifest (`built_with.precision`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -30,7 +31,7 @@ from contract.bundle import BankArrays, read_manifest, sha256_file
 from contract.index import build_faiss, choose_spec
 
 from .atomizer import Atomizer
-from .corpus import Columns, CorpusError, read_records
+from .corpus import Columns, CorpusError, Record, read_records
 from .shards import IndexOptions, shards_of, write_shard
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ PLAN_FILE = "plan.json"
 
 def _plan(options: IndexOptions, digest: str, columns: Columns, precision: str) -> dict[str, Any]:
     return {"input_sha256": sha256_file(options.input), "bundle_digest": digest, "shard_rows": options.shard_rows,
-            "columns": [columns.input, columns.id, columns.label], "precision": precision}
+            "columns": [columns.input, columns.id, columns.label], "precision": precision, "long": options.long}
 
 
 def prepare_shards(out: Path, plan: dict[str, Any]) -> Path:
@@ -72,6 +73,8 @@ def index_corpus(options: IndexOptions) -> BankManifest:
     out.mkdir(parents=True, exist_ok=True)
     shards_dir = prepare_shards(out, _plan(options, digest, columns, atomizer.precision))
     todo = (shard for shard in shards_of(records, options.shard_rows) if not (shards_dir / shard.name).is_file())
+    if options.ray and options.long == "chunks":
+        raise ValueError("--long chunks (one atom per window) runs on one machine; with --ray use --long pool")
     if options.ray:
         from .ray_atomize import atomize_on_ray  # Ray only when asked for (the `cluster` extra)
 
@@ -79,13 +82,32 @@ def index_corpus(options: IndexOptions) -> BankManifest:
     else:
         with _progress(options.progress) as (progress, task):
             for shard in todo:
-                atoms, problems = atomizer.atomize([r.value for r in shard.records])
-                write_shard(shards_dir / shard.name, shard.records, atoms.embedding, atoms.radius, atoms.charge,
+                atoms, problems, spans = atomizer.atomize_windows([r.value for r in shard.records], options.long)
+                records, problems = per_atom(shard.records, problems, spans)
+                write_shard(shards_dir / shard.name, records, atoms.embedding, atoms.radius, atoms.charge,
                             problems, options)
                 progress.update(task, advance=len(shard.records))
     manifest = finish_bank(out, shards_dir, options, fmt, digest, atomizer.precision)
     shutil.rmtree(shards_dir)
     return manifest
+
+
+def per_atom(records: list[Record], problems: list[str | None],
+             spans: list[list[tuple[int, int] | None]]) -> tuple[list[Record], list[str | None]]:
+    """One record per atom: a document read in windows (long="chunks") becomes one record per
+    window, id "<id>#<j>", its metadata naming the document and the window's characters."""
+    out, out_problems = [], []
+    for record, problem, windows in zip(records, problems, spans):
+        if windows == [None]:
+            out.append(record)
+            out_problems.append(problem)
+            continue
+        document = record.id if record.id is not None else record.row
+        for j, (start, end) in enumerate(windows):
+            out.append(dataclasses.replace(record, id=f"{document}#{j}", metadata={
+                **record.metadata, "document": document, "chunk": j, "start": start, "end": end}))
+            out_problems.append(None)
+    return out, out_problems
 
 
 class _progress:

@@ -24,12 +24,13 @@ log = logging.getLogger(__name__)
 class AtomizerActor:
     """A Ray Data callable class: one ONNX Runtime session per actor, reused for every batch."""
 
-    def __init__(self, bundle: str, device: str, precision: str, batch_size: int):
+    def __init__(self, bundle: str, device: str, precision: str, batch_size: int, long: str = "pool"):
         self.atomizer = Atomizer(bundle, device=device, precision=precision, threads=1, batch_size=batch_size)
+        self.long = long
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = [value.tolist() if isinstance(value, np.ndarray) else value for value in batch["value"]]
-        atoms, problems = self.atomizer.atomize(values)
+        atoms, problems = self.atomizer.atomize(values, self.long)
         return {"key": batch["key"], "embedding": atoms.embedding, "radius": atoms.radius, "charge": atoms.charge,
                 "problem": np.asarray([p or "" for p in problems], dtype=object)}
 
@@ -53,7 +54,8 @@ def atomize_on_ray(shards: Iterable[Shard], shards_dir: Path, options: IndexOpti
     try:
         dataset = ray.data.from_items(items).map_batches(
             AtomizerActor, fn_constructor_kwargs={"bundle": str(options.bundle), "device": options.device,
-                                                  "precision": precision, "batch_size": options.batch_size},
+                                                  "precision": precision, "batch_size": options.batch_size,
+                                                  "long": options.long},
             batch_size=options.batch_size * 4, concurrency=options.ray_workers, num_cpus=1,
         )
         results: dict[int, dict[str, list]] = {number: {} for number in pending}

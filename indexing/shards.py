@@ -34,6 +34,10 @@ class IndexOptions:
     shard_rows: int = 4096
     device: str = "cpu"
     precision: str = "auto"  # the copy that atomizes: auto = the one the service runs on this device
+    # a text past the model's length: "pool" reads it whole in windows pooled into one atom (the
+    # service's "chunk": true), "chunks" keeps one atom per window (id "<id>#<j>", metadata with the
+    # document's id and the window's character span), "truncate" cuts it (the service's default)
+    long: str = "pool"
     ray: bool = False
     ray_address: str | None = None  # None with ray=True: a local Ray instance
     ray_workers: int = 2  # Atomizer actors

@@ -75,20 +75,21 @@ def test_interrupted_run_resumes_without_redoing_shards(tmp_path, text_case, cor
     path, _ = corpus
     options = IndexOptions(bundle=text_case.path, input=path, out=tmp_path / "bank", shard_rows=8, progress=False)
     calls = []
-    real = Atomizer.atomize
+    real = Atomizer.atomize_windows
 
-    def failing_after_two(self, values):
+    def failing_after_two(self, values, long="truncate"):
         if len(calls) == 2:
             raise KeyboardInterrupt  # what a user's Ctrl-C does mid-run
         calls.append(len(values))
-        return real(self, values)
+        return real(self, values, long)
 
-    monkeypatch.setattr(Atomizer, "atomize", failing_after_two)
+    monkeypatch.setattr(Atomizer, "atomize_windows", failing_after_two)
     with pytest.raises(KeyboardInterrupt):
         index_corpus(options)
     assert sorted(p.name for p in (tmp_path / "bank" / "shards").glob("0*.npz")) == ["00000.npz", "00001.npz"]
     calls.clear()
-    monkeypatch.setattr(Atomizer, "atomize", lambda self, values: (calls.append(len(values)), real(self, values))[1])
+    monkeypatch.setattr(Atomizer, "atomize_windows",
+                        lambda self, values, long="truncate": (calls.append(len(values)), real(self, values, long))[1])
     manifest = index_corpus(options)
     assert calls == [8, 6]  # shards 2 and 3 only: 30 rows in shards of 8
     whole = index_corpus(IndexOptions(bundle=text_case.path, input=path, out=tmp_path / "whole", progress=False))
