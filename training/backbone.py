@@ -56,6 +56,23 @@ def read_backbone_config(path: Path) -> dict:
     return data
 
 
+def backbone_max_length(path: Path) -> int:
+    """The longest input the backbone was made for, [CLS]/[SEP] included: sentence-transformers'
+    max_seq_length (all-MiniLM-L6-v2: 256), else the tokenizer's model_max_length, never past the
+    model's position table."""
+    import json
+
+    config = json.loads((path / "config.json").read_text())
+    positions = int(config.get("max_position_embeddings", 512))
+    for name, key in (("sentence_bert_config.json", "max_seq_length"), ("tokenizer_config.json", "model_max_length")):
+        file = path / name
+        if file.is_file():
+            value = json.loads(file.read_text()).get(key)
+            if isinstance(value, int) and 0 < value < 1_000_000:  # HF writes 1e30 for "no limit"
+                return min(value, positions)
+    return positions
+
+
 def backbone_tokenizer(path: Path, max_length: int):
     """The backbone's own tokenizer.json, cut at `max_length` pieces ([CLS]/[SEP] included) and
     without padding (batches pad themselves)."""

@@ -61,6 +61,9 @@ def train(
     ] = -1,
     backbone_lr: Annotated[float, typer.Option(help="learning rate of the backbone's weights")] = 5e-5,
     adapter_layers: Annotated[int, typer.Option(help="new Transformer blocks trained on top of the backbone")] = 0,
+    max_components: Annotated[Optional[int], typer.Option(
+        help="a backbone bundle's input limit in tokens, [CLS]/[SEP] included (default: the backbone's own, "
+             "all-MiniLM-L6-v2: 256); training texts stay cut at 64")] = None,
     batch_size: int = 128,
     lr: Annotated[float, typer.Option(help="learning rate (the atom head's, with a backbone)")] = 2e-3,
     limit: Annotated[Optional[int], typer.Option(help="subsample the dataset to this many items")] = None,
@@ -81,7 +84,7 @@ def train(
     options = TrainOptions(
         dataset=dataset, out=out, epochs=epochs, max_steps=max_steps, seed=seed, potential=potential,
         potential_weight=lambda_, potential_warmup_epochs=potential_warmup_epochs, head=head, backbone=backbone,
-        backbone_train_layers=train_layers,
+        backbone_train_layers=train_layers, max_components=max_components,
         backbone_lr=backbone_lr, backbone_adapter_layers=adapter_layers, batch_size=batch_size, lr=lr, limit=limit, device=device,
         resume=resume, progress=progress, model_overrides=json.loads(model) if model else {},
     )
@@ -109,6 +112,8 @@ def export(
     out: Annotated[Path, typer.Option(help="bundle folder to write")] = Path("bundles/tweets"),
     fp16: Annotated[bool, typer.Option(help="also write encoder.fp16.onnx for GPUs")] = False,
     int8: Annotated[bool, typer.Option(help="also write encoder.int8.onnx for CPUs (measured against fp32)")] = False,
+    texts: Annotated[bool, typer.Option(help="keep the training texts with the bundle's atoms (neighbours show "
+                                             "them); --no-texts leaves them out")] = True,
 ) -> None:
     """Export a run to a self-describing, self-verified ONNX bundle."""
     from contract.bundle import bundle_digest
@@ -116,7 +121,7 @@ def export(
     from .export import export_bundle
 
     with user_errors():
-        bundle = export_bundle(run_dir, out, fp16=fp16, int8=int8)
+        bundle = export_bundle(run_dir, out, fp16=fp16, int8=int8, texts=texts)
     typer.echo(f"bundle: {bundle}")
     typer.echo(f"digest: {bundle_digest(bundle)}  (pin it: ATOM_BUNDLE_DIGEST)")
 

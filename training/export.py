@@ -10,6 +10,7 @@ and moved into place only when everything passed, so a failed export leaves noth
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -17,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from tokenizers import Tokenizer
 from torch import nn
 
+from contract.bank import ATOMS_METADATA_FILE
 from contract.projection import PROJECTION_FILE, write_projection
 from contract.bundle import (
     COMPOSITION_FIELDS,
@@ -107,6 +110,11 @@ def parity_batches(split: Split, modality: str, max_components: int) -> dict[str
         "mixed lengths with padding": (inputs[mixed, :longest], mask[mixed, :longest]),
         "maximum length": (inputs[:3, :max_components], mask[:3, :max_components]),
     }
+    if modality == "text" and inputs.shape[1] < max_components:
+        # a backbone bundle reads longer texts than it trained on: each row's tokens repeated to
+        # the full length (the values need not make sense, the positions must all be run)
+        rows = [np.resize(row[: max(int(n), 1)].numpy(), max_components) for row, n in zip(inputs[:3], lengths[:3])]
+        cases["maximum length"] = (torch.as_tensor(np.stack(rows)), torch.ones(len(rows), max_components, dtype=torch.long))
     if modality == "numeric":
         # numeric items all have the full length: cut rows to lengths 1..n and put junk under
         # the padding, which must not leak (the mask, not the values, defines padding)
@@ -134,10 +142,11 @@ def check_parity(model: nn.Module, onnx_path: Path, cases: dict, tolerance: floa
 
 
 def write_training_atoms(model: nn.Module, data: Dataset, path: Path,
-                         states: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+                         states: torch.Tensor | None = None, texts: bool = True) -> dict[str, np.ndarray]:
     """The reference atoms: every training item; ids are training-split row indices. `states`: a
     frozen backbone's states of the training split, when already computed (fp16: the bank then
-    differs from what the ONNX model computes by about 1e-3)."""
+    differs from what the ONNX model computes by about 1e-3). `texts`: keep each item's text
+    beside them (atoms.metadata.jsonl), so neighbours show what they are."""
     pred = predict(model, data.train, model.config.modality, torch.device("cpu"), states=states)
     bank = {
         "embedding": pred["embedding"].astype(np.float32),
@@ -147,6 +156,9 @@ def write_training_atoms(model: nn.Module, data: Dataset, path: Path,
         "label": data.train.labels.astype(np.int64),
     }
     np.savez(path, **bank)
+    if texts and data.train.texts is not None:
+        lines = [(json.dumps({"text": text}, ensure_ascii=False) + "\n").encode() for text in data.train.texts]
+        (path.parent / ATOMS_METADATA_FILE).write_bytes(b"".join(lines))
     bank["roles"] = pred["roles"]
     return bank
 
@@ -171,9 +183,10 @@ def bundle_name(dataset: str) -> str:
 
 
 def export_bundle(run_dir: Path | str, out_dir: Path | str, *, fp16: bool = False, int8: bool = False,
-                  report: bool = True, train_states: torch.Tensor | None = None) -> Path:
+                  report: bool = True, train_states: torch.Tensor | None = None, texts: bool = True) -> Path:
     """Turn a run folder into a verified bundle folder; returns out_dir. `train_states`: a frozen
-    backbone's states of the training split, to build the bank without recomputing them."""
+    backbone's states of the training split, to build the bank without recomputing them.
+    `texts`: keep the training texts beside the bundle's atoms (neighbours then carry them)."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     model = load_model(run_dir)
     config = model.config
@@ -185,7 +198,7 @@ def export_bundle(run_dir: Path | str, out_dir: Path | str, *, fp16: bool = Fals
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        write_bundle_files(model, run_dir, data, info, staging, fp16=fp16, int8=int8, report=report,
+        write_bundle_files(model, run_dir, data, info, staging, fp16=fp16, int8=int8, report=report, texts=texts,
                            train_states=train_states)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # a failed export leaves nothing behind
@@ -198,6 +211,7 @@ def export_bundle(run_dir: Path | str, out_dir: Path | str, *, fp16: bool = Fals
 
 
 def write_bundle_files(model, run_dir: Path, data: Dataset, info: dict, staging: Path, *, fp16: bool, int8: bool,
+                       texts: bool = True,
                        report: bool, train_states: torch.Tensor | None = None) -> None:
     """Everything of the bundle into `staging`, the manifest last (it checksums the rest)."""
     config = model.config
@@ -226,9 +240,11 @@ def write_bundle_files(model, run_dir: Path, data: Dataset, info: dict, staging:
         precisions["int8"].update(scheme=INT8_SCHEME, batch_max_abs_diff=invariance["embedding"],
                                   batch_items_checked=invariance["items"])
         log.info("int8 against fp32: %s", precisions["int8"])
-    if data.tokenizer is not None:
-        shutil.copy(run_dir / "tokenizer.json", staging / "tokenizer.json")
-    bank = write_training_atoms(model, data, staging / "atoms.npz", train_states)
+    if data.tokenizer is not None:  # cut at the bundle's limit, which may be past the training texts' length
+        tokenizer = Tokenizer.from_file(str(run_dir / "tokenizer.json"))
+        tokenizer.enable_truncation(**{**(tokenizer.truncation or {}), "max_length": config.max_components})
+        tokenizer.save(str(staging / "tokenizer.json"))
+    bank = write_training_atoms(model, data, staging / "atoms.npz", train_states, texts=texts)
     bank["projection"] = write_projection(staging / PROJECTION_FILE, bank["embedding"])  # the explorer's map
     evaluation = load_json(run_dir / "evaluation.json") if (run_dir / "evaluation.json").exists() else None
     if report:
@@ -255,6 +271,8 @@ def write_manifest(staging: Path, config, data: Dataset, info: dict, parity: dic
             component_dim=config.component_dim if config.modality == "numeric" else 1,
             preprocess=data.preprocess,
             special_token_ids=list(config.special_token_ids),
+            # neighbouring windows of a chunked text share an eighth of a window
+            chunk_overlap=config.max_components // 8 if config.modality == "text" else 0,
         ),
         onnx_inputs=onnx_inputs,
         onnx_outputs=onnx_outputs,

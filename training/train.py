@@ -24,7 +24,14 @@ from tqdm.auto import tqdm
 
 from model import AtomConfig, AtomModel, atom_loss, role_usage
 
-from .backbone import backbone_tokenizer, load_pretrained_weights, read_backbone_config, resolve_backbone, special_token_ids
+from .backbone import (
+    backbone_max_length,
+    backbone_tokenizer,
+    load_pretrained_weights,
+    read_backbone_config,
+    resolve_backbone,
+    special_token_ids,
+)
 from .checkpoint import load_json, load_training_state, save_json, save_training_state, save_weights
 from .data import Dataset, Split, load_dataset
 from .datasets.builtin import TEXT_MAX_COMPONENTS
@@ -57,6 +64,9 @@ class TrainOptions:
     head: Literal["atom", "plain"] = "atom"
     # Pretrained text backbone: "minilm" or a local Hugging Face folder; None = from scratch
     backbone: str | None = None
+    # the bundle's input limit on a backbone, [CLS]/[SEP] included: None = the backbone's own
+    # (all-MiniLM-L6-v2: 256), whatever length the training texts are cut to (64 tokens)
+    max_components: int | None = None
     backbone_train_layers: int = -1  # -1 full fine-tune, 0 frozen, k the top k layers
     backbone_lr: float = 5e-5  # the pretrained weights move slowly; the atom head uses `lr`
     backbone_adapter_layers: int = 0  # new Transformer blocks on top of the backbone
@@ -97,7 +107,12 @@ def build_config(options: TrainOptions, data: Dataset, backbone_path: Path | Non
         values["potential_weight"] = options.potential_weight
     if backbone_path is not None:
         hf = read_backbone_config(backbone_path)
+        limit = backbone_max_length(backbone_path)
+        if options.max_components is not None and not 0 < options.max_components <= hf["max_position_embeddings"]:
+            raise ValueError(f"max_components={options.max_components}: backbone {options.backbone} takes 1 to "
+                             f"{hf['max_position_embeddings']} positions")
         values.update(
+            max_components=options.max_components or limit,
             backbone=options.backbone,
             backbone_config=hf,
             backbone_train_layers=options.backbone_train_layers,
