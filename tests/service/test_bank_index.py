@@ -134,3 +134,62 @@ def test_ray_local_instance_gives_the_same_bank(tmp_path, text_case, corpus):
     np.testing.assert_allclose(a.arrays.embedding, b.arrays.embedding, atol=1e-5)
     assert a.arrays.id.tolist() == b.arrays.id.tolist()
     assert [a.metadata[i] for i in range(30)] == [b.metadata[i] for i in range(30)]
+
+
+@pytest.fixture
+def long_corpus(tmp_path, text_case):
+    """Two short rows and one document of several model windows."""
+    limit = text_case.bundle.manifest.input.max_components
+    document = " ".join(text_case.train_inputs[:12])
+    assert len(document.split()) > 2 * limit
+    texts = [text_case.train_inputs[0], document, text_case.train_inputs[1]]
+    return write_csv(tmp_path / "docs.csv", texts), texts
+
+
+def served(text_case, texts, chunk):
+    from service.runtime import Runtime
+
+    runtime = Runtime(text_case.bundle, device="cpu")
+    if not chunk:
+        items = runtime.prepare(texts)
+        return [runtime.one(item, result) for item, result in zip(items, runtime.run(items))]
+    out = []
+    for group in runtime.prepare_windows(texts, max_chunks=64):
+        out.append(runtime.pool(list(zip(group, runtime.run(group)))))
+    return out
+
+
+@pytest.mark.parametrize("long", ["pool", "truncate"])
+def test_a_long_document_is_one_atom_as_the_service_answers_it(tmp_path, text_case, long_corpus, long):
+    path, texts = long_corpus
+    manifest = index_corpus(IndexOptions(bundle=text_case.path, input=path, out=tmp_path / "bank", long=long,
+                                         id_column="doc", progress=False))
+    bank = load_bank(tmp_path / "bank")
+    assert manifest.count == 3 and bank.arrays.id.tolist() == ["doc-0", "doc-1", "doc-2"]
+    expected = served(text_case, texts, chunk=long == "pool")
+    np.testing.assert_allclose(bank.arrays.embedding, np.stack([r.embedding for r in expected]), atol=1e-5)
+    if long == "pool":  # read whole: not the truncated atom
+        (cut,) = served(text_case, texts[1:2], chunk=False)
+        assert np.abs(bank.arrays.embedding[1] - cut.embedding).max() > 1e-3
+
+
+def test_a_long_document_can_be_one_atom_per_window(tmp_path, text_case, long_corpus):
+    path, texts = long_corpus
+    result = runner.invoke(app, ["index", "--bundle", str(text_case.path), "--input", str(path), "--out",
+                                 str(tmp_path / "bank"), "--id-column", "doc", "--long", "chunks", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    bank = load_bank(tmp_path / "bank")
+    ids = bank.arrays.id.tolist()
+    windows = [i for i in ids if i.startswith("doc-1#")]
+    assert ids == ["doc-0#0", *windows, "doc-2#0"] and len(windows) >= 3
+    assert windows == [f"doc-1#{j}" for j in range(len(windows))]
+    spans = [bank.metadata[1 + j] for j in range(len(windows))]
+    assert all(m["document"] == "doc-1" and m["chunk"] == j for j, m in enumerate(spans))
+    assert spans[0]["start"] == 0 and spans[-1]["end"] == len(texts[1])
+    # each window's atom is the window's text atomized alone
+    (alone,) = [served(text_case, [texts[1][m["start"] : m["end"]] for m in spans], chunk=False)]
+    np.testing.assert_allclose(bank.arrays.embedding[1 : 1 + len(windows)], np.stack([r.embedding for r in alone]),
+                               atol=1e-5)
+    refused = runner.invoke(app, ["index", "--bundle", str(text_case.path), "--input", str(path), "--out",
+                                  str(tmp_path / "ray"), "--long", "chunks", "--ray", "--no-progress"])
+    assert refused.exit_code != 0 and "--long chunks" in refused.output

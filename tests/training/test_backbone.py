@@ -153,3 +153,54 @@ def test_service_refuses_a_precision_the_bundle_lacks(backbone_bundle):
     with pytest.raises(Exception, match="precision=fp16"):
         with TestClient(create_app(Settings(bundle=backbone_bundle, device="cpu", precision="fp16"))):
             pass
+
+
+def test_the_backbones_own_limit_is_read_from_its_folder(tmp_path):
+    from training.backbone import backbone_max_length
+
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 512}))
+    assert backbone_max_length(tmp_path) == 512  # nothing else said: the position table
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 1e30}))
+    assert backbone_max_length(tmp_path) == 512  # Hugging Face's "no limit"
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 384}))
+    assert backbone_max_length(tmp_path) == 384
+    (tmp_path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 256}))
+    assert backbone_max_length(tmp_path) == 256  # sentence-transformers' own, as all-MiniLM-L6-v2 has
+    (tmp_path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 4096}))
+    assert backbone_max_length(tmp_path) == 512  # never past the positions
+
+
+def test_a_backbone_bundle_reads_the_backbones_length_not_the_training_cut(backbone_bundle, backbone_run):
+    bundle = load_bundle(backbone_bundle)
+    spec = bundle.manifest.input
+    assert load_run_dataset(backbone_run).max_components == 64  # training texts cut at 64
+    assert spec.max_components == 128  # the tiny backbone's positions
+    assert spec.chunk_overlap == 16
+    assert json.loads((backbone_bundle / "tokenizer.json").read_text())["truncation"]["max_length"] == 128
+    assert bundle.manifest.training.metrics["parity_maximum_length"] < 1e-3  # all 128 positions checked
+    words = "what a great day to be out in the sun with friends".split()
+    with TestClient(create_app(Settings(bundle=backbone_bundle, device="cpu"))) as client:
+        def read(text: str, **options) -> dict:
+            body = {"inputs": [text], "include": ["components", "chunks"], **options}
+            response = client.post("/v1/atomize", json=body)
+            assert response.status_code == 200, response.text
+            return response.json()["results"][0]
+
+        longer = next(r for n in range(10, 120, 5) if len((r := read(" ".join((words * 12)[:n])))["components"]) > 70)
+        assert not longer["truncated"]  # past the training cut of 64, within 128
+        long_text = " ".join(words * 30)
+        cut = read(long_text)
+        assert cut["truncated"] and len(cut["components"]) == 126  # 128 less [CLS] and [SEP]
+        whole = read(long_text, chunk=True)
+        assert len(whole["chunks"]) >= 3 and whole["chunks"][-1]["end"] == len(long_text)
+        assert [c["token"] for c in whole["components"][:126]] == [c["token"] for c in cut["components"]]
+
+
+def test_export_leaves_the_training_texts_out_when_asked(backbone_run, tmp_path):
+    from training.export import export_bundle
+
+    kept = load_bundle(export_bundle(backbone_run, tmp_path / "with", report=False))
+    lines = (kept.path / "atoms.metadata.jsonl").read_bytes().split(b"\n")[:-1]  # (texts may hold U+2028)
+    assert [json.loads(line)["text"] for line in lines] == load_run_dataset(backbone_run).train.texts
+    left = load_bundle(export_bundle(backbone_run, tmp_path / "without", report=False, texts=False))
+    assert not (left.path / "atoms.metadata.jsonl").exists() and "atoms.metadata.jsonl" not in left.manifest.files
