@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEFAULT_TRAIN ?= --epochs 3 --batch-size 64 --lr 3e-3
 
-.PHONY: setup browser tools test run bundle bundle-small bench-quality bench-quality-backbone bench-invariance bench-serve bench-peers bench-padding peers-setup peers-smoke bench-bank check-prometheus check-image clean
+.PHONY: setup browser tools test run bundle bundle-small bench-quality bench-quality-backbone bench-invariance bench-serve bench-peers bench-padding peers-setup peers-smoke bench-bank bench-documents check-prometheus check-image clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -128,6 +128,11 @@ $(BANK_WORK)/bundle/manifest.json: | $(STAMP)
 bench-bank: setup $(BANK_WORK)/minilm_tweets.npz $(BANK_WORK)/bundle/manifest.json
 	$(PY) benchmarks/bank.py search --embeddings $(BANK_WORK)/minilm_tweets.npz
 	$(PY) benchmarks/bank.py e2e --bundle $(BANK_WORK)/bundle --work $(BANK_WORK)
+
+# Long documents made from the tweets: read whole in windows (mean / mass pooling, chosen on
+# validation) against truncation at 256 and 64 tokens, and the service's tokens/s on them.
+bench-documents: setup bundle
+	$(PY) benchmarks/documents.py
 
 clean:
 	rm -rf runs bundles .pytest_cache
