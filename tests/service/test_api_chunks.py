@@ -57,7 +57,9 @@ def test_a_long_text_is_read_whole_with_each_token_once_at_its_characters(client
 def test_the_pooled_atom_is_built_from_the_windows_atoms(client, text_case, long_text):
     (result,) = atomize(client, [long_text], chunk=True, include=["embedding", "composition", "chunks"]).results
     windows = np.array([c.embedding for c in result.chunks])
-    mean = windows.mean(axis=0)
+    assert text_case.bundle.manifest.input.chunk_pooling == "mass"  # what export writes (training/export.py)
+    mass = np.array([c.composition.mass for c in result.chunks])
+    mean = (mass[:, None] * windows).sum(axis=0) / mass.sum()
     radius = np.linalg.norm(windows, axis=1).mean()
     np.testing.assert_allclose(result.embedding, mean * radius / np.linalg.norm(mean), atol=1e-5)
     for name in ("protons", "neutrons", "electrons", "mass", "charge"):
