@@ -107,7 +107,9 @@ def read_documents(bundle, texts: list[str]) -> dict[str, np.ndarray]:
     for how in POOLINGS:
         pooled, at = [], 0
         for group in grouped:
-            pooled.append(chunks.pool(embedding[at : at + len(group)], composition[at : at + len(group)], fields, how)[0])
+            ones = [1] * len(group)  # the embedding does not depend on the components' shares
+            pooled.append(chunks.pool(embedding[at : at + len(group)], composition[at : at + len(group)], fields, how,
+                                      ones, ones)[0])
             at += len(group)
         out[f"chunks ({how})"] = np.stack(pooled)
     limit = bundle.manifest.input.max_components

@@ -120,7 +120,10 @@ class Atomizer:
                 rows_c.append(c)
                 spans.append([w.span for w in item])
             else:
-                pooled, summed = chunks.pool(e, c, fields, self.bundle.manifest.input.chunk_pooling)
+                special = list(self.runner.special_ids)
+                read = [int((~np.isin(w.components, special)).sum()) for w in item]
+                owned = [w.owned[1] - w.owned[0] if w.owned else n for w, n in zip(item, read)]
+                pooled, summed = chunks.pool(e, c, fields, self.bundle.manifest.input.chunk_pooling, owned, read)
                 rows_e.append(pooled[None])
                 rows_c.append(summed[None])
                 spans.append([None])

@@ -140,12 +140,15 @@ class Runtime(ModelRunner):
         fields = self.manifest.composition_fields
         embedding = np.stack([r.embedding for _, r in windows])
         composition = np.stack([r.composition for _, r in windows])
-        pooled, summed = chunks.pool(embedding, composition, fields, self.spec.chunk_pooling)
-        parts = []
+        parts, read = [], []
         for item, result in windows:
             start, end = item.owned
-            kept = [p for p in self.component_positions(item) if start <= p < end]
+            real = self.component_positions(item)
+            kept = [p for p in real if start <= p < end]
             parts.append((item.components[kept], result.roles[kept], item.offsets[kept]))
+            read.append(len(real))
+        pooled, summed = chunks.pool(embedding, composition, fields, self.spec.chunk_pooling,
+                                     [len(part[0]) for part in parts], read)
         return InputResult(pooled, summed, *(np.concatenate(column) for column in zip(*parts)), False,
                            list(windows), chunks.bonds(embedding, composition, fields, self.manifest.potential))
 

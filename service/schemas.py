@@ -34,7 +34,7 @@ TRUNCATE_DESCRIPTION = (
 
 CHUNK_DESCRIPTION = (
     "read a text longer than the model's maximum length whole, in overlapping windows of tokens (each one "
-    "item for the model), and pool the windows' atoms into the text's: embedding averaged, composition summed, "
+    "item for the model), and pool the windows' atoms into the text's: embedding averaged, each component counted once, "
     "components once each; `truncate` then does not apply. A text that fits is one window, as without chunking"
 )
 

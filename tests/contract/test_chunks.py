@@ -11,7 +11,7 @@ from contract.inputs import InputProblem
 from contract.potential import pair_energy
 from contract.runner import ModelRunner
 
-FIELDS = ["protons", "neutrons", "electrons", "mass", "charge", "radius"]
+FIELDS = ["electrons", "protons", "neutrons", "mass", "charge", "radius"]
 
 
 @pytest.fixture(scope="module")
@@ -96,20 +96,26 @@ def test_an_overlap_as_long_as_a_window_is_refused(runner):
         runner.prepare_chunks(["t01 t02"], overlap=8)
 
 
-def test_pooling_keeps_the_sphere_and_sums_the_composition():
+def test_pooling_keeps_the_sphere_and_counts_each_component_once():
     rng = np.random.default_rng(0)
     embedding = rng.standard_normal((3, 5)).astype(np.float32)
     embedding *= 2.0 / np.linalg.norm(embedding, axis=1, keepdims=True)  # nuclei on a sphere of radius 2
-    composition = np.array([[1, 2, 3, 3, 0.5, 0.1], [2, 0, 1, 2, -0.5, 0.3], [0, 1, 1, 1, 0.2, 0.2]], np.float32)
-    pooled, summed = chunks.pool(embedding, composition, FIELDS, "mean")
+    # electrons, protons, neutrons, mass, charge, radius of windows that read 10, 10 and 4 components
+    composition = np.array([[2, 4, 4, 8, 0.2, 0.1], [3, 3, 4, 7, 0.0, 0.3], [1, 2, 1, 3, 0.25, 0.2]], np.float32)
+    read, owned = [10, 10, 4], [9, 8, 3]  # the overlaps split between neighbouring windows
+    pooled, counted = chunks.pool(embedding, composition, FIELDS, "mean", owned, read)
     mean = embedding.mean(0)
     np.testing.assert_allclose(pooled, mean * 2.0 / np.linalg.norm(mean), rtol=1e-5)
-    np.testing.assert_allclose(summed[:5], composition[:, :5].sum(0), rtol=1e-6)
-    assert summed[5] == pytest.approx((3 * 0.1 + 2 * 0.3 + 1 * 0.2) / 6)  # radius: mass-weighted mean
-    weighted, _ = chunks.pool(embedding, composition, FIELDS, "mass")
-    expected = (np.array([3, 2, 1])[:, None] * embedding).sum(0)
+    share = np.array(owned) / np.array(read)
+    by_name = dict(zip(FIELDS, counted))
+    for j, name in enumerate(["electrons", "protons", "neutrons", "mass"]):
+        assert by_name[name] == pytest.approx(float(share @ composition[:, j]), rel=1e-6)
+    assert by_name["charge"] == pytest.approx((by_name["protons"] - by_name["electrons"]) / 20, rel=1e-6)
+    assert by_name["radius"] == pytest.approx((8 * 0.1 + 7 * 0.3 + 3 * 0.2) / 18)  # mass-weighted mean
+    weighted, _ = chunks.pool(embedding, composition, FIELDS, "mass", owned, read)
+    expected = (np.array([8, 7, 3])[:, None] * embedding).sum(0)
     np.testing.assert_allclose(weighted, expected * 2.0 / np.linalg.norm(expected), rtol=1e-5)
-    alone, same = chunks.pool(embedding[:1], composition[:1], FIELDS)
+    alone, same = chunks.pool(embedding[:1], composition[:1], FIELDS, "mean", [10], [10])
     np.testing.assert_array_equal(alone, embedding[0])
     np.testing.assert_array_equal(same, composition[0])
 
@@ -118,7 +124,7 @@ def test_bonds_are_the_pair_energies_of_neighbouring_windows():
     spec = PotentialSpec(kind="morse", well_depth=1.0, morse_alpha=6.0, cutoff_widths=2.0, lj_force_cap_ratio=0.9,
                          coulomb_strength=0.0, coulomb_screening=1.0, coulomb_softening=0.1, weight=0.3)
     embedding = np.array([[0, 0], [0.3, 0], [0.3, 0.4]], np.float32)
-    composition = np.array([[1, 1, 1, 2, 0, 0.2], [1, 1, 1, 2, 0, 0.1], [1, 1, 1, 2, 0, 0.3]], np.float32)
+    composition = np.array([[1, 1, 1, 2, 0, 0.2], [1, 1, 1, 2, 0, 0.1], [1, 1, 1, 2, 0, 0.3]], np.float32)  # radius last
     energies = chunks.bonds(embedding, composition, FIELDS, spec)
     expected = pair_energy(np.array([0.3, 0.4]), np.array([0.2, 0.1]), np.array([0.1, 0.3]), np.zeros(2), np.zeros(2), spec)
     np.testing.assert_allclose(energies, expected, rtol=1e-6)
