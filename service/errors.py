@@ -57,6 +57,12 @@ class Unauthorized(AtomError):
         super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
 
 
+class ModelNotFound(AtomError):
+    """The request names a model this service does not serve."""
+
+    reason = "model_not_found"
+
+
 class NotReady(AtomError):
     """Not loaded yet, or shutting down."""
 
@@ -88,6 +94,7 @@ HTTP_STATUS: dict[type[AtomError], int] = {
     QueueFull: 429,
     Overloaded: 429,
     Unauthorized: 401,
+    ModelNotFound: 404,
     NotReady: 503,
     DeadlineExceeded: 504,
     InferenceFailed: 500,

@@ -119,6 +119,8 @@ def request_models(manifest: Manifest, *, max_inputs: int, max_components: int, 
             "character span and its pair energy with the next window"))),
         truncate=(bool, Field(True, description=TRUNCATE_DESCRIPTION)),
         chunk=(bool, Field(False, description=CHUNK_DESCRIPTION)),
+        model=(str | None, Field(None, description=f"the model to run (optional): {manifest.name}, as "
+                                                   "GET /v1/models lists it; another name gets 404")),
     )
     text = Annotated[str, Field(min_length=1, max_length=max_text_chars, pattern=VISIBLE)]
     embeddings = create_model(
@@ -127,7 +129,8 @@ def request_models(manifest: Manifest, *, max_inputs: int, max_components: int, 
         __config__=ConfigDict(extra="ignore", strict=True),
         input=(text | Annotated[list[text], Field(min_length=1, max_length=max_inputs)],
                Field(description="a string or a list of strings (token arrays are not accepted)")),
-        model=(str | None, Field(None, description="accepted for compatibility; the loaded model answers")),
+        model=(str | None, Field(None, description=f"the model to run: {manifest.name}, as GET /v1/models lists "
+                                                   "it; another name gets 404 (may be left out)")),
         encoding_format=(Literal["float", "base64"], "float"),
         dimensions=(integer(ge=manifest.embedding_dim, le=manifest.embedding_dim) | None,
                     Field(None, description="the model's embedding size, the only one there is")),
@@ -216,6 +219,20 @@ class EmbeddingsResponse(BaseModel):
 
 
 # ---- metadata and errors ----------------------------------------------------------------------
+
+
+class ModelCard(BaseModel):
+    """A served model as OpenAI's models API describes one."""
+
+    id: str = Field(description="the name a request's `model` takes: the bundle manifest's name")
+    object: Literal["model"] = "model"
+    created: int = Field(description="when the bundle was exported, Unix seconds")
+    owned_by: str = "atomizer"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
 
 
 class ErrorDetail(BaseModel):

@@ -25,6 +25,7 @@ def prepare(serving: Ready, raw: bytes) -> tuple[Any, list[list[Item]]]:
     body: Any = parse(models.atomize, raw, max_inputs=settings.max_inputs_per_request,
                       max_neighbors=settings.max_neighbors, model_name=runtime.manifest.name,
                       input_words=models.input_words)
+    serving.check_model(body.model)
     wanted = body.neighbors if "neighbors" in body.include else 0
     if body.chunk:  # the windows ask for no neighbours: the pooled atom is searched (`answers`)
         return body, runtime.prepare_windows(body.inputs, overlap=settings.chunk_overlap,

@@ -18,7 +18,7 @@ from fastapi import Depends, Request
 
 from ..batcher import Batcher
 from ..config import Settings
-from ..errors import InvalidInput, NotReady, QueueFull, Unauthorized
+from ..errors import InvalidInput, ModelNotFound, NotReady, QueueFull, Unauthorized
 from ..metrics import Metrics
 from ..runtime import Item, ItemResult, Runtime
 from ..schemas import RequestModels
@@ -71,6 +71,13 @@ class Ready:
     models: RequestModels
     prepare_pool: ThreadPoolExecutor
     deadline: float  # loop.time() seconds: request arrival + request_timeout_ms
+
+    def check_model(self, requested: str | None) -> None:
+        """A request naming a model must name the one served (OpenAI's `model`; optional here)."""
+        served = self.runtime.manifest.name
+        if requested is not None and requested != served:
+            raise ModelNotFound(f"model {requested!r} is not served here; this service serves {served!r} "
+                                "(GET /v1/models lists it)")
 
     def refuse_if_queue_full(self) -> None:
         """429 before the body is parsed: a full queue would refuse the items anyway."""

@@ -32,6 +32,7 @@ def prepare(serving: Ready, raw: bytes) -> tuple[Any, list[list[Item]]]:
     body: Any = parse(models.embeddings, raw, max_inputs=settings.max_inputs_per_request,
                       max_neighbors=settings.max_neighbors, model_name=runtime.manifest.name,
                       input_words=models.input_words)
+    serving.check_model(body.model)
     texts = [body.input] if isinstance(body.input, str) else body.input
     if body.chunk:
         return body, runtime.prepare_windows(texts, field="input", overlap=settings.chunk_overlap,

@@ -14,6 +14,7 @@ from ..errors import (
     InferenceFailed,
     InternalError,
     InvalidInput,
+    ModelNotFound,
     NotReady,
     Overloaded,
     QueueFull,
@@ -90,6 +91,6 @@ def error_responses(*errors: type[AtomError]) -> dict[int | str, dict]:
 
 
 # What each kind of route can answer besides 200 (the middleware adds 413 and 429 on /v1, 500 anywhere).
-SERVING_ERRORS = error_responses(InvalidInput, TooLarge, QueueFull, Overloaded, Unauthorized, NotReady,
+SERVING_ERRORS = error_responses(InvalidInput, TooLarge, QueueFull, Overloaded, Unauthorized, ModelNotFound, NotReady,
                                  DeadlineExceeded, InferenceFailed, InternalError)
 MODEL_INFO_ERRORS = error_responses(Unauthorized, NotReady, Overloaded, TooLarge, InternalError)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import onnxruntime as ort
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException
 
-from ..schemas import Health, ModelInfo, Readiness
+from ..errors import ModelNotFound
+from ..schemas import Health, ModelCard, ModelInfo, ModelList, Readiness
 from .deps import Serving, State
-from .handlers import MODEL_INFO_ERRORS
+from .handlers import MODEL_INFO_ERRORS, error_responses
 
 router = APIRouter(tags=["meta"])
 
@@ -48,6 +51,26 @@ async def model_info(serving: Serving) -> ModelInfo:
                      "request_timeout_ms"}
         ),
     )
+
+
+def model_card(serving: Serving) -> ModelCard:
+    manifest = serving.runtime.manifest
+    created = int(datetime.fromisoformat(manifest.created_at).timestamp())
+    return ModelCard(id=manifest.name, created=created)
+
+
+@router.get("/v1/models", response_model=ModelList, responses=MODEL_INFO_ERRORS)
+async def models(serving: Serving) -> ModelList:
+    """The served models as OpenAI's `client.models.list()` reads them."""
+    return ModelList(data=[model_card(serving)])
+
+
+@router.get("/v1/models/{model_id}", response_model=ModelCard,
+            responses={**MODEL_INFO_ERRORS, **error_responses(ModelNotFound)})
+async def model(model_id: str, serving: Serving) -> ModelCard:
+    """One served model (OpenAI's `client.models.retrieve(id)`); 404 for a model not served here."""
+    serving.check_model(model_id)
+    return model_card(serving)
 
 
 @router.get("/healthz", response_model=Health)

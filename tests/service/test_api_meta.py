@@ -77,7 +77,7 @@ def test_metrics_count_the_requests_just_made(text_case):
         for _ in range(3):
             assert client.post("/v1/atomize", json={"inputs": ["t01 t02", "t03"]}).status_code == 200
         assert client.post("/v1/atomize", json={"inputs": []}).status_code == 422
-        assert client.post("/v1/embeddings", json={"input": "t01", "model": "m"}).status_code == 200
+        assert client.post("/v1/embeddings", json={"input": "t01", "model": "synthetic-atom"}).status_code == 200
         client.get("/nowhere")
         response = client.get("/metrics")
     assert response.headers["content-type"].startswith("text/plain")
@@ -108,3 +108,17 @@ def test_docs_and_openapi_are_served(text_client):
     assert text_client.get("/docs").status_code == 200
     paths = text_client.get("/openapi.json").json()["paths"]
     assert {"/v1/atomize", "/v1/embeddings", "/v1/model", "/healthz", "/readyz", "/metrics"} <= set(paths)
+
+
+def test_models_lists_the_served_bundle_and_refuses_other_names(text_client, text_case):
+    name = text_case.bundle.manifest.name
+    listed = text_client.get("/v1/models").json()
+    assert listed["object"] == "list" and [m["id"] for m in listed["data"]] == [name]
+    assert listed["data"][0]["object"] == "model" and listed["data"][0]["created"] > 1_600_000_000
+    assert text_client.get(f"/v1/models/{name}").json()["id"] == name
+    missing = text_client.get("/v1/models/other")
+    assert missing.status_code == 404 and missing.json()["error"]["type"] == "model_not_found"
+    named = text_client.post("/v1/atomize", json={"inputs": ["t01"], "model": name})
+    assert named.status_code == 200
+    wrong = text_client.post("/v1/atomize", json={"inputs": ["t01"], "model": "other"})
+    assert wrong.status_code == 404 and repr(name) in wrong.json()["error"]["message"]

@@ -35,9 +35,9 @@ def test_the_openai_client_works_unchanged(server, text_case):
     texts = [text_case.train_inputs[r] for r in rows]
     expected = text_case.reference(rows)["embedding"]
 
-    default = client.embeddings.create(input=texts, model="synthetic")  # the client asks for base64
-    as_floats = client.embeddings.create(input=texts, model="synthetic", encoding_format="float")
-    single = client.embeddings.create(input=texts[0], model="synthetic")
+    default = client.embeddings.create(input=texts, model=text_case.bundle.manifest.name)  # the client asks for base64
+    as_floats = client.embeddings.create(input=texts, model=text_case.bundle.manifest.name, encoding_format="float")
+    single = client.embeddings.create(input=texts[0], model=text_case.bundle.manifest.name)
 
     for response in (default, as_floats):
         assert response.model == text_case.bundle.manifest.name
@@ -51,7 +51,7 @@ def test_the_openai_client_sees_a_bad_key_as_authentication_error(server):
     _, url = server
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
-        client.embeddings.create(input="t01", model="synthetic")
+        client.embeddings.create(input="t01", model="synthetic-atom")
 
 
 def test_plain_http_against_the_server(server):
@@ -88,3 +88,16 @@ def test_a_broken_bundle_stops_the_start_with_one_line(text_case, tmp_path):
     lines = [line for line in process.stderr.read().splitlines() if line.strip()]
     assert len(lines) == 1
     assert lines[0].endswith(f"cannot start: {broken / 'atoms.npz'}: missing file")
+
+
+def test_the_openai_client_lists_and_retrieves_the_model_and_is_told_of_an_unknown_one(server, text_case):
+    _, url = server
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=API_KEY, max_retries=0)
+    name = text_case.bundle.manifest.name
+    assert [m.id for m in client.models.list()] == [name]
+    assert client.models.retrieve(name).id == name
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.embeddings.create(input="t01", model="text-embedding-3-small")
+    assert name in str(caught.value)
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("nope")
