@@ -82,6 +82,7 @@ class TextInputs:
         self.unk_id = tokenizer.token_to_id(unk) if unk else None
         # A first prefix long enough for almost every text: 16 characters per token allowed.
         self.probe_chars = 16 * self.max_components
+        self._windowed: dict[int, "Tokenizer"] = {}  # overlap -> tokenizer cutting windows (`windowed`)
 
     def prepare(self, texts: Sequence[Any], field: str, truncate: bool) -> list[Prepared]:
         for i, value in enumerate(texts):
@@ -151,13 +152,18 @@ class TextInputs:
         return out
 
     def windowed(self, overlap: int) -> "Tokenizer":
-        """A copy of the tokenizer whose truncation keeps the overflow as windows sharing `overlap` tokens."""
+        """A copy of the tokenizer whose truncation keeps the overflow as windows sharing `overlap`
+        tokens; made once per overlap (copying the vocabulary per request would cost milliseconds)."""
         from tokenizers import Tokenizer
 
+        cached = self._windowed.get(overlap)
+        if cached is not None:
+            return cached
         copy = Tokenizer.from_str(self.tokenizer.to_str())
         truncation = dict(self.tokenizer.truncation or {})
         truncation.update(max_length=self.max_components, stride=overlap)
         copy.enable_truncation(**truncation)
+        self._windowed[overlap] = copy
         return copy
 
     @staticmethod

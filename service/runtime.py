@@ -9,6 +9,7 @@ batcher calls `run` from its worker thread.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -161,7 +162,7 @@ class Runtime(ModelRunner):
         composition = np.stack([r.composition for r in results])
         found = bank.search(embedding, composition[:, self._radius_col], composition[:, self._charge_col],
                             list(counts), [rank_by] * len(results))
-        return [InputResult(**{**r.__dict__, "neighbors": n, "bank": bank}) for r, n in zip(results, found)]
+        return [dataclasses.replace(r, neighbors=n, bank=bank) for r, n in zip(results, found)]
 
     def component_positions(self, item: Item) -> list[int]:
         """Positions of the item's real components: all but the tokenizer's special tokens."""
