@@ -1,7 +1,7 @@
 """Quality benchmark: plain vs baseline (lambda = 0) vs atom, tuned alike on validation, then seeds.
 
     python benchmarks/quality.py --suite scratch  [--datasets digits,tweets] [--workers 4] [--device auto]
-    python benchmarks/quality.py --suite backbone [--backbone minilm] [--workers 8] [--device cuda]
+    python benchmarks/quality.py --suite backbone [--backbone minilm] [--train-layers 0|k|-1] [--workers 2]
     python benchmarks/quality.py --suite scratch --summarise-only
 
 Every method gets the same tuning budget: the same number of configurations (SWEEPS), each
@@ -10,7 +10,8 @@ validation accuracy (the best epoch's, which also chooses the epoch count) is ke
 again with the other seeds. The test split is only read for the final records. A suite's
 records go to benchmarks/results/quality_<name>.jsonl as each run ends (a rerun skips the jobs
 already there, so an interrupted run resumes); its summary to quality_<name>.md, where name is
-scratch, backbone-frozen or backbone-finetuned.
+scratch, backbone-frozen, backbone-top<k> (the top k layers fine-tuned, the frozen part's
+states computed once) or backbone-finetuned (every layer: a GPU job).
 """
 
 from __future__ import annotations
@@ -93,6 +94,21 @@ FROZEN_SWEEP = {
         "predicted-bonds": {"lr": 3e-3, "model": {"bond_source": "predicted"}},
     },
 }
+# The top k layers of the backbone fine-tuned on the cached states of the frozen part below them
+# (a CPU job: one layer of MiniLM costs ~0.24 s a step at batch 64 on one core). 4 settings per
+# method: the backbone's learning rate x the head's own setting, where the frozen sweep put it.
+PARTIAL_SWEEP = {
+    method: {
+        f"blr{blr:g}-{name}": {"backbone_lr": blr, **extra}
+        for blr in (5e-5, 2e-4)
+        for name, extra in {
+            "plain": {"lr1e-2": {"lr": 1e-2}, "lr3e-2": {"lr": 3e-2}},
+            "baseline": {"lr1e-3": {"lr": 1e-3}, "lr3e-3": {"lr": 3e-3}},
+            "atom": {"lambda0.03": {"lr": 3e-3, "potential_weight": 0.03}, "lambda0.1": {"lr": 3e-3, "potential_weight": 0.1}},
+        }[method].items()
+    }
+    for method in METHODS
+}
 # Same budget for every method of a dataset.
 BUDGET = {
     "synthetic": {"epochs": 8, "batch_size": 64},
@@ -101,12 +117,13 @@ BUDGET = {
     "tweets": {"epochs": 3, "batch_size": 128},
     "tweets-backbone": {"epochs": 3, "batch_size": 32},
     "tweets-frozen": {"epochs": 3, "batch_size": 64},
+    "tweets-top": {"epochs": 3, "batch_size": 64},
 }
 METRICS = ("test_accuracy", "knn_accuracy", "silhouette", "uniformity", "role_recovery")
 RADIUS = ("radius_mean", "radius_cv", "radius_length_spearman", "radius_class_eta2", "radius_by_class")
 
 _DATA: dict = {}  # per worker process: loaded datasets
-_STATES: dict = {}  # per worker process: a frozen backbone's states per dataset
+_STATES: dict = {}  # per worker process: the states of a backbone's frozen part per (dataset, layers trained)
 
 
 def job_key(job: dict) -> str:
@@ -125,38 +142,40 @@ def load_data(dataset: str, backbone: str | None, limit: int | None = None):
     return _DATA[key]
 
 
-def states_cache_path(dataset: str, path: Path, data, cache_dir: Path) -> Path:
+def states_cache_path(dataset: str, path: Path, data, cache_dir: Path, train_layers: int = 0) -> Path:
     import hashlib
 
     weights = next(iter(sorted(path.glob("*.safetensors"))))
     digest = hashlib.sha256(weights.read_bytes()[: 1 << 20] + data.tokenizer.to_str().encode()
                             + str([len(s) for s in data.splits().values()]).encode()).hexdigest()[:16]
-    return cache_dir / f"states-{dataset}-{path.name}-{digest}.pt"
+    top = f"-top{train_layers}" if train_layers else ""
+    return cache_dir / f"states-{dataset}-{path.name}{top}-{digest}.pt"
 
 
-def frozen_states(dataset: str, backbone: str, data, cache_dir: Path) -> dict:
-    """{split: (N, n, d) fp16} of the pretrained backbone, computed once and kept on disk (they
-    depend only on the backbone, its tokenizer and the split)."""
+def frozen_states(dataset: str, backbone: str, data, cache_dir: Path, train_layers: int = 0) -> dict:
+    """{split: (N, n, d) fp16} of the pretrained backbone's frozen part (all of it, or all but its
+    top `train_layers` layers), computed once and kept on disk (they depend only on the backbone,
+    its tokenizer, the split and the boundary)."""
     import torch
 
     from model import AtomModel
     from training.backbone import load_pretrained_weights, resolve_backbone
     from training.train import TrainOptions, build_config, split_states
 
-    if dataset in _STATES:
-        return _STATES[dataset]
+    if (dataset, train_layers) in _STATES:
+        return _STATES[dataset, train_layers]
     path = resolve_backbone(backbone)
-    cache = states_cache_path(dataset, path, data, cache_dir)
+    cache = states_cache_path(dataset, path, data, cache_dir, train_layers)
     if cache.exists():
         states = torch.load(cache)
     else:
-        options = TrainOptions(dataset=dataset, backbone=backbone, backbone_train_layers=0)
+        options = TrainOptions(dataset=dataset, backbone=backbone, backbone_train_layers=train_layers)
         model = AtomModel(build_config(options, data, path))
         load_pretrained_weights(model.encoder, path)
         states = split_states(model, data, ("train", "validation", "test"), torch.device("cpu"), None, progress=True)
         cache.parent.mkdir(parents=True, exist_ok=True)
         torch.save(states, cache)
-    _STATES[dataset] = states
+    _STATES[dataset, train_layers] = states
     return states
 
 
@@ -179,10 +198,10 @@ def run_job(job: dict) -> dict:
     settings = dict(job["settings"])
     model_overrides = settings.pop("model", {})
     method = METHODS[job["method"]]
-    frozen = job["backbone"] and job["train_layers"] == 0
-    budget = BUDGET[job["dataset"] + ("-frozen" if frozen else "-backbone" if job["backbone"] else "")]
+    cached = bool(job["backbone"]) and job["train_layers"] >= 0  # a frozen part: its states computed once
+    budget = BUDGET[job["dataset"] + budget_suffix(job["backbone"], job["train_layers"])]
     data = load_data(job["dataset"], job["backbone"], job["limit"])
-    states = frozen_states(job["dataset"], job["backbone"], data, Path(job["runs"])) if frozen else None
+    states = frozen_states(job["dataset"], job["backbone"], data, Path(job["runs"]), job["train_layers"]) if cached else None
     if job.get("train_labels"):  # the label-efficiency curve: a fixed subset of the training split
         rows = label_subset(len(data.train.labels), job["train_labels"])
         data = dataclasses.replace(data, train=data.train.take(rows))
@@ -219,6 +238,12 @@ def run_job(job: dict) -> dict:
     if not job.get("keep_run"):
         shutil.rmtree(run_dir, ignore_errors=True)
     return record
+
+
+def budget_suffix(backbone: str | None, train_layers: int) -> str:
+    if not backbone:
+        return ""
+    return {0: "-frozen", -1: "-backbone"}.get(train_layers, "-top")
 
 
 def reference_records(suite: str, dataset: str, backbone: str | None, limit: int | None, cache_dir: Path) -> list[dict]:
@@ -278,7 +303,14 @@ def frozen_sentence_embeddings(dataset: str, backbone: str, data, cache_dir: Pat
 def sweep_of(suite: str, train_layers: int) -> dict:
     if suite == "scratch":
         return SCRATCH_SWEEP
-    return FROZEN_SWEEP if train_layers == 0 else BACKBONE_SWEEP
+    return {0: FROZEN_SWEEP, -1: BACKBONE_SWEEP}.get(train_layers, PARTIAL_SWEEP)
+
+
+def suite_name(suite: str, train_layers: int) -> str:
+    """scratch, backbone-frozen, backbone-top<k> or backbone-finetuned: the results files' names."""
+    if suite == "scratch":
+        return suite
+    return "backbone-" + {0: "frozen", -1: "finetuned"}.get(train_layers, f"top{train_layers}")
 
 
 def sweep_jobs(args, dataset: str) -> list[dict]:
@@ -308,7 +340,7 @@ def final_jobs(args, records: list[dict], dataset: str) -> list[dict]:
         if best is None:
             continue
         jobs += [job(args, dataset, method, best["config"], best["settings"], seed, "final") for seed in range(1, args.seeds)]
-        if args.suite == "backbone" and method == "atom" and args.train_layers != 0:
+        if args.suite == "backbone" and method == "atom" and args.train_layers < 0:
             # the training mode, on validation: top 2 layers only, and a frozen backbone
             for layers in (2, 0):
                 jobs.append(job(args, dataset, method, f"{best['config']}-layers{layers}",
@@ -351,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--datasets", default=None, help="default: synthetic,digits,mnist5k,tweets (scratch), tweets (backbone)")
     parser.add_argument("--backbone", default="minilm")
     parser.add_argument("--train-layers", type=int, default=0,
-                        help="backbone suite: layers fine-tuned from the top (-1 all: a GPU job; 0 frozen)")
+                        help="backbone suite: layers fine-tuned from the top (-1 all: a GPU job; 0 frozen; k > 0 the top k on cached states)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--device", default="auto")
@@ -366,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args.out.mkdir(parents=True, exist_ok=True)
-    name = args.suite if args.suite == "scratch" else f"backbone-{'frozen' if args.train_layers == 0 else 'finetuned'}"
+    name = suite_name(args.suite, args.train_layers)
     results = args.out / f"quality_{name}.jsonl"
     summary_path = args.out / f"quality_{name}.md"
     datasets = (args.datasets or ("tweets" if args.suite == "backbone" else "synthetic,digits,mnist5k,tweets")).split(",")
@@ -381,8 +413,8 @@ def main(argv: list[str] | None = None) -> int:
                     with open(results, "a") as f:
                         f.write(json.dumps(record) + "\n")
         for dataset in datasets:  # one dataset finished before the next: an interrupted run still tells something
-            if args.suite == "backbone" and args.train_layers == 0:  # the states once, before the workers want them
-                frozen_states(dataset, args.backbone, load_data(dataset, args.backbone, args.limit), args.runs)
+            if args.suite == "backbone" and args.train_layers >= 0:  # the states once, before the workers want them
+                frozen_states(dataset, args.backbone, load_data(dataset, args.backbone, args.limit), args.runs, args.train_layers)
             records += run_jobs(sweep_jobs(args, dataset), results, args.workers, done)
             records += run_jobs(final_jobs(args, records, dataset), results, args.workers, done)
         log.warning("quality %s: %.0f s", args.suite, time.perf_counter() - started)
@@ -397,11 +429,11 @@ def main(argv: list[str] | None = None) -> int:
 def export_chosen(args, records: list[dict], datasets: list[str]) -> None:
     """The chosen configuration's seed-0 run of atom and baseline as bundles (`<export>/<method>`),
     for the measurements that read a bundle (benchmarks/afinn_roles.py); the bank is built from
-    the cached frozen states, not from MiniLM again."""
+    the cached states of the frozen part, not from MiniLM's lower layers again."""
     from training.export import export_bundle
 
     for dataset in datasets:
-        states = frozen_states(dataset, args.backbone, load_data(dataset, args.backbone, args.limit), args.runs)
+        states = frozen_states(dataset, args.backbone, load_data(dataset, args.backbone, args.limit), args.runs, args.train_layers)
         for method in ("atom", "baseline"):
             best = chosen(records, dataset, method, sweep_of(args.suite, args.train_layers))
             if best is None:

@@ -33,7 +33,10 @@ def summarise(records: list[dict], suite: str, machine: str, chosen: Callable[[s
     command = {"scratch": "python benchmarks/quality.py --suite scratch --workers 2",
                "backbone-frozen": "python benchmarks/quality.py --suite backbone --train-layers 0",
                "backbone-finetuned": "bash benchmarks/device_quality.sh"}.get(suite, suite)
-    target = {"scratch": "make bench-quality", "backbone-frozen": "make bench-quality-backbone"}.get(suite, "a lent GPU machine")
+    if suite.startswith("backbone-top"):
+        command = f"python benchmarks/quality.py --suite backbone --train-layers {suite.removeprefix('backbone-top')} --workers 2"
+    target = {"scratch": "make bench-quality", "backbone-frozen": "make bench-quality-backbone",
+              "backbone-finetuned": "a lent GPU machine"}.get(suite, "make bench-quality-tuned")
     lines = [f"# Quality benchmark: {suite}", "",
              f"Machine: {machine}. Regenerate with `{command}` ({target}).",
              "Each method tried the same number of configurations with seed 0; the one with the best validation",

@@ -9,8 +9,9 @@ checkpoint rebuilds the model without the original folder; the pretrained weight
 once, at the start of training (`training.backbone`: model/ does no file I/O).
 
 `train_layers` chooses what is fine-tuned: -1 every layer and the embeddings, 0 nothing (a
-frozen backbone: its states can be computed once per item and reused every epoch), k > 0 the
-top k layers. `backbone_adapter_layers` new Transformer blocks on top learn from scratch. Frozen parts stay in eval
+frozen backbone), k > 0 the top k layers. Whenever a frozen part exists (0 or k), its output,
+the states at the boundary, can be computed once per item and reused every epoch: an epoch then
+costs the top k layers and the head only (`frozen_part`, and `forward(..., states=...)`). `backbone_adapter_layers` new Transformer blocks on top learn from scratch. Frozen parts stay in eval
 mode (no dropout) so their output is the pretrained function.
 """
 
@@ -73,19 +74,47 @@ class BackboneEncoder(nn.Module):
 
     @property
     def frozen(self) -> bool:
-        """Nothing of the pretrained model learns: its states can be computed once and reused."""
+        """Nothing of the pretrained model learns."""
         return self.train_layers == 0
+
+    @property
+    def frozen_depth(self) -> int | None:
+        """How many pretrained layers are frozen (with the embeddings below them); None when the
+        whole backbone learns. Their output can be computed once per item and reused."""
+        if self.train_layers < 0:
+            return None
+        return len(self.layers) - min(self.train_layers, len(self.layers))
 
     def backbone_states(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The pretrained model's last hidden states (B, n, d)."""
         return self.model(input_ids=inputs, attention_mask=mask.to(torch.long)).last_hidden_state
 
+    def frozen_part(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The states at the top of the frozen part (B, n, d): the last hidden states of a frozen
+        backbone, the input of the lowest trained layer otherwise."""
+        depth = self.frozen_depth
+        if depth is None:
+            raise ValueError("a fully fine-tuned backbone has no frozen part")
+        if depth == len(self.layers):
+            return self.backbone_states(inputs, mask)
+        out = self.model(input_ids=inputs, attention_mask=mask.to(torch.long), output_hidden_states=True)
+        return out.hidden_states[depth]  # hidden_states[0] is the embeddings' output
+
+    def trained_top(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The trained top layers on the frozen part's states: with `frozen_part`, the same
+        function as the whole backbone (the attention mask as the sdpa kernel takes it: True attends)."""
+        depth = self.frozen_depth
+        attend = mask[:, None, None, :].to(torch.bool)  # (B, 1, 1, n)
+        for layer in self.layers[depth:]:
+            h = layer(h, attention_mask=attend)
+        return h
+
     def forward(
         self, inputs: torch.Tensor, mask: torch.Tensor, states: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`states`: the backbone's states for these inputs, when already computed (frozen)."""
+        """`states`: the frozen part's output for these inputs (`frozen_part`), when computed before."""
         e = self.model.embeddings.word_embeddings(inputs)  # (B, n, d) each piece on its own
-        h = self.backbone_states(inputs, mask) if states is None else states.to(e.dtype)
+        h = self.backbone_states(inputs, mask) if states is None else self.trained_top(states.to(e.dtype), mask)
         if len(self.adapter):
             key_bias = ((1.0 - mask.to(h.dtype)) * MASKED_SCORE)[:, None, None, :]  # (B, 1, 1, n)
             for block in self.adapter:

@@ -153,16 +153,19 @@ def batches(size: int, batch_size: int, generator: torch.Generator, rank: int, w
         yield order[start : start + window][rank::world]
 
 
-def is_frozen_backbone(model: AtomModel) -> bool:
-    return bool(getattr(model.encoder, "frozen", False))
+def caches_states(model: AtomModel) -> bool:
+    """A backbone with a frozen part (frozen, or only its top layers trained): that part's output
+    is computed once per item and reused every epoch."""
+    return getattr(model.encoder, "frozen_depth", None) is not None
 
 
 @torch.no_grad()
 def backbone_states(model: AtomModel, split: Split, device: torch.device, batch_size: int = 128,
                     desc: str | None = None) -> torch.Tensor:
-    """(N, n, d) float16 on the CPU: a frozen backbone's states for every item of a split, computed
-    once so that every epoch after costs only the head (fp16 halves the memory: 1.3 GB for the
-    tweets training split with MiniLM; the head trains on them, the exported model recomputes)."""
+    """(N, n, d) float16 on the CPU: the output of a backbone's frozen part for every item of a
+    split, computed once so that every epoch after costs only the trained top layers and the head
+    (fp16 halves the memory: 1.3 GB for the tweets training split with MiniLM; training reads
+    them, the exported model recomputes)."""
     encoder = model.encoder.eval()
     inputs, mask, _ = split_tensors(split, "text")
     order = torch.argsort(mask.sum(1), stable=True)
@@ -170,7 +173,7 @@ def backbone_states(model: AtomModel, split: Split, device: torch.device, batch_
     for start in tqdm(range(0, len(inputs), batch_size), desc=desc or "backbone states", disable=desc is None, leave=False):
         index = order[start : start + batch_size]
         x, m = trim(inputs[index], mask[index])
-        h = encoder.backbone_states(x.to(device), m.to(device)).to("cpu", torch.float16)
+        h = encoder.frozen_part(x.to(device), m.to(device)).to("cpu", torch.float16)
         if out is None:
             out = torch.zeros(len(inputs), inputs.shape[1], h.shape[-1], dtype=torch.float16)
         out[index, : h.shape[1]] = h
@@ -179,8 +182,9 @@ def backbone_states(model: AtomModel, split: Split, device: torch.device, batch_
 
 def split_states(model: AtomModel, data: Dataset, names: tuple[str, ...], device: torch.device,
                  states: dict | None, progress: bool) -> dict:
-    """The frozen backbone's states of the named splits, reusing those given; {} otherwise."""
-    if not is_frozen_backbone(model):
+    """The states of the backbone's frozen part for the named splits, reusing those given; {}
+    when nothing is frozen."""
+    if not caches_states(model):
         return {}
     states = dict(states or {})
     for name in names:
@@ -276,7 +280,7 @@ def write_run_info(options: TrainOptions, data: Dataset, config: AtomConfig) -> 
 
 def train(options: TrainOptions, data: Dataset | None = None, states: dict | None = None) -> Path:
     """Train one model; returns the run folder. Pass `data` to reuse an already loaded dataset
-    and `states` ({split name: backbone_states(...)}) to reuse a frozen backbone's states."""
+    and `states` ({split name: backbone_states(...)}) to reuse the states of a backbone's frozen part."""
     rank, world = distributed_context()
     device = resolve_device(options.device)
     if device.type == "cuda" and world > 1:

@@ -104,9 +104,12 @@ def test_special_tokens_are_attended_but_are_no_components(backbone_run):
     torch.testing.assert_close(out.roles[mask & ~specials].sum(-1), torch.ones(int(real.sum())))
 
 
-def test_cached_frozen_states_give_the_model_outputs(tiny_backbone):
+@pytest.mark.parametrize("layers", [0, 1])
+def test_cached_frozen_states_give_the_model_outputs(tiny_backbone, layers):
+    """Frozen (0) or its top layer trained (1): the frozen part's states, computed once, then the
+    trained top and the head give what the whole model gives."""
     hf = json.loads((tiny_backbone / "config.json").read_text())
-    config = AtomConfig(backbone_config=hf, backbone_train_layers=0, backbone_adapter_layers=1, d_model=32, n_heads=2,
+    config = AtomConfig(backbone_config=hf, backbone_train_layers=layers, backbone_adapter_layers=1, d_model=32, n_heads=2,
                         embedding_dim=8, num_classes=3, special_token_ids=(300, 301))
     torch.manual_seed(0)
     model = AtomModel(config).eval()
@@ -117,6 +120,32 @@ def test_cached_frozen_states_give_the_model_outputs(tiny_backbone):
     for key in ("embedding", "composition", "roles"):
         np.testing.assert_allclose(cached[key], direct[key], atol=2e-2)  # states are kept in fp16
     assert np.abs(cached["embedding"] - direct["embedding"]).max() > 0  # and really came from the cache
+
+
+def test_top_layer_training_on_cached_states_moves_only_the_top_layer(tiny_backbone, tmp_path):
+    """--train-layers 1: the lower layer's output is computed once, the top layer learns from it, the
+    lower layer and the embeddings stay pretrained, and the saved model runs whole (as exported)."""
+    from tests.conftest import tiny_options
+    from training.train import train
+
+    run = train(tiny_options("tweets", tmp_path / "run", backbone=str(tiny_backbone), model_overrides={}, epochs=1,
+                             lr=1e-3, backbone_lr=1e-2, backbone_train_layers=1))
+    model = load_model(run)
+    assert model.encoder.frozen_depth == 1
+    pretrained = load_file(next(tiny_backbone.glob("*.safetensors")))
+    trained = model.encoder.model.state_dict()
+    assert torch.equal(trained["encoder.layer.0.attention.self.query.weight"], pretrained["encoder.layer.0.attention.self.query.weight"])
+    assert torch.equal(trained["embeddings.word_embeddings.weight"], pretrained["embeddings.word_embeddings.weight"])
+    assert not torch.equal(trained["encoder.layer.1.attention.self.query.weight"], pretrained["encoder.layer.1.attention.self.query.weight"])
+    data = load_run_dataset(run)
+    states = backbone_states(model, data.validation, torch.device("cpu"))
+    with torch.no_grad():  # the cached states are the lower layer's output, not the last one's
+        x, m = torch.as_tensor(data.validation.inputs[:4]), torch.as_tensor(data.validation.mask[:4])
+        lower = model.encoder.model(input_ids=x, attention_mask=m.long(), output_hidden_states=True).hidden_states[1]
+    torch.testing.assert_close(states[:4].float()[m], lower[m], atol=1e-2, rtol=1e-2)
+    whole = predict(model, data.validation, "text", torch.device("cpu"))
+    cached = predict(model, data.validation, "text", torch.device("cpu"), states=states)
+    np.testing.assert_allclose(cached["embedding"], whole["embedding"], atol=2e-2)
 
 
 def test_export_writes_a_measured_int8_copy(backbone_bundle):
