@@ -137,11 +137,18 @@ def scrape(url: str) -> dict[str, float]:
     """The service's batching counters (round and batch sizes) from its /metrics."""
     import httpx
 
-    values = {}
-    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-        if line.startswith(("atom_round_items_", "atom_batch_items_")) and " " in line:
-            name, value = line.rsplit(" ", 1)
-            values[name] = float(value)
+    return batching_counters(httpx.get(f"{url}/metrics", timeout=10).text)
+
+
+def batching_counters(text: str) -> dict[str, float]:
+    """atom_round_items_* and atom_batch_items_* of a /metrics text, summed over the served models."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith(("atom_round_items_", "atom_batch_items_")):
+                values[sample.name] = values.get(sample.name, 0.0) + sample.value
     return values
 
 

@@ -1,8 +1,8 @@
 """`create_app(settings)`: the FastAPI app, its lifespan and its wiring (HTTP -> batcher -> runtime).
 
-Start-up (the lifespan): load and validate the bundle, open the ONNX Runtime session, warm it
-up, build the request models of the served bundle, start the batcher; only then does /readyz
-say ready. A bundle that cannot be served stops the start with one error line naming the file
+Start-up (the lifespan), for each bundle served (service/served.py: one or several, each under
+its name): load and validate the bundle, open the ONNX Runtime session, warm it up, build the
+request models of the bundle, start its batcher; only then does /readyz say ready. A bundle that cannot be served stops the start with one error line naming the file
 and the problem. SIGTERM under `atomize serve` (service/server.py) first drains: /readyz turns
 503 while requests are still served. Shutdown (after uvicorn has stopped accepting connections
 and finished those in flight): new requests get 503, the queued items are finished, the batcher
@@ -28,18 +28,19 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from contract.bank import Bank, BankError, open_bank
-from contract.bundle import Bundle, BundleError, load_bundle
+from contract.bundle import Bundle, BundleError
 
 from .banks import ReloadOnSighup, index_own_bank, own_bank_pending
 from .batcher import Batcher, BatchingConfig
 from .config import Settings
-from .metrics import Metrics
+from .metrics import Metrics, ModelMetrics
 from .routes import atomize, bank_map, embeddings, meta, pages
 from .routes.deps import ServiceState
 from .routes.handlers import install_exception_handlers
 from .routes.middleware import RequestContextMiddleware
 from .runtime import CPU, DeviceError, Runtime
 from .schemas import RequestModels, request_models
+from .served import Loaded, Served, ServeSetupError, load_served
 
 log = logging.getLogger(__name__)
 
@@ -61,25 +62,24 @@ def batching_config(settings: Settings, provider: str = CPU) -> BatchingConfig:
     )
 
 
-def start_runtime(settings: Settings, metrics: Metrics, bundle: Bundle | None, bank: Bank | None,
-                  state: ServiceState) -> Runtime:
-    """Blocking start-up work, run in a thread: load, validate, open the session, warm up."""
-    if bundle is None:
-        bundle = load_bundle(settings.bundle, digest=settings.pinned_digest)
-    elif settings.pinned_digest is not None and bundle.digest != settings.pinned_digest:
-        raise BundleError(bundle.path / "manifest.json",
-                          f"bundle digest {bundle.digest} is not the pinned {settings.pinned_digest}")
-    state.started["bundle_loaded"] = True
-    if bank is None:
-        bank = open_bank(bundle, settings.bank)
-    state.started["bank_loaded"] = True
+def preloaded(settings: Settings, bundle: Bundle, bank: Bank | None) -> list[Loaded]:
+    """An already loaded bundle (one model: tests, `atomize serve` after its own checks)."""
+    ref = settings.bundle_refs()[0]
+    pin = settings.pinned_digest
+    if pin is not None and bundle.digest != pin:
+        raise BundleError(bundle.path / "manifest.json", f"bundle digest {bundle.digest} is not the pinned {pin}")
+    return [Loaded(ref.name or bundle.manifest.name, bundle, bank if bank is not None else open_bank(bundle, ref.bank),
+                   ref.bank)]
+
+
+def start_runtime(settings: Settings, loaded: Loaded, metrics: ModelMetrics) -> Runtime:
+    """Blocking start-up work, run in a thread: open the session, warm up."""
     runtime = Runtime(
-        bundle, device=settings.device, precision=settings.precision,
-        max_components_per_input=settings.max_components_per_input, metrics=metrics, bank=bank,
+        loaded.bundle, device=settings.device, precision=settings.precision,
+        max_components_per_input=settings.max_components_per_input, metrics=metrics, bank=loaded.bank,
         threads=settings.inference_threads,
     )
     runtime.warm_up()
-    state.started["session_warmed_up"] = True
     return runtime
 
 
@@ -134,42 +134,58 @@ def openapi_document(app: FastAPI, state: ServiceState) -> dict[str, Any]:
 
 
 def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None,
-               bank: Bank | None = None) -> FastAPI:
-    """The service for `settings`; pass an already loaded `bundle` (and `bank`) to skip loading again."""
+               bank: Bank | None = None, loaded: list[Loaded] | None = None) -> FastAPI:
+    """The service for `settings`; pass the bundles already loaded (`loaded`, from
+    service.served.load_served, or one `bundle` and its `bank`) to skip loading them again."""
     settings = settings or Settings()
     metrics = Metrics()
     state = ServiceState(settings=settings, metrics=metrics)
 
+    async def start(item: Loaded) -> Served:
+        model_metrics = metrics.for_model(item.name)
+        runtime = await asyncio.to_thread(start_runtime, settings, item, model_metrics)
+        manifest = runtime.manifest
+        model_metrics.set_info(manifest.name, manifest.version, runtime.provider, runtime.bundle.digest)
+        model_metrics.set_bank(len(runtime.bank), runtime.bank.version, runtime.bank.index.spec.kind)
+        batcher = Batcher(runtime.run, batching_config(settings, runtime.provider), model_metrics)
+        batcher.start()
+        log.info("model %s: %s %s (%s)", item.name, manifest.name, manifest.version, runtime.bundle.digest)
+        return Served(item.name, runtime, batcher, models_for(runtime, settings), model_metrics, item.bank_path)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            runtime = await asyncio.to_thread(start_runtime, settings, metrics, bundle, bank, state)
-        except (BundleError, BankError, DeviceError) as exc:
+            items = loaded
+            if items is None:
+                items = (preloaded(settings, bundle, bank) if bundle is not None
+                         else await asyncio.to_thread(load_served, settings))
+            state.started["bundle_loaded"] = state.started["bank_loaded"] = True
+            for item in items:  # one after the other: each warm-up has the cores to itself
+                state.served[item.name] = await start(item)
+            state.started["session_warmed_up"] = True
+        except (BundleError, BankError, DeviceError, ServeSetupError) as exc:
             log.error("cannot start: %s", exc)
+            for served in state.served.values():
+                await served.batcher.stop()
             raise
-        manifest = runtime.manifest
-        metrics.model_info.labels(name=manifest.name, version=manifest.version, provider=runtime.provider,
-                                  digest=runtime.bundle.digest).set(1)
-        metrics.set_bank(len(runtime.bank), runtime.bank.version, runtime.bank.index.spec.kind)
-        reloads = ReloadOnSighup(settings, runtime, metrics)
+        reloads = ReloadOnSighup(settings, list(state.served.values()))
         metrics_server = start_metrics_server(settings, metrics) if settings.metrics_port is not None else None
-        batcher = Batcher(runtime.run, batching_config(settings, runtime.provider), metrics)
-        batcher.start()
         state.prepare_pool = ThreadPoolExecutor(settings.prepare_threads, thread_name_prefix="atom-prepare")
-        state.models = models_for(runtime, settings)
-        state.runtime, state.batcher = runtime, batcher
-        job = own_bank_pending(runtime) if settings.bank_search == "auto" else None
-        indexing = asyncio.get_running_loop().create_task(index_own_bank(runtime, metrics, job)) if job else None
-        log.info("ready: %s %s (%s) at http://%s:%d", manifest.name, manifest.version, runtime.bundle.digest,
-                 settings.host, settings.port)
+        indexing = []
+        for served in state.served.values():
+            job = own_bank_pending(served.runtime) if settings.bank_search == "auto" else None
+            if job:
+                indexing.append(asyncio.get_running_loop().create_task(
+                    index_own_bank(served.runtime, served.metrics, job)))
+        log.info("ready: %s at http://%s:%d", ", ".join(state.served), settings.host, settings.port)
         try:
             yield
         finally:
             reloads.close()
-            if indexing is not None:
-                indexing.cancel()
+            for task in indexing:
+                task.cancel()
             state.stopping = True
-            await batcher.stop()
+            await asyncio.gather(*(served.batcher.stop() for served in state.served.values()))
             state.prepare_pool.shutdown(wait=False, cancel_futures=True)
             if metrics_server is not None:
                 metrics_server.shutdown()

@@ -13,13 +13,18 @@ import dataclasses
 import logging
 import signal
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from contract.bank import Bank, BankError, open_bank
 from contract.index import AtomIndex, IndexSpec, choose_spec
 
 from .config import Settings
-from .metrics import Metrics
+from .metrics import ModelMetrics
 from .runtime import Runtime
+
+if TYPE_CHECKING:
+    from .served import Served
 
 log = logging.getLogger(__name__)
 
@@ -49,24 +54,26 @@ def with_index(bank: Bank, spec: IndexSpec) -> Bank:
     return dataclasses.replace(bank, index=index, info={**info, "search": spec.kind, "index": spec.to_dict()})
 
 
-async def reload_bank(settings: Settings, runtime: Runtime, metrics: Metrics) -> bool:
+async def reload_bank(bank_path: Path | None, runtime: Runtime, metrics: ModelMetrics, index: bool = True) -> bool:
     """Load the bank again (the file may have been replaced) and swap it in; False if it failed.
 
     The new bank is loaded and validated off the event loop while requests go on being served
     from the old one; the swap is one reference assignment, so a batch already running
     finishes on the bank it started with. A bank that fails to load leaves the old one served.
+    `bank_path`: a user's bank folder (None: the bundle's own atoms); `index`: a large own bank
+    moves to its IVF index again (bank_search auto).
     """
     try:
-        bank = await asyncio.to_thread(open_bank, runtime.bundle, settings.bank)
+        bank = await asyncio.to_thread(open_bank, runtime.bundle, bank_path)
     except (BankError, OSError) as exc:
         log.error("bank reload failed, still serving version %s: %s", runtime.bank.version, exc)
-        metrics.bank_reloads.labels(result="failed").inc()
+        metrics.bank_reloaded(False)
         return False
     runtime.bank = bank
     metrics.set_bank(len(bank), bank.version, bank.index.spec.kind)
-    metrics.bank_reloads.labels(result="ok").inc()
+    metrics.bank_reloaded(True)
     log.info("bank reloaded: %d atoms, version %s", len(bank), bank.version)
-    if settings.bank_search == "auto":
+    if index:
         await index_own_bank(runtime, metrics)
     return True
 
@@ -85,7 +92,7 @@ def own_bank_pending(runtime: Runtime) -> tuple[Bank, IndexSpec] | None:
     return pending, spec
 
 
-async def index_own_bank(runtime: Runtime, metrics: Metrics,
+async def index_own_bank(runtime: Runtime, metrics: ModelMetrics,
                          job: tuple[Bank, IndexSpec] | None = None) -> None:
     """Move a large bundle-own bank from exact search to an IVF index built meanwhile.
 
@@ -111,25 +118,28 @@ async def index_own_bank(runtime: Runtime, metrics: Metrics,
 
 
 class ReloadOnSighup:
-    """SIGHUP reloads the bank (where the platform has SIGHUP and this is the main thread)."""
+    """SIGHUP reloads every served model's bank, each on its own (where the platform has SIGHUP
+    and this is the main thread)."""
 
-    def __init__(self, settings: Settings, runtime: Runtime, metrics: Metrics):
+    def __init__(self, settings: Settings, served: list[Served]):
         self.loop = asyncio.get_running_loop()
         self.tasks: set[asyncio.Task] = set()
         self.installed = False
         if not hasattr(signal, "SIGHUP"):
             return
         try:
-            self.loop.add_signal_handler(signal.SIGHUP, self._reload, settings, runtime, metrics)
+            self.loop.add_signal_handler(signal.SIGHUP, self._reload, settings, served)
             self.installed = True
         except (RuntimeError, ValueError):  # not the main thread (e.g. an app run inside a test client)
             log.debug("no SIGHUP handler: not in the main thread")
 
-    def _reload(self, settings: Settings, runtime: Runtime, metrics: Metrics) -> None:
-        log.info("SIGHUP: reloading the bank")
-        task = self.loop.create_task(reload_bank(settings, runtime, metrics))
-        self.tasks.add(task)  # a reference, so the task is not collected mid-way
-        task.add_done_callback(self.tasks.discard)
+    def _reload(self, settings: Settings, served: list[Served]) -> None:
+        log.info("SIGHUP: reloading the banks of %s", ", ".join(model.name for model in served))
+        for model in served:
+            task = self.loop.create_task(reload_bank(model.bank_path, model.runtime, model.metrics,
+                                                     index=settings.bank_search == "auto"))
+            self.tasks.add(task)  # a reference, so the task is not collected mid-way
+            task.add_done_callback(self.tasks.discard)
 
     def close(self) -> None:
         if self.installed:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from .errors import AtomError, DeadlineExceeded, InferenceFailed, NotReady, QueueFull
-from .metrics import Metrics
+from .metrics import ModelMetrics
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class Batcher(Generic[ItemT, ResultT]):
         self,
         run_batch: Callable[[list[ItemT]], list[ResultT]],
         config: BatchingConfig,
-        metrics: Metrics | None = None,
+        metrics: ModelMetrics | None = None,
     ):
         self._run_batch = run_batch
         self.config = config

@@ -27,10 +27,10 @@ def _flag(name: str) -> Any:
 
 
 def serve(
-    bundle: Annotated[Optional[Path], _flag("bundle")] = None,
-    bank: Annotated[Optional[Path], _flag("bank")] = None,
+    bundle: Annotated[Optional[list[str]], _flag("bundle")] = None,
+    bank: Annotated[Optional[list[str]], _flag("bank")] = None,
     bank_search: Annotated[Optional[str], _flag("bank_search")] = None,
-    bundle_digest: Annotated[Optional[str], _flag("bundle_digest")] = None,
+    bundle_digest: Annotated[Optional[list[str]], _flag("bundle_digest")] = None,
     host: Annotated[Optional[str], _flag("host")] = None,
     port: Annotated[Optional[int], _flag("port")] = None,
     max_batch_items: Annotated[Optional[int], _flag("max_batch_items")] = None,
@@ -82,18 +82,19 @@ def run(settings: Settings) -> None:
     except ImportError as exc:
         typer.echo(f"serving needs the `serve` extra (pip install 'atomizer[serve]'): {exc}", err=True)
         raise typer.Exit(1) from None
-    from contract.bank import BankError, open_bank
-    from contract.bundle import BundleError, load_bundle
+    from contract.bank import BankError
+    from contract.bundle import BundleError
+
+    from .served import ServeSetupError, load_served
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         # Validated before uvicorn starts, so a bad bundle is one line, not a traceback.
-        bundle = load_bundle(settings.bundle, digest=settings.pinned_digest)
-        bank = open_bank(bundle, settings.bank)
-    except (BundleError, BankError) as exc:
+        loaded = load_served(settings)
+    except (BundleError, BankError, ServeSetupError) as exc:
         log.error("cannot start: %s", exc)
         raise typer.Exit(1) from None
-    app = create_app(settings, bundle=bundle, bank=bank)
+    app = create_app(settings, loaded=loaded)
     config = uvicorn.Config(
         app,
         host=settings.host,

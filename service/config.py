@@ -6,27 +6,66 @@ the command line wins over the environment, which wins over the defaults below.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# A served model's name: what a request's `model` says (no comma or `=`: they separate the settings' entries).
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}")
+
+
+@dataclass(frozen=True)
+class BundleRef:
+    """One bundle to serve: its folder, the name it is served under (None: its manifest's name),
+    the digest it is pinned to and the bank it searches (None: its own atoms)."""
+
+    path: Path
+    name: str | None = None
+    digest: str | None = None
+    bank: Path | None = None
+
+
+def _entries(value: Any) -> tuple[str, ...]:
+    """A list setting from a flag given several times, a list, or one comma-separated string (env)."""
+    if value is None:
+        return ()
+    if isinstance(value, (str, Path)):
+        value = str(value).split(",")
+    return tuple(str(part).strip() for part in value if str(part).strip())
+
+
+def named(entry: str) -> tuple[str | None, str]:
+    """`NAME=VALUE` -> (NAME, VALUE); a bare VALUE -> (None, VALUE). A path whose first part holds
+    an `=` is read as named only when the part before it is a valid name."""
+    name, sep, rest = entry.partition("=")
+    if sep and rest and _NAME.fullmatch(name) and "/" not in name:
+        return name, rest
+    return None, entry
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ATOM_", frozen=True, extra="forbid")
 
-    bundle: Path = Field(Path("bundles/tweets"), description="model bundle folder (manifest.json, encoder.onnx, ...)")
-    bank: Path | None = Field(
-        None, description="bank folder from `atomize index` to find neighbours in (default: the bundle's atoms.npz); "
-        "reloaded on SIGHUP"
+    bundle: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("bundles/tweets",), description="model bundle folder (manifest.json, encoder.onnx, ...), or NAME=FOLDER to "
+        "serve it under NAME; give it several times (env: comma-separated) to serve several models, routed by "
+        "the requests' `model`"
+    )
+    bank: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="bank folder from `atomize index` to find neighbours in (default: the bundle's atoms.npz); "
+        "NAME=FOLDER for one of several models; reloaded on SIGHUP"
     )
     bank_search: Literal["auto", "exact"] = Field(
         "auto", description="the bundle's own bank: auto = exact at start, then an IVF index built in the "
         "background when the bank is past the exact-search size; exact = always exact"
     )
-    bundle_digest: str | None = Field(
-        None, description="pin: refuse to start unless the bundle has this digest (printed by `atomize export`)"
+    bundle_digest: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="pin: refuse to start unless the bundle has this digest (printed by `atomize export`); "
+        "NAME=DIGEST for one of several models"
     )
     # Loopback by default: exposing the service is a deliberate choice (a container sets 0.0.0.0).
     host: str = Field("127.0.0.1", description="address to listen on")
@@ -105,6 +144,50 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="when set, /v1/* requires `Authorization: Bearer KEY`")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="logging level")
 
+    @field_validator("bundle", "bank", "bundle_digest", mode="before")
+    @classmethod
+    def _list(cls, value: Any) -> tuple[str, ...]:
+        return _entries(value)
+
+    @model_validator(mode="after")
+    def _bundles_fit_together(self) -> "Settings":
+        if not self.bundle:
+            raise ValueError("bundle: give at least one bundle folder")
+        names = [name for name, _ in map(named, self.bundle) if name is not None]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"bundle: two bundles under one name ({', '.join(twice)}); give each its own NAME=FOLDER")
+        for field in ("bank", "bundle_digest"):
+            for entry in getattr(self, field):
+                name, _ = named(entry)
+                if name is None and len(self.bundle) > 1:
+                    raise ValueError(f"{field}: {entry!r} names no model, and several are served; write NAME={entry}")
+        return self
+
+    def bundle_refs(self) -> list[BundleRef]:
+        """The bundles to serve, in the order given (the first answers /v1/model without `model`).
+        A pin or bank for NAME applies to the bundle given as NAME=FOLDER, or (checked once the
+        bundles are loaded) to the one whose manifest says NAME."""
+        single = len(self.bundle) == 1
+        refs = []
+        for entry in self.bundle:
+            name, path = named(entry)
+            refs.append(BundleRef(Path(path), name, self._for(self.bundle_digest, name, single),
+                                  (lambda bank: Path(bank) if bank else None)(self._for(self.bank, name, single))))
+        return refs
+
+    @staticmethod
+    def _for(entries: tuple[str, ...], name: str | None, single: bool) -> str | None:
+        for entry in entries:
+            key, value = named(entry)
+            if (key is None and single) or (key is not None and key == name):
+                return value
+        return None
+
+    def for_manifest_name(self, field: str, name: str) -> str | None:
+        """A NAME=VALUE entry of `field` ("bank", "bundle_digest") for a bundle served under its manifest's name."""
+        return self._for(getattr(self, field), name, False)
+
     @model_validator(mode="after")
     def _limits_fit_together(self) -> "Settings":
         # A request is admitted whole or refused; one larger than the queue could never be admitted.
@@ -121,10 +204,8 @@ class Settings(BaseSettings):
 
     @property
     def pinned_digest(self) -> str | None:
-        """The pin in the form `sha256:<hex>`, whether or not it was given with the prefix."""
-        if self.bundle_digest is None:
-            return None
-        return self.bundle_digest if self.bundle_digest.startswith("sha256:") else f"sha256:{self.bundle_digest}"
+        """The first bundle's pin in the form `sha256:<hex>`, whether or not it was given with the prefix."""
+        return pinned(self.bundle_refs()[0].digest)
 
     @property
     def read_timeout_s(self) -> float:
@@ -141,3 +222,10 @@ class Settings(BaseSettings):
     @property
     def request_timeout_s(self) -> float:
         return self.request_timeout_ms / 1000.0
+
+
+def pinned(digest: str | None) -> str | None:
+    """A pin in the form `sha256:<hex>`, whether or not it was given with the prefix."""
+    if digest is None:
+        return None
+    return digest if digest.startswith("sha256:") else f"sha256:{digest}"

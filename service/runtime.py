@@ -27,7 +27,7 @@ from contract.inputs import InputProblem, Prepared
 from contract.runner import CPU, DeviceError, ModelRunner
 
 from .errors import InvalidInput, TooLarge
-from .metrics import Metrics
+from .metrics import ModelMetrics
 
 __all__ = ["CPU", "DeviceError", "InputResult", "Item", "ItemResult", "Runtime"]
 
@@ -83,7 +83,7 @@ class InputResult:
 
 class Runtime(ModelRunner):
     def __init__(self, bundle: Bundle, *, device: str = "auto", precision: str = "auto",
-                 max_components_per_input: int = 1024, metrics: Metrics | None = None,
+                 max_components_per_input: int = 1024, metrics: ModelMetrics | None = None,
                  bank: Bank | None = None, threads: int = 0):
         super().__init__(bundle, device=device, precision=precision, threads=threads,
                          max_components_per_input=max_components_per_input)

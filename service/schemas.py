@@ -224,7 +224,8 @@ class EmbeddingsResponse(BaseModel):
 class ModelCard(BaseModel):
     """A served model as OpenAI's models API describes one."""
 
-    id: str = Field(description="the name a request's `model` takes: the bundle manifest's name")
+    id: str = Field(description="the name a request's `model` takes: the bundle manifest's name, or the name it "
+                    "was served under (`--bundle NAME=FOLDER`)")
     object: Literal["model"] = "model"
     created: int = Field(description="when the bundle was exported, Unix seconds")
     owned_by: str = "atomizer"
@@ -252,9 +253,11 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
     checks: dict[str, bool]
+    models: dict[str, dict[str, bool]] = Field(description="each started model's own checks, by name")
 
 
 class ModelInfo(BaseModel):
+    id: str = Field(description="the name this model is served under (a request's `model`)")
     name: str
     version: str
     created_at: str

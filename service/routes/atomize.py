@@ -18,9 +18,10 @@ from .handlers import SERVING_ERRORS
 router = APIRouter(prefix="/v1", tags=["atomize"])
 
 
-def prepare(serving: Ready, raw: bytes) -> tuple[Any, list[list[Item]]]:
-    """Parse, validate and tokenize one request (in a worker thread): each input's items, one
-    unless the input is a chunked text."""
+def prepare(serving: Ready, raw: bytes) -> tuple[Ready, Any, list[list[Item]]]:
+    """Parse, validate and tokenize one request (in a worker thread): the model it names, and each
+    input's items, one unless the input is a chunked text."""
+    serving = serving.route(raw)
     settings, runtime, models = serving.settings, serving.runtime, serving.models
     body: Any = parse(models.atomize, raw, max_inputs=settings.max_inputs_per_request,
                       max_neighbors=settings.max_neighbors, model_name=runtime.manifest.name,
@@ -28,10 +29,10 @@ def prepare(serving: Ready, raw: bytes) -> tuple[Any, list[list[Item]]]:
     serving.check_model(body.model)
     wanted = body.neighbors if "neighbors" in body.include else 0
     if body.chunk:  # the windows ask for no neighbours: the pooled atom is searched (`answers`)
-        return body, runtime.prepare_windows(body.inputs, overlap=settings.chunk_overlap,
-                                             max_chunks=settings.max_chunks_per_input)
+        return serving, body, runtime.prepare_windows(body.inputs, overlap=settings.chunk_overlap,
+                                                      max_chunks=settings.max_chunks_per_input)
     items = runtime.prepare(body.inputs, neighbors=wanted, rank_by=body.rank_by, truncate=body.truncate)
-    return body, [[item] for item in items]
+    return serving, body, [[item] for item in items]
 
 
 async def answers(serving: Ready, groups: list[list[Item]], field: str, chunked: bool, neighbors: int = 0,
@@ -56,8 +57,8 @@ async def answers(serving: Ready, groups: list[list[Item]], field: str, chunked:
 @router.post("/atomize", response_model=AtomizeResponse, responses=SERVING_ERRORS,
              openapi_extra=request_body("AtomizeRequest"))
 async def atomize(request: Request, serving: Serving) -> Response:
-    serving.refuse_if_queue_full()
-    body, groups = await serving.off_loop(prepare, serving, await request.body())
+    serving.refuse_if_queue_full()  # the default model's; with several, the named one's (`route`)
+    serving, body, groups = await serving.off_loop(prepare, serving, await request.body())
     wanted = body.neighbors if "neighbors" in body.include else 0
     results = await answers(serving, groups, "inputs", body.chunk, wanted, body.rank_by)
     include = set(body.include)

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Query, Request
 from contract.bundle import Bundle, BundleError
 from contract.projection import PROJECTION_FILE, Projection, fit_projection, read_projection
 
-from ..errors import InternalError, InvalidInput, NotReady, Overloaded, TooLarge, Unauthorized
+from ..errors import InternalError, InvalidInput, ModelNotFound, NotReady, Overloaded, TooLarge, Unauthorized
 from ..schemas import BankMap, MapAtoms, ProjectionOut
 from .deps import Serving
 from .handlers import error_responses
@@ -32,7 +32,7 @@ MAP_SAMPLE_SEED = 0
 DEFAULT_MAP_ATOMS = 2000  # enough to see the bank's shape; a 27k-atom bank would be ~1 MB of JSON
 MAX_MAP_ATOMS = 20_000
 MAX_MAP_IDS = 100
-MAP_ERRORS = error_responses(InvalidInput, TooLarge, Unauthorized, NotReady, Overloaded, InternalError)
+MAP_ERRORS = error_responses(InvalidInput, TooLarge, Unauthorized, NotReady, Overloaded, ModelNotFound, InternalError)
 STATS_FILE = "report/stats.json"
 
 
@@ -74,10 +74,12 @@ def load_map_source(bundle: Bundle) -> MapSource:
 
 def map_source(request: Request, bundle: Bundle) -> MapSource:
     with _map_lock:  # two first requests at once read the file once
-        cached = getattr(request.app.state, "explorer_map", None)
+        cache = getattr(request.app.state, "explorer_maps", None)
+        if cache is None:
+            cache = request.app.state.explorer_maps = {}  # one per served bundle
+        cached = cache.get(bundle.path)
         if cached is None or cached[0] is not bundle:
-            cached = (bundle, load_map_source(bundle))
-            request.app.state.explorer_map = cached
+            cached = cache[bundle.path] = (bundle, load_map_source(bundle))
         return cached[1]
 
 
@@ -98,10 +100,11 @@ async def bank_map(
     serving: Serving,
     limit: int = Query(DEFAULT_MAP_ATOMS, ge=0, le=MAX_MAP_ATOMS, description="atoms to draw (a seeded sample)"),
     ids: str = Query("", max_length=4000, description=f"comma-separated bank ids to return too (at most {MAX_MAP_IDS})"),
+    model: str = Query("", max_length=128, description="the served model whose bank to map (empty: the first served)"),
 ) -> BankMap:
     """The bank on its stored 2D map (fitted once at export): a seeded sample of atoms, plus the
     atoms named in `ids`; place a query by the same projection from its embedding."""
-    bundle = serving.runtime.bundle
+    bundle = serving.named(model or None).runtime.bundle
     source = await asyncio.to_thread(map_source, request, bundle)
     total = len(bundle.atoms)
     wanted = [part.strip() for part in ids.split(",") if part.strip()]

@@ -7,14 +7,16 @@ chain of small ones: each resolved dependency costs FastAPI tens of microseconds
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..batcher import Batcher
 from ..config import Settings
@@ -22,19 +24,18 @@ from ..errors import InvalidInput, ModelNotFound, NotReady, QueueFull, Unauthori
 from ..metrics import Metrics
 from ..runtime import Item, ItemResult, Runtime
 from ..schemas import RequestModels
+from ..served import Served
 
 T = TypeVar("T")
 
 
 @dataclass
 class ServiceState:
-    """One app's state; the lifespan fills in runtime and batcher, then the checks."""
+    """One app's state; the lifespan fills in the served models, then the checks."""
 
     settings: Settings
     metrics: Metrics
-    runtime: Runtime | None = None
-    batcher: Batcher[Item, ItemResult] | None = None
-    models: RequestModels | None = None  # built from the bundle once it is loaded
+    served: dict[str, Served] = field(default_factory=dict)  # by name, in the order given; the first is the default
     prepare_pool: ThreadPoolExecutor | None = None  # parses and tokenizes request bodies
     # start-up steps done so far, set by the lifespan
     started: dict[str, bool] = field(
@@ -44,11 +45,32 @@ class ServiceState:
     closing: bool = False  # the drain is over (or SIGINT): /v1 requests get 503 while the server stops
     stopping: bool = False  # the lifespan's shutdown began: requests are refused
 
+    @property
+    def default(self) -> Served | None:
+        return next(iter(self.served.values()), None)
+
+    @property
+    def runtime(self) -> Runtime | None:
+        """The default model's runtime (None until it is started)."""
+        return self.default.runtime if self.default else None
+
+    @property
+    def batcher(self) -> Batcher[Item, ItemResult] | None:
+        return self.default.batcher if self.default else None
+
+    @property
+    def models(self) -> RequestModels | None:
+        return self.default.models if self.default else None
+
     def checks(self) -> dict[str, bool]:
-        """What /readyz reports; ready = all true. The batcher is asked live, not remembered."""
-        running = self.batcher is not None and self.batcher.running
+        """What /readyz reports; ready = all true. The batchers are asked live, not remembered."""
+        running = bool(self.served) and all(served.batcher.running for served in self.served.values())
         accepting = not (self.stopping or self.draining or self.closing)
         return {**self.started, "batcher_running": running, "accepting_requests": accepting}
+
+    def model_checks(self) -> dict[str, dict[str, bool]]:
+        """Each started model's own readiness, so /readyz says which one is not ready."""
+        return {name: {"batcher_running": served.batcher.running} for name, served in self.served.items()}
 
     @property
     def ready(self) -> bool:
@@ -57,27 +79,81 @@ class ServiceState:
     @property
     def serving(self) -> bool:
         """Requests are answered: ready, or draining (ready in all but the name)."""
-        running = self.batcher is not None and self.batcher.running
+        running = bool(self.served) and all(served.batcher.running for served in self.served.values())
         return all(self.started.values()) and running and not self.stopping
+
+
+class _ModelField(BaseModel):
+    """Only a request body's `model`: read first when several models are served, to pick whose
+    request models parse the rest."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    model: str | None = None
 
 
 @dataclass(frozen=True)
 class Ready:
-    """The parts a serving route uses, handed out only to an authorized request on a ready service."""
+    """The parts a serving route uses, handed out only to an authorized request on a ready service:
+    the model it runs (the default one until `route` or `named` picks the one it names)."""
 
     settings: Settings
-    runtime: Runtime
-    batcher: Batcher[Item, ItemResult]
-    models: RequestModels
+    served: Served
+    choices: Mapping[str, Served]  # every served model by name
     prepare_pool: ThreadPoolExecutor
     deadline: float  # loop.time() seconds: request arrival + request_timeout_ms
+    scope_state: dict[str, Any]  # the request's scope state: the model chosen is recorded there (metrics)
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.served.runtime
+
+    @property
+    def batcher(self) -> Batcher[Item, ItemResult]:
+        return self.served.batcher
+
+    @property
+    def models(self) -> RequestModels:
+        return self.served.models
+
+    def _names(self) -> str:
+        return ", ".join(repr(name) for name in self.choices)
 
     def check_model(self, requested: str | None) -> None:
-        """A request naming a model must name the one served (OpenAI's `model`; optional here)."""
-        served = self.runtime.manifest.name
-        if requested is not None and requested != served:
-            raise ModelNotFound(f"model {requested!r} is not served here; this service serves {served!r} "
-                                "(GET /v1/models lists it)")
+        """A request naming a model must name one served (OpenAI's `model`); optional with one model."""
+        if requested is not None and requested != self.served.name:
+            served = "serves " + self._names() if len(self.choices) > 1 else f"serves {self.served.name!r}"
+            raise ModelNotFound(f"model {requested!r} is not served here; this service {served} "
+                                f"(GET /v1/models lists {'them' if len(self.choices) > 1 else 'it'})")
+
+    def named(self, name: str | None) -> "Ready":
+        """The parts of the model `name` (None: the default one); 404 naming the served ones."""
+        if name is None or name == self.served.name:
+            self.scope_state["model"] = self.served.name
+            return self
+        chosen = self.choices.get(name)
+        if chosen is None:
+            self.check_model(name)
+        self.scope_state["model"] = name
+        return dataclasses.replace(self, served=chosen)
+
+    def route(self, raw: bytes) -> "Ready":
+        """The parts of the model a request body names (in a worker thread, before the body is parsed
+        by that model's request models). With one model served: itself (its `model` is optional and
+        checked after parsing). With several, `model` is required; the chosen model's queue is checked."""
+        if len(self.choices) == 1:
+            return self
+        try:
+            name = _ModelField.model_validate_json(raw).model
+        except ValidationError as exc:
+            if exc.errors()[0]["loc"][:1] != ("model",):  # not JSON, or not an object: the parser says so
+                return self
+            raise InvalidInput("model: Input should be a valid string") from None
+        if name is None:
+            raise InvalidInput(f"model: required when several models are served ({self._names()}); "
+                               "GET /v1/models lists them")
+        chosen = self.named(name)
+        chosen.refuse_if_queue_full()
+        return chosen
 
     def refuse_if_queue_full(self) -> None:
         """429 before the body is parsed: a full queue would refuse the items anyway."""
@@ -150,13 +226,17 @@ async def get_serving(request: Request) -> Ready:
     check_api_key(request, state.settings)  # first: an unauthorized caller learns nothing else
     if state.stopping or state.closing:
         raise NotReady("the service is shutting down")
-    if not state.serving or state.runtime is None or state.batcher is None or state.models is None:
+    default = state.default
+    if not state.serving or default is None:
         raise NotReady("the model is not loaded yet")
     check_query(request)  # after the key and readiness, the order FastAPI's own validation has
     assert state.prepare_pool is not None  # set with the models
-    arrived = request.scope.get("state", {}).get("arrived_at", asyncio.get_running_loop().time())
-    return Ready(state.settings, state.runtime, state.batcher, state.models, state.prepare_pool,
-                 arrived + state.settings.request_timeout_s)
+    scope_state = request.scope.setdefault("state", {})
+    arrived = scope_state.get("arrived_at", asyncio.get_running_loop().time())
+    if len(state.served) == 1:  # the metrics' model label; with several, set once the request names one
+        scope_state["model"] = default.name
+    return Ready(state.settings, default, state.served, state.prepare_pool, arrived + state.settings.request_timeout_s,
+                 scope_state)
 
 
 Serving = Annotated[Ready, Depends(get_serving)]

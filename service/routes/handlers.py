@@ -27,8 +27,9 @@ from ..metrics import Metrics
 from ..schemas import ErrorResponse
 
 
-def error_response(exc: AtomError, request_id: str | None, metrics: Metrics) -> JSONResponse:
-    metrics.failures.labels(reason=exc.reason).inc()
+def error_response(exc: AtomError, request_id: str | None, metrics: Metrics, model: str = "") -> JSONResponse:
+    """The one error shape; the failure counted under the model the request was routed to ("" before)."""
+    metrics.failures.labels(reason=exc.reason, model=model).inc()
     return JSONResponse(
         error_body(exc.reason, exc.message, request_id), status_code=http_status(exc), headers=exc.headers
     )
@@ -62,11 +63,14 @@ def install_exception_handlers(app: FastAPI, metrics: Metrics) -> None:
     def request_id(request: Request) -> str | None:
         return request.scope.get("state", {}).get("request_id")
 
+    def model(request: Request) -> str:
+        return request.scope.get("state", {}).get("model", "")
+
     async def on_atom_error(request: Request, exc: AtomError) -> JSONResponse:
-        return error_response(exc, request_id(request), metrics)
+        return error_response(exc, request_id(request), metrics, model(request))
 
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(InvalidInput(validation_message(exc)), request_id(request), metrics)
+        return error_response(InvalidInput(validation_message(exc)), request_id(request), metrics, model(request))
 
     async def on_http_error(request: Request, exc: HTTPException) -> JSONResponse:
         # Routing errors (404, 405) are not failures of the service: same shape, no failure count.

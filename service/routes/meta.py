@@ -5,23 +5,30 @@ from __future__ import annotations
 from datetime import datetime
 
 import onnxruntime as ort
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException
 
 from ..errors import ModelNotFound
 from ..schemas import Health, ModelCard, ModelInfo, ModelList, Readiness
+from ..served import Served
 from .deps import Serving, State
 from .handlers import MODEL_INFO_ERRORS, error_responses
 
 router = APIRouter(tags=["meta"])
 
 
-@router.get("/v1/model", response_model=ModelInfo, responses=MODEL_INFO_ERRORS)
-async def model_info(serving: Serving) -> ModelInfo:
+@router.get("/v1/model", response_model=ModelInfo, responses={**MODEL_INFO_ERRORS, **error_responses(ModelNotFound)})
+async def model_info(
+    serving: Serving,
+    model: str = Query("", max_length=128, description="a served model's name (empty: the first served)"),
+) -> ModelInfo:
+    """Everything about one served model: its bundle, runtime, bank, batching and limits."""
+    serving = serving.named(model or None)
     runtime, settings = serving.runtime, serving.settings
     manifest = runtime.manifest
     return ModelInfo(
+        id=serving.served.name,
         name=manifest.name,
         version=manifest.version,
         created_at=manifest.created_at,
@@ -53,24 +60,23 @@ async def model_info(serving: Serving) -> ModelInfo:
     )
 
 
-def model_card(serving: Serving) -> ModelCard:
-    manifest = serving.runtime.manifest
+def model_card(served: Served) -> ModelCard:
+    manifest = served.runtime.manifest
     created = int(datetime.fromisoformat(manifest.created_at).timestamp())
-    return ModelCard(id=manifest.name, created=created)
+    return ModelCard(id=served.name, created=created)
 
 
 @router.get("/v1/models", response_model=ModelList, responses=MODEL_INFO_ERRORS)
 async def models(serving: Serving) -> ModelList:
-    """The served models as OpenAI's `client.models.list()` reads them."""
-    return ModelList(data=[model_card(serving)])
+    """The served models as OpenAI's `client.models.list()` reads them, the default one first."""
+    return ModelList(data=[model_card(served) for served in serving.choices.values()])
 
 
 @router.get("/v1/models/{model_id}", response_model=ModelCard,
             responses={**MODEL_INFO_ERRORS, **error_responses(ModelNotFound)})
 async def model(model_id: str, serving: Serving) -> ModelCard:
     """One served model (OpenAI's `client.models.retrieve(id)`); 404 for a model not served here."""
-    serving.check_model(model_id)
-    return model_card(serving)
+    return model_card(serving.named(model_id).served)
 
 
 @router.get("/healthz", response_model=Health)
@@ -82,10 +88,12 @@ async def healthz() -> dict:
 @router.get("/readyz", response_model=Readiness,
             responses={503: {"model": Readiness, "description": "not ready: loading, draining or stopping"}})
 async def readyz(state: State) -> JSONResponse:
-    """Ready to serve: bundle and bank loaded, session warmed up, batcher running, not stopping."""
+    """Ready to serve: every bundle and bank loaded, sessions warmed up, batchers running, not
+    stopping; `models` says it for each served model."""
     checks = state.checks()
     ready = all(checks.values())
-    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503)
+    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks, "models": state.model_checks()},
+                        status_code=200 if ready else 503)
 
 
 @router.get("/metrics", response_class=PlainTextResponse,

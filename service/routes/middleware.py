@@ -89,8 +89,9 @@ class RequestContextMiddleware:
         finally:
             if admitted:
                 self.in_flight -= 1
-            self.metrics.requests.labels(route=route, status=str(status or 500)).inc()
-            self.metrics.request_duration.labels(route=route).observe(time.perf_counter() - started)
+            model = state.get("model", "")  # set by a serving route once it knows the model
+            self.metrics.requests.labels(route=route, status=str(status or 500), model=model).inc()
+            self.metrics.request_duration.labels(route=route, model=model).observe(time.perf_counter() - started)
 
     async def _limited_body(self, headers: dict[bytes, bytes], receive: Receive) -> Receive | None:
         """Read the whole body (at most max_request_bytes) and hand it on; raise TooLarge past it.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from loadgen import generate_load  # noqa: E402
+from loadgen import batching_counters, generate_load, mean_between  # noqa: E402
 
 
 async def tiny_server(seen: list[bytes]) -> asyncio.AbstractServer:
@@ -62,3 +62,14 @@ def test_counts_answers_and_failures_and_stops_at_the_request_bound(tmp_path):
     assert result["ok"] == 30 and result["failed"] == 10
     assert result["items_per_s"] > 0 and result["p50_ms"] <= result["p99_ms"] <= result["max_ms"]
     assert {json.loads(b)["input"][0] for b in seen} == {"plain", "chunked", "fail"}
+
+
+def test_batching_counters_sum_the_served_models_and_give_the_mean_between_scrapes():
+    before = batching_counters('atom_batch_items_count{model="a"} 2.0\natom_batch_items_sum{model="a"} 10.0\n'
+                               'atom_queue_items{model="a"} 3.0\n')
+    after = batching_counters('atom_batch_items_count{model="a"} 4.0\natom_batch_items_sum{model="a"} 30.0\n'
+                              'atom_batch_items_count{model="b"} 2.0\natom_batch_items_sum{model="b"} 4.0\n')
+    assert before == {"atom_batch_items_count": 2.0, "atom_batch_items_sum": 10.0}  # only the batching counters
+    assert after == {"atom_batch_items_count": 6.0, "atom_batch_items_sum": 34.0}
+    assert mean_between(after, before, "atom_batch_items") == 6.0  # (34 - 10) / (6 - 2)
+    assert mean_between(after, after, "atom_batch_items") is None

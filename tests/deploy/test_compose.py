@@ -57,7 +57,7 @@ def test_service_port_health_and_settings(compose, check_atom_env) -> None:
     settings = check_atom_env(env, f"docker-compose.yml {SERVICE}")
     assert container_port(service) == settings.port
     assert str(service["ports"][0]).startswith("127.0.0.1:"), "published on the loopback address only"
-    assert str(settings.bundle) == "/models/bundle"
+    assert settings.bundle == ("/models/bundle",)
     assert settings.host == "0.0.0.0", "inside the container the service must listen beyond loopback"
     assert settings.device == "cuda"
 

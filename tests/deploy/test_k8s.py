@@ -47,7 +47,7 @@ def test_make_test_installs_kubectl() -> None:
 
 def test_configmap_settings_validate(k8s, check_atom_env) -> None:
     settings = check_atom_env(k8s["ConfigMap"]["data"], "configmap.yaml")
-    assert settings.host == "0.0.0.0" and str(settings.bundle) == "/models/bundle"
+    assert settings.host == "0.0.0.0" and settings.bundle == ("/models/bundle",)
     assert settings.device == "cuda"
 
 

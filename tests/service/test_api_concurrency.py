@@ -35,7 +35,7 @@ def test_concurrent_requests_equal_single_requests(text_case):
             responses = await asyncio.gather(
                 *(client.post("/v1/atomize", json={"inputs": inputs, "neighbors": 3}) for inputs in requests)
             )
-            return single, responses, app.state.atom.metrics
+            return single, responses, app.state.atom.default.metrics
 
     single, responses, metrics = run_async(main())
     assert all(response.status_code == 200 for response in responses)
@@ -50,7 +50,8 @@ def test_concurrent_requests_equal_single_requests(text_case):
             np.testing.assert_allclose(roles, expected.roles, atol=1e-5)
             np.testing.assert_allclose([n["distance"] for n in result["neighbors"]], expected.neighbors.distance, atol=1e-5)
     # the requests really were batched together
-    batches = metrics.registry.get_sample_value("atom_batch_items_count")
-    items = metrics.registry.get_sample_value("atom_batch_items_sum")
+    model = {"model": metrics.model}  # the served model's series
+    batches = metrics.parent.registry.get_sample_value("atom_batch_items_count", model)
+    items = metrics.parent.registry.get_sample_value("atom_batch_items_sum", model)
     assert items == sum(len(inputs) for inputs in requests)  # every item ran exactly once
     assert batches < items / 2

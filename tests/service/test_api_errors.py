@@ -16,6 +16,7 @@ from contract.runner import OUTPUT_NAMES
 from service.runtime import Runtime
 
 from .conftest import run_async, serving
+from .test_api_meta import metric
 
 
 def error_of(response, status: int, error_type: str) -> str:
@@ -198,9 +199,9 @@ def test_every_bad_body_is_a_422_and_no_failure_of_the_service(text_case, name):
         assert client.post("/v1/atomize", json={"inputs": ["t01"]}).status_code == 200  # and it keeps serving
         text = client.get("/metrics").text
     # Only the service's own faults count as failures of the service: none here.
-    assert 'atom_failures_total{reason="inference_error"} 0.0' in text
-    assert 'atom_failures_total{reason="internal_error"} 0.0' in text
-    assert 'atom_failures_total{reason="invalid_input"} 2.0' in text
+    assert metric(text, "atom_failures_total", reason="inference_error") == 0.0
+    assert metric(text, "atom_failures_total", reason="internal_error") == 0.0
+    assert metric(text, "atom_failures_total", reason="invalid_input") == 2.0
     assert not [line for line in text.splitlines() if line.startswith("atom_requests_total") and 'status="5' in line]
 
 
@@ -209,7 +210,7 @@ def test_every_query_parameter_goes_through_the_one_strict_check(text_client):
     type: a route that declared one elsewhere, or a type it cannot check, would slip past it."""
     routes = [route for module in (atomize, embeddings, bank_map, meta, pages) for route in module.router.routes]
     with_query = {route.path: query_spec(route) for route in routes if query_spec(route)}
-    assert with_query == {"/v1/bank/map": (("limit", int), ("ids", str))}
+    assert with_query == {"/v1/bank/map": (("limit", int), ("ids", str), ("model", str)), "/v1/model": (("model", str),)}
     document = text_client.get("/openapi.json").json()
     in_document = {path for path, operations in document["paths"].items() for operation in operations.values()
                    if any(parameter["in"] == "query" for parameter in operation.get("parameters", []))}

@@ -57,19 +57,28 @@ def test_not_ready_before_start_and_after_shutdown(text_case):
 
 
 def metric(text: str, series: str, /, **labels) -> float:
-    """The value of one series; a series that is not there fails the test (it is not read as 0)."""
+    """The sum of the samples of `series` whose labels include these (others, such as `model`,
+    may be anything); no such sample fails the test (it is not read as 0)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values = [sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+              if sample.name == series and all(sample.labels.get(k) == v for k, v in labels.items())]
     label_text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    pattern = rf"^{re.escape(series)}{{{re.escape(label_text)}}} (\S+)$" if labels else rf"^{re.escape(series)} (\S+)$"
-    found = re.search(pattern, text, re.MULTILINE)
-    assert found, f"no series {series}{{{label_text}}} in /metrics"
-    return float(found.group(1))
+    assert values, f"no series {series}{{{label_text}}} in /metrics"
+    return float(sum(values))
 
 
-def test_the_metric_helper_fails_on_a_missing_series():
+def test_the_metric_helper_fails_on_a_missing_series_and_sums_the_others():
+    text = ('atom_requests_total{route="/v1/atomize",status="200",model="a"} 1.0\n'
+            'atom_requests_total{route="/v1/atomize",status="200",model="b"} 2.0\n'
+            'atom_requests_total{route="/v1/embeddings",status="200",model="b"} 4.0\n')
     with pytest.raises(AssertionError, match="no series atom_nothing"):
-        metric('atom_requests_total{route="/v1/atomize",status="200"} 1.0\n', "atom_nothing")
+        metric(text, "atom_nothing")
     with pytest.raises(AssertionError):
-        metric('atom_requests_total{route="/v1/atomize",status="200"} 1.0\n', "atom_requests_total", route="/v1/atomize")
+        metric(text, "atom_requests_total", route="/v1/model")
+    assert metric(text, "atom_requests_total", route="/v1/atomize") == 3.0
+    assert metric(text, "atom_requests_total", model="b") == 6.0
+    assert metric(text, "atom_requests_total", route="/v1/atomize", model="a") == 1.0
 
 
 def test_metrics_count_the_requests_just_made(text_case):

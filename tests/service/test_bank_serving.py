@@ -19,6 +19,7 @@ from service.app import create_app
 from service.banks import reload_bank
 
 from .conftest import run_async, serving
+from .test_api_meta import metric
 from .test_server import start, wait_ready
 
 
@@ -56,8 +57,9 @@ def test_neighbours_come_back_with_their_texts(tmp_path, text_case):
     bank = model["bank"]
     assert bank["atoms"] == 40 and bank["search"] == "hnsw" and bank["index"]["params"]["m"] == 32
     assert bank["built_with"]["name"] == text_case.bundle.manifest.name and bank["metadata_fields"] == ["text", "topic"]
-    assert f'atom_bank_info{{index="hnsw",version="{bank["version"]}"}} 1.0' in metrics
-    assert "atom_bank_atoms 40.0" in metrics
+    name = text_case.bundle.manifest.name
+    assert metric(metrics, "atom_bank_info", index="hnsw", version=bank["version"], model=name) == 1.0
+    assert metric(metrics, "atom_bank_atoms", model=name) == 40.0
 
 
 def test_default_bank_is_the_bundles_own(text_client, text_case):
@@ -86,11 +88,11 @@ def test_reload_swaps_the_bank_and_a_failed_reload_keeps_the_old_one(tmp_path, t
             index_texts(tmp_path, text_case, texts[20:60])  # the operator rebuilds the bank in place
             # requests sent around the swap all succeed, on one bank or the other
             during = [client.post("/v1/atomize", json=body) for _ in range(20)]
-            reloaded, *answers = await asyncio.gather(reload_bank(settings, state.runtime, state.metrics), *during)
+            reloaded, *answers = await asyncio.gather(reload_bank(bank_dir, state.runtime, state.default.metrics), *during)
             after = (await client.post("/v1/atomize", json=body)).json()
             new = state.runtime.bank
             (bank_dir / "atoms.npz").write_bytes(b"broken")
-            failed = await reload_bank(settings, state.runtime, state.metrics)
+            failed = await reload_bank(bank_dir, state.runtime, state.default.metrics)
             metrics = (await client.get("/metrics")).text
             return old, new, before, answers, reloaded, after, failed, state.runtime.bank, metrics
 
@@ -100,10 +102,10 @@ def test_reload_swaps_the_bank_and_a_failed_reload_keeps_the_old_one(tmp_path, t
     assert before["results"][0]["neighbors"][0]["metadata"]["text"] != texts[30]  # not in the old bank
     assert after["results"][0]["neighbors"][0]["metadata"]["text"] == texts[30]  # in the new one
     assert failed is False and final is new
-    assert f'atom_bank_info{{index="flat",version="{new.version}"}} 1.0' in metrics
+    assert metric(metrics, "atom_bank_info", index="flat", version=new.version) == 1.0
     assert old.version not in metrics
-    assert 'atom_bank_reloads_total{result="ok"} 1.0' in metrics
-    assert 'atom_bank_reloads_total{result="failed"} 1.0' in metrics
+    assert metric(metrics, "atom_bank_reloads_total", result="ok") == 1.0
+    assert metric(metrics, "atom_bank_reloads_total", result="failed") == 1.0
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")

@@ -50,7 +50,7 @@ def run(coroutine):
 
 
 async def started(runner, **config) -> Batcher:
-    batcher = Batcher(runner, BatchingConfig(**config), Metrics())
+    batcher = Batcher(runner, BatchingConfig(**config), Metrics().for_model("m"))
     batcher.start()
     return batcher
 
@@ -134,8 +134,8 @@ def test_a_long_queue_is_served_oldest_first_in_rounds_of_at_most_max_round_item
 
     runner, results, metrics = run(main())
     assert results == [[2 * i] for i in range(21)]
-    assert metrics.registry.get_sample_value("atom_round_items_sum") == 21
-    assert metrics.registry.get_sample_value("atom_round_items_count") == 3  # 8 + 8 + 5: none took more than 8
+    assert metrics.parent.registry.get_sample_value("atom_round_items_sum", {"model": "m"}) == 21
+    assert metrics.parent.registry.get_sample_value("atom_round_items_count", {"model": "m"}) == 3  # 8 + 8 + 5: none took more than 8
     # oldest first: every item of a round arrived before every item of a later round (within a
     # round the batches are sorted by length, so compare the rounds as sets)
     seen = runner.seen
@@ -263,7 +263,7 @@ def test_stop_finishes_queued_items_then_refuses_new_ones():
 
 def test_batcher_records_queue_and_batch_metrics():
     async def main():
-        metrics = Metrics()
+        metrics = Metrics().for_model("m")
         batcher = Batcher(FakeRunner(), BatchingConfig(max_batch_items=4, max_wait_ms=20), metrics)
         batcher.start()
         await asyncio.gather(*(batcher.submit([FakeItem(i, length=3)], deadline_in(10)) for i in range(8)))
@@ -271,7 +271,9 @@ def test_batcher_records_queue_and_batch_metrics():
         return metrics
 
     metrics = run(main())
-    value = metrics.registry.get_sample_value
+
+    def value(name: str) -> float | None:  # the model's own series
+        return metrics.parent.registry.get_sample_value(name, {"model": "m"})
     assert value("atom_batch_items_count") == 2
     assert value("atom_batch_items_sum") == 8
     assert value("atom_round_items_sum") == 8 and 1 <= value("atom_round_items_count") <= 2  # a round holds >= 1 batch
@@ -302,7 +304,7 @@ def test_a_fault_in_the_batcher_itself_fails_its_round_and_the_worker_goes_on():
 
     async def main():
         runner = FakeRunner()
-        batcher = Batcher(runner, BatchingConfig(max_batch_items=2, max_wait_ms=50), Metrics())
+        batcher = Batcher(runner, BatchingConfig(max_batch_items=2, max_wait_ms=50), Metrics().for_model("m"))
         real_observe = batcher.metrics.batch_items.observe
         calls = {"n": 0}
 

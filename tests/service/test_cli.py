@@ -37,7 +37,7 @@ def test_flags_win_over_environment_which_wins_over_defaults(captured, monkeypat
     assert settings.max_wait_ms == 7.5  # environment
     assert settings.max_batch_items == 8
     assert settings.host == "127.0.0.1"  # default
-    assert settings.bundle == tmp_path
+    assert settings.bundle == (str(tmp_path),)
 
 
 def test_invalid_values_exit_two_naming_the_setting(captured, capsys):

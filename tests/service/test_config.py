@@ -12,7 +12,7 @@ from service.config import Settings
 
 def test_defaults():
     settings = Settings()
-    assert settings.bundle == Path("bundles/tweets")
+    assert settings.bundle == ("bundles/tweets",)
     assert (settings.host, settings.port, settings.device) == ("127.0.0.1", 8000, "auto")
     assert settings.api_key is None
 

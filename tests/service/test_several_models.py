@@ -1,0 +1,153 @@
+"""Several bundles in one service (issue 21): each under its name, routed by the request's `model`,
+listed the OpenAI way, each with its own batcher and metric series; names and pins checked at start."""
+
+from __future__ import annotations
+
+import signal
+
+import numpy as np
+import openai
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.config import Settings
+from service.served import ServeSetupError, load_served
+
+from .processes import start, wait_ready
+from .test_api_meta import metric
+
+
+def several(text_case, numeric_case, **overrides) -> Settings:
+    """The text bundle under its own name, the digits bundle under its own, the text bundle again as `copy`."""
+    bundles = [str(text_case.path), str(numeric_case.path), f"copy={text_case.path}"]
+    return Settings(bundle=bundles, device="cpu", **overrides)
+
+
+@pytest.fixture(scope="module")
+def three(text_case, numeric_case):
+    with TestClient(create_app(several(text_case, numeric_case))) as client:
+        yield client
+
+
+def error_of(response, status: int, kind: str) -> str:
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["type"] == kind
+    return response.json()["error"]["message"]
+
+
+def test_models_are_listed_in_the_order_given_under_their_names(three, text_case, numeric_case):
+    text, digits = text_case.bundle.manifest.name, numeric_case.bundle.manifest.name
+    assert [m["id"] for m in three.get("/v1/models").json()["data"]] == [text, digits, "copy"]
+    assert three.get("/v1/models/copy").json()["id"] == "copy"
+    assert three.get("/v1/model").json()["id"] == text  # the first is the default
+    info = three.get("/v1/model", params={"model": digits}).json()
+    assert info["id"] == digits and info["modality"] == "numeric"
+    copy = three.get("/v1/model", params={"model": "copy"}).json()
+    assert copy["id"] == "copy" and copy["name"] == text and copy["digest"] == text_case.bundle.digest
+    ready = three.get("/readyz").json()
+    assert ready["status"] == "ready" and set(ready["models"]) == {text, digits, "copy"}
+    assert all(checks["batcher_running"] for checks in ready["models"].values())
+
+
+def test_each_request_runs_the_model_it_names(three, text_case, numeric_case):
+    text, digits = text_case.bundle.manifest.name, numeric_case.bundle.manifest.name
+    rows = [0, 3]
+    for case, name in ((text_case, text), (numeric_case, digits), (text_case, "copy")):
+        body = {"model": name, "inputs": [case.train_inputs[r] for r in rows], "include": ["embedding"]}
+        response = three.post("/v1/atomize", json=body)
+        assert response.status_code == 200, response.text
+        assert response.json()["model"] == case.bundle.manifest.name
+        got = [result["embedding"] for result in response.json()["results"]]
+        np.testing.assert_allclose(got, case.reference(rows)["embedding"], atol=1e-5)
+    embedded = three.post("/v1/embeddings", json={"model": "copy", "input": text_case.train_inputs[0],
+                                                   "encoding_format": "float"})
+    np.testing.assert_allclose(embedded.json()["data"][0]["embedding"], text_case.reference([0])["embedding"][0], atol=1e-5)
+    numeric = three.post("/v1/embeddings", json={"model": digits, "input": "t01"})
+    assert "numeric" in error_of(numeric, 422, "invalid_input")
+    mapped = three.get("/v1/bank/map", params={"model": digits, "limit": 5}).json()
+    assert mapped["total"] == len(numeric_case.bundle.atoms)
+
+
+def test_a_request_without_a_model_or_naming_another_is_told_which_are_served(three, text_case, numeric_case):
+    text, digits = text_case.bundle.manifest.name, numeric_case.bundle.manifest.name
+    missing = error_of(three.post("/v1/atomize", json={"inputs": ["t01"]}), 422, "invalid_input")
+    assert missing.startswith("model: required") and text in missing and digits in missing and "copy" in missing
+    unknown = error_of(three.post("/v1/embeddings", json={"model": "nope", "input": "t01"}), 404, "model_not_found")
+    assert "'nope'" in unknown and text in unknown and "copy" in unknown
+    assert "'nope'" in error_of(three.get("/v1/model", params={"model": "nope"}), 404, "model_not_found")
+    assert error_of(three.get("/v1/models/nope"), 404, "model_not_found")
+    wrong_type = three.post("/v1/atomize", json={"model": 5, "inputs": ["t01"]})
+    assert error_of(wrong_type, 422, "invalid_input").startswith("model:")
+    not_json = three.post("/v1/atomize", content=b"{", headers={"content-type": "application/json"})
+    assert "not valid JSON" in error_of(not_json, 422, "invalid_input")
+    # the named model's own request models parse the rest: a text for the digits model is refused by them
+    as_text = error_of(three.post("/v1/atomize", json={"model": digits, "inputs": ["t01"]}), 422, "invalid_input")
+    assert as_text.startswith("inputs[0]") and f"model {digits} takes" in as_text
+
+
+def test_every_model_has_its_own_metric_series(text_case, numeric_case):
+    with TestClient(create_app(several(text_case, numeric_case))) as client:
+        digits = numeric_case.bundle.manifest.name
+        for _ in range(2):
+            assert client.post("/v1/atomize", json={"model": "copy", "inputs": ["t01", "t02 t03"]}).status_code == 200
+        assert client.post("/v1/atomize", json={"model": digits, "inputs": [numeric_case.train_inputs[0]]}).status_code == 200
+        assert client.post("/v1/atomize", json={"model": "nope", "inputs": ["t01"]}).status_code == 404
+        text = client.get("/metrics").text
+    assert metric(text, "atom_items_atomized_total", model="copy") == 4
+    assert metric(text, "atom_items_atomized_total", model=digits) == 1
+    assert metric(text, "atom_items_atomized_total", model=text_case.bundle.manifest.name) == 0
+    assert metric(text, "atom_requests_total", route="/v1/atomize", status="200", model="copy") == 2
+    assert metric(text, "atom_requests_total", route="/v1/atomize", status="404", model="") == 1  # named none served
+    assert metric(text, "atom_failures_total", reason="model_not_found", model="") == 1
+    assert metric(text, "atom_model_info", model="copy", name=text_case.bundle.manifest.name) == 1
+    assert metric(text, "atom_bank_atoms", model=digits) == len(numeric_case.bundle.atoms)
+
+
+def test_two_bundles_under_one_name_are_refused_at_start(text_case, tmp_path):
+    with pytest.raises(ServeSetupError, match="two bundles are served under the name 'synthetic-atom'"):
+        load_served(Settings(bundle=[str(text_case.path), str(text_case.path)], device="cpu"))
+    with pytest.raises(ValueError, match="two bundles under one name"):
+        Settings(bundle=[f"a={text_case.path}", f"a={text_case.path}"])
+    with pytest.raises(ServeSetupError, match="'nope'"):
+        load_served(Settings(bundle=[str(text_case.path), f"b={text_case.path}"], bank=["nope=/x"]))
+    process, url = start(text_case.path, "--bundle", str(text_case.path), "--device", "cpu")
+    assert process.wait(timeout=60) == 1
+    lines = [line for line in process.stderr.read().splitlines() if line.strip()]
+    assert len(lines) == 1 and "two bundles are served under the name" in lines[0]
+
+
+def test_each_bundle_can_be_pinned_by_its_name(text_case, numeric_case):
+    digits = numeric_case.bundle.manifest.name
+    pinned = several(text_case, numeric_case, bundle_digest=[f"copy={text_case.bundle.digest}",
+                                                             f"{digits}={numeric_case.bundle.digest}"])
+    assert [item.name for item in load_served(pinned)][1:] == [digits, "copy"]
+    wrong = several(text_case, numeric_case, bundle_digest=[f"{digits}={text_case.bundle.digest}"])
+    with pytest.raises(Exception, match="is not the pinned"):
+        load_served(wrong)
+
+
+def test_the_openai_client_against_two_models(text_case, numeric_case):
+    digits = numeric_case.bundle.manifest.name
+    process, url = start(text_case.path, "--bundle", f"copy={text_case.path}", "--bundle", str(numeric_case.path),
+                         "--device", "cpu")
+    try:
+        wait_ready(process, url)
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        name = text_case.bundle.manifest.name
+        assert [m.id for m in client.models.list()] == [name, "copy", digits]
+        expected = text_case.reference([0, 1])["embedding"]
+        for model in (name, "copy"):
+            response = client.embeddings.create(input=text_case.train_inputs[:2], model=model)
+            assert response.model == name
+            np.testing.assert_allclose([d.embedding for d in response.data], expected, atol=1e-5)
+        with pytest.raises(openai.NotFoundError) as caught:
+            client.embeddings.create(input="t01", model="text-embedding-3-small")
+        assert "copy" in str(caught.value) and digits in str(caught.value)
+        with pytest.raises(openai.UnprocessableEntityError) as numeric:
+            client.embeddings.create(input="t01", model=digits)
+        assert "numeric" in str(numeric.value)
+        assert client.models.retrieve("copy").id == "copy"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
