@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import label_efficiency  # noqa: E402
 from common import read_records  # noqa: E402
-from quality import FROZEN_SWEEP, chosen, label_subset  # noqa: E402
+from quality import FROZEN_SWEEP, PARTIAL_SWEEP, chosen, label_subset, suite_name  # noqa: E402
 from quality_report import final_rows, summarise  # noqa: E402
 
 
@@ -27,6 +27,19 @@ def record(method: str, config: str, val: float, test: float, phase: str = "swee
 def test_every_method_gets_the_same_number_of_frozen_settings():
     sizes = {method: len(settings) for method, settings in FROZEN_SWEEP.items()}
     assert set(sizes) == {"plain", "baseline", "atom"} and len(set(sizes.values())) == 1 and sizes["atom"] >= 8
+
+
+def test_every_method_gets_the_same_number_of_partial_fine_tune_settings():
+    sizes = {method: len(settings) for method, settings in PARTIAL_SWEEP.items()}
+    assert set(sizes) == {"plain", "baseline", "atom"} and len(set(sizes.values())) == 1
+    assert all(set(s) >= {"backbone_lr", "lr"} for settings in PARTIAL_SWEEP.values() for s in settings.values())
+    assert [suite_name("backbone", k) for k in (0, 1, 2, -1)] == [
+        "backbone-frozen", "backbone-top1", "backbone-top2", "backbone-finetuned"]
+
+
+def test_a_setting_taken_out_of_the_sweep_does_not_compete():
+    records = [record("atom", "gone", 0.99, 0.99), record("atom", "kept", 0.70, 0.70)]
+    assert chosen(records, "tweets", "atom", {"atom": {"kept": {}}})["config"] == "kept"
 
 
 def test_the_choice_reads_validation_only_and_ties_go_to_the_first_listed():
