@@ -22,6 +22,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from starlette.exceptions import HTTPException
 
 from ..errors import NotReady
+from ..runtime import Runtime
 
 
 
@@ -112,8 +113,25 @@ async def report_redirect() -> RedirectResponse:
 
 @router.get("/report/{name:path}", include_in_schema=False)
 async def report_file(name: str, request: Request) -> FileResponse:
-    """A file of the bundle's report/ folder; only files the manifest lists (checksummed at start)."""
-    runtime = request.app.state.atom.runtime
+    """A file of the (first served) bundle's report/ folder; only files the manifest lists (checksummed at start)."""
+    return report_of(request.app.state.atom.runtime, name)
+
+
+@router.get("/models/{model}/report", include_in_schema=False)
+async def model_report_redirect() -> RedirectResponse:
+    return RedirectResponse("report/")
+
+
+@router.get("/models/{model}/report/{name:path}", include_in_schema=False)
+async def model_report_file(model: str, name: str, request: Request) -> FileResponse:
+    """A file of the report of the model served as `model` (several models in one service)."""
+    served = request.app.state.atom.served.get(model)
+    if served is None and request.app.state.atom.served:
+        raise HTTPException(404, f"no model {model!r} is served here")
+    return report_of(served.runtime if served else None, name)
+
+
+def report_of(runtime: Runtime | None, name: str) -> FileResponse:
     if runtime is None:
         raise NotReady("the model is not loaded yet")
     relative = f"report/{name or 'report.html'}"

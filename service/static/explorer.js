@@ -1,5 +1,6 @@
 // Atomizer explorer: plain JavaScript modules, no build step, nothing loaded from outside this service.
-// Flow: GET v1/model (asks for the API key on 401) -> GET v1/bank/map -> the input widget for the
+// Flow: GET v1/models (asks for the API key on 401; a picker when several are served, the choice kept
+// in the page's ?model=) -> GET v1/model -> GET v1/bank/map -> the input widget for the
 // model's modality -> POST v1/atomize -> the text coloured by role (with its windows when a long text
 // is read whole), components, composition, neighbours and the map, where the input is placed by the
 // bank's own stored projection (map.js).
@@ -15,7 +16,8 @@ const ROLE_TEXT = {
 const NEIGHBORS = 8;
 const SHORT_TEXT = 80; // characters of a neighbour's text shown in the table; the rest on hover
 
-const state = { model: null, map: null, stats: null, input: null, result: null, requested: null, rank: "distance", pad: null };
+const state = { name: null, model: null, map: null, stats: null, input: null, result: null, requested: null, rank: "distance", pad: null };
+const forModel = () => `model=${encodeURIComponent(state.name)}`; // the query naming the chosen model
 const labelColour = (label) => colourIn(state.map ? state.map.label_names : [], label);
 
 function setStatus(text, isError = false) {
@@ -29,14 +31,18 @@ function setStatus(text, isError = false) {
 
 async function start() {
   try {
-    state.model = await api("v1/model");
+    const served = (await api("v1/models")).data.map((m) => m.id);
+    const asked = new URLSearchParams(location.search).get("model");
+    state.name = served.includes(asked) ? asked : served[0];
+    setupPicker(served);
+    state.model = await api(`v1/model?${forModel()}`);
   } catch (error) {
     if (error.status === 401) return askForKey(sessionStorage.getItem(KEY_STORE) ? error.message : "");
     return setStatus(`Cannot load the model: ${error.message}`, true);
   }
   $("key-panel").hidden = true;
   $("forget-key").hidden = !sessionStorage.getItem(KEY_STORE);
-  const map = await api("v1/bank/map").catch((error) => {
+  const map = await api(`v1/bank/map?${forModel()}`).catch((error) => {
     setStatus(`Cannot load the bank map: ${error.message}`, true);
     return null;
   });
@@ -50,6 +56,15 @@ async function start() {
   $("results").hidden = false; // the map first; the other panels once there is an answer
   drawMap();
   if (state.model.modality === "text") runText();
+}
+
+function setupPicker(served) { // one model: no picker; several: choosing one reloads the page for it
+  $("model-pick").hidden = served.length < 2;
+  const picker = $("model-picker");
+  picker.replaceChildren(...served.map((name) => el("option", { value: name, text: name })));
+  picker.value = state.name;
+  picker.onchange = () => { location.search = `?model=${encodeURIComponent(picker.value)}`; };
+  $("report-link").href = served.length < 2 ? "report/" : `models/${encodeURIComponent(state.name)}/report/`;
 }
 
 function askForKey(message) {
@@ -161,12 +176,12 @@ async function atomize(value) {
   $("input-error").textContent = "";
   try {
     const chunk = typeof value === "string" && $("chunk-toggle").checked; // a long text read whole, in windows
-    const body = JSON.stringify({ inputs: [value], neighbors: NEIGHBORS, rank_by: state.rank,
+    const body = JSON.stringify({ model: state.name, inputs: [value], neighbors: NEIGHBORS, rank_by: state.rank,
       include: ["embedding", "composition", "components", "neighbors", ...(chunk ? ["chunks"] : [])], ...(chunk ? { chunk } : {}) });
     const response = await api("v1/atomize", { method: "POST", body });
     const result = response.results[0];
     const ids = result.neighbors.map((n) => n.id).join(",");
-    const requested = ids ? (await api(`v1/bank/map?limit=0&ids=${encodeURIComponent(ids)}`)).requested : null;
+    const requested = ids ? (await api(`v1/bank/map?limit=0&ids=${encodeURIComponent(ids)}&${forModel()}`)).requested : null;
     state.input = value;
     state.result = result;
     state.requested = requested;

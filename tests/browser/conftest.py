@@ -42,14 +42,18 @@ def numeric_loaded(numeric_bundle) -> Bundle:
 
 
 @contextlib.contextmanager
-def serve(bundle: Bundle, **settings) -> Iterator[str]:
-    """The service for `bundle` under a real uvicorn on 127.0.0.1 in a thread; yields its base URL."""
+def serve(bundle: Bundle | list[Bundle], **settings) -> Iterator[str]:
+    """The service for `bundle` (or several, each under its manifest's name) under a real uvicorn
+    on 127.0.0.1 in a thread; yields its base URL."""
     import uvicorn
 
     from service.app import create_app
 
     port = free_port()
-    app = create_app(Settings(bundle=bundle.path, device="cpu", port=port, **settings), bundle=bundle)
+    if isinstance(bundle, list):
+        app = create_app(Settings(bundle=[str(b.path) for b in bundle], device="cpu", port=port, **settings))
+    else:
+        app = create_app(Settings(bundle=bundle.path, device="cpu", port=port, **settings), bundle=bundle)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -321,3 +321,31 @@ def test_long_text_read_whole_in_windows_coloured_by_role(watch, text_url, text_
     assert cut["truncated"] and page.locator("#text-roles .span-role").count() == len(cut["components"])
     assert page.locator("#text-roles .unread").count() == 1
     assert view.errors == [] and view.outside() == []
+
+
+def test_a_picker_chooses_among_several_models(watch, text_loaded, numeric_loaded):
+    text, digits = text_loaded.manifest.name, numeric_loaded.manifest.name
+    with serve([text_loaded, numeric_loaded]) as url:
+        view = watch(url)
+        page = view.page
+        page.goto(f"{url}/")
+        page.wait_for_selector("#components .component")  # the first model, text, with its own example
+        assert page.locator("#model-pick").is_visible()
+        assert page.eval_on_selector_all("#model-picker option", "o => o.map(x => x.value)") == [text, digits]
+        assert page.locator("#model-picker").input_value() == text
+        assert page.get_attribute("#report-link", "href") == f"models/{text}/report/"
+        with page.expect_request("**/v1/atomize") as sent:
+            page.fill("#text-input", TEXT)
+            page.press("#text-input", "Enter")
+        assert sent.value.post_data_json["model"] == text
+        page.select_option("#model-picker", digits)  # the page reloads for the other model
+        page.wait_for_url(f"{url}/?model={digits}")
+        page.wait_for_selector("#pad-form:not([hidden])")
+        facts = dict(zip(page.locator("#model-facts dt").all_inner_texts(), page.locator("#model-facts dd").all_inner_texts()))
+        assert facts["name"] == digits and facts["modality"] == "numeric"
+        assert int(page.get_attribute("#map", "data-atoms-drawn")) == len(numeric_loaded.atoms)  # its own bank
+        view.screenshot("explorer-two-models")
+        report = httpx.get(f"{url}/models/{text}/report/")
+        assert report.status_code == 200 and "atom model" in report.text
+        assert httpx.get(f"{url}/models/nope/report/").status_code == 404
+        assert view.errors == [] and view.outside() == []
