@@ -41,6 +41,7 @@ from .routes.middleware import RequestContextMiddleware
 from .runtime import CPU, DeviceError, Runtime
 from .schemas import RequestModels, request_models
 from .served import Loaded, Served, ServeSetupError, load_served
+from .tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,7 @@ def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None
     settings = settings or Settings()
     metrics = Metrics()
     state = ServiceState(settings=settings, metrics=metrics)
+    tracing = Tracing(settings.otlp_endpoint) if settings.otlp_endpoint else None
 
     async def start(item: Loaded) -> Served:
         model_metrics = metrics.for_model(item.name)
@@ -189,6 +191,8 @@ def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None
             state.prepare_pool.shutdown(wait=False, cancel_futures=True)
             if metrics_server is not None:
                 metrics_server.shutdown()
+            if tracing is not None:
+                await asyncio.to_thread(tracing.shutdown)  # sends the spans still buffered
             log.info("stopped")
 
     app = FastAPI(
@@ -215,5 +219,6 @@ def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None
         metrics=metrics,
         route_paths=route_paths,
         draining=lambda: state.draining or state.closing,
+        tracing=tracing,
     )
     return app

@@ -58,6 +58,7 @@ def serve(
     device: Annotated[Optional[str], _flag("device")] = None,
     precision: Annotated[Optional[str], _flag("precision")] = None,
     api_key: Annotated[Optional[str], _flag("api_key")] = None,
+    otlp_endpoint: Annotated[Optional[str], _flag("otlp_endpoint")] = None,
     log_level: Annotated[Optional[str], _flag("log_level")] = None,
 ) -> None:
     """Serve a model bundle over HTTP: /v1/atomize, /v1/embeddings (OpenAI), /metrics."""
@@ -86,6 +87,7 @@ def run(settings: Settings) -> None:
     from contract.bundle import BundleError
 
     from .served import ServeSetupError, load_served
+    from .tracing import TracingUnavailable
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -94,7 +96,11 @@ def run(settings: Settings) -> None:
     except (BundleError, BankError, ServeSetupError) as exc:
         log.error("cannot start: %s", exc)
         raise typer.Exit(1) from None
-    app = create_app(settings, loaded=loaded)
+    try:
+        app = create_app(settings, loaded=loaded)
+    except TracingUnavailable as exc:
+        log.error("cannot start: %s", exc)
+        raise typer.Exit(1) from None
     config = uvicorn.Config(
         app,
         host=settings.host,

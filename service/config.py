@@ -142,6 +142,10 @@ class Settings(BaseSettings):
         "auto", description="model copy: auto = fp16 on CUDA, int8 on CPU when the bundle has them, else fp32"
     )
     api_key: SecretStr | None = Field(None, description="when set, /v1/* requires `Authorization: Bearer KEY`")
+    otlp_endpoint: str | None = Field(
+        None, description="send a trace of every /v1 request over OTLP/HTTP to this URL (e.g. "
+        "http://collector:4318/v1/traces; needs the `trace` extra); unset: no tracing"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="logging level")
 
     @field_validator("bundle", "bank", "bundle_digest", mode="before")

@@ -57,12 +57,24 @@ class Item:
 
 
 @dataclass(frozen=True)
+class BatchTiming:
+    """When a batch ran (wall clock, ns): what a request's trace shows of it (service/tracing.py)."""
+
+    started_ns: int
+    inferred_ns: int  # the ONNX Runtime call returned; the neighbour search starts
+    searched_ns: int  # the neighbour search returned: the batch is done
+    items: int
+    searched: bool  # some item asked for neighbours
+
+
+@dataclass(frozen=True)
 class ItemResult:
     embedding: np.ndarray  # (k,) float32
     roles: np.ndarray  # (n, 3) float32, rows sum to 1
     composition: np.ndarray  # (6,) float32, columns = manifest.composition_fields
     neighbors: Neighbors
     bank: Bank  # the bank the neighbors' rows index: the one the batch started with
+    timing: BatchTiming | None = None  # one object shared by the batch's items
 
 
 @dataclass(frozen=True)
@@ -180,10 +192,12 @@ class Runtime(ModelRunner):
 
     def run(self, items: Sequence[Item], *, record: bool = True) -> list[ItemResult]:
         """The batch's results, in order; `record=False` keeps it out of the metrics (warm-up)."""
+        started_ns = time.time_ns()
         started = time.perf_counter()
         bank = self.bank  # one bank for the whole batch, even if a reload swaps it meanwhile
         embedding, roles, composition = self.infer([item.components for item in items])
         searched = time.perf_counter()
+        inferred_ns = time.time_ns()
         counts = [item.neighbors for item in items]
         if any(counts):
             neighbors = bank.search(embedding, composition[:, self._radius_col], composition[:, self._charge_col],
@@ -195,8 +209,9 @@ class Runtime(ModelRunner):
             if any(counts):
                 self.metrics.neighbor_search.observe(time.perf_counter() - searched)
             self.metrics.items_atomized.inc(len(items))
+        timing = BatchTiming(started_ns, inferred_ns, time.time_ns(), len(items), any(counts))
         return [
-            ItemResult(embedding[i], roles[i][: item.length], composition[i], neighbors[i], bank)
+            ItemResult(embedding[i], roles[i][: item.length], composition[i], neighbors[i], bank, timing)
             for i, item in enumerate(items)
         ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -39,9 +40,12 @@ async def answers(serving: Ready, groups: list[list[Item]], field: str, chunked:
                   rank_by: Any = "distance") -> list[InputResult]:
     """Each input's answer: its items through the batcher with every other request's, then, for
     chunked inputs, the windows pooled and the pooled atoms searched (off the event loop)."""
-    runtime = serving.runtime
+    runtime, trace = serving.runtime, serving.trace
     items = [item for group in groups for item in group]
+    submitted = time.time_ns()
     results = await serving.batcher.submit(items, serving.deadline)
+    if trace is not None:
+        trace.batches(submitted, (result.timing for result in results))
     refuse_non_finite(results, field, runtime.manifest.name)
     if not chunked:
         return [runtime.one(item, result) for item, result in zip(items, results)]
@@ -51,14 +55,21 @@ async def answers(serving: Ready, groups: list[list[Item]], field: str, chunked:
     def pooled() -> list[InputResult]:
         return runtime.search([runtime.pool(w) for w in windows], [neighbors] * len(windows), rank_by)
 
-    return await serving.off_loop(pooled)
+    started = time.time_ns()
+    answered = await serving.off_loop(pooled)
+    if trace is not None:
+        trace.child("pool_and_search", started, time.time_ns(), **{"atom.inputs": len(windows)})
+    return answered
 
 
 @router.post("/atomize", response_model=AtomizeResponse, responses=SERVING_ERRORS,
              openapi_extra=request_body("AtomizeRequest"))
 async def atomize(request: Request, serving: Serving) -> Response:
     serving.refuse_if_queue_full()  # the default model's; with several, the named one's (`route`)
+    parsing = time.time_ns()
     serving, body, groups = await serving.off_loop(prepare, serving, await request.body())
+    if serving.trace is not None:
+        serving.trace.parsed(parsing, serving.served.name)
     wanted = body.neighbors if "neighbors" in body.include else 0
     results = await answers(serving, groups, "inputs", body.chunk, wanted, body.rank_by)
     include = set(body.include)

@@ -25,6 +25,7 @@ from ..metrics import Metrics
 from ..runtime import Item, ItemResult, Runtime
 from ..schemas import RequestModels
 from ..served import Served
+from ..tracing import RequestTrace
 
 T = TypeVar("T")
 
@@ -102,6 +103,7 @@ class Ready:
     prepare_pool: ThreadPoolExecutor
     deadline: float  # loop.time() seconds: request arrival + request_timeout_ms
     scope_state: dict[str, Any]  # the request's scope state: the model chosen is recorded there (metrics)
+    trace: RequestTrace | None = None  # this request's trace (service/tracing.py), when tracing is on
 
     @property
     def runtime(self) -> Runtime:
@@ -236,7 +238,7 @@ async def get_serving(request: Request) -> Ready:
     if len(state.served) == 1:  # the metrics' model label; with several, set once the request names one
         scope_state["model"] = default.name
     return Ready(state.settings, default, state.served, state.prepare_pool, arrived + state.settings.request_timeout_s,
-                 scope_state)
+                 scope_state, scope_state.get("trace"))
 
 
 Serving = Annotated[Ready, Depends(get_serving)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 
 import numpy as np
@@ -57,7 +58,10 @@ async def embeddings(request: Request, serving: Serving) -> Response:
     if len(serving.choices) == 1:  # with several, once the request names its model (`prepare`)
         check_text(serving.runtime)
     serving.refuse_if_queue_full()
+    parsing = time.time_ns()
     serving, body, groups = await serving.off_loop(prepare, serving, await request.body())
+    if serving.trace is not None:
+        serving.trace.parsed(parsing, serving.served.name)
     manifest = serving.runtime.manifest
     results = await answers(serving, groups, "input", body.chunk)
     tokens = sum(item.length for group in groups for item in group)  # what the model read, windows' overlaps too

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import InternalError, Overloaded, TooLarge
 from ..metrics import Metrics
+from ..tracing import Tracing
 from .handlers import error_response
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,10 @@ _CLIENT_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")  # echoed back only 
 
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, *, max_request_bytes: int, max_concurrent_requests: int, metrics: Metrics,
-                 route_paths: frozenset[str], draining: Callable[[], bool] = lambda: False):
+                 route_paths: frozenset[str], draining: Callable[[], bool] = lambda: False,
+                 tracing: Tracing | None = None):
         self.app = app
+        self.tracing = tracing  # None: no traces (the default), and no cost
         self.draining = draining
         self.max_request_bytes = max_request_bytes
         self.max_concurrent_requests = max_concurrent_requests
@@ -52,6 +55,8 @@ class RequestContextMiddleware:
         path = scope["path"]
         route = path if path in self.route_paths else "other"  # bounded label values
         status: int | None = None  # None until the response starts
+        if self.tracing is not None and path.startswith("/v1/"):
+            state["trace"] = self.tracing.request(scope["method"], route, request_id)
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -92,6 +97,8 @@ class RequestContextMiddleware:
             model = state.get("model", "")  # set by a serving route once it knows the model
             self.metrics.requests.labels(route=route, status=str(status or 500), model=model).inc()
             self.metrics.request_duration.labels(route=route, model=model).observe(time.perf_counter() - started)
+            if "trace" in state:
+                state["trace"].end(status or 500, model)
 
     async def _limited_body(self, headers: dict[bytes, bytes], receive: Receive) -> Receive | None:
         """Read the whole body (at most max_request_bytes) and hand it on; raise TooLarge past it.
