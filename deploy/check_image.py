@@ -18,6 +18,8 @@ arguments instead:
    mounted for `serve-bundled`), published on 127.0.0.1: /readyz, the image's own HEALTHCHECK,
    uid 10001 and no torch inside, one /v1/atomize and one /v1/embeddings, then `podman stop`
    (SIGTERM) under requests in flight: all answered, exit status 0, within the grace period.
+   Then the serving image with two models (ATOM_BUNDLE=/models/bundle,second=/models/second):
+   both listed by /v1/models, both answering /v1/atomize.
 4. `podman-compose config` merges docker-compose.yml (and the CPU override) as a real compose
    implementation does.
 5. Only with --train (not in CI: its torch from PyPI is the CUDA build, about 6 GB of image):
@@ -186,7 +188,8 @@ def inspect(podman: Podman, container: str, template: str) -> str:
 
 
 @contextmanager
-def container(podman: Podman, image: str, name: str, port: int, bundle: Path | None) -> Iterator[str]:
+def container(podman: Podman, image: str, name: str, port: int, bundle: Path | None,
+              extra: tuple[str, ...] = ()) -> Iterator[str]:
     """A detached container published on 127.0.0.1:port; its log is shown if the check fails."""
     command = podman(
         "run", "--detach", "--name", name, "--publish", f"127.0.0.1:{port}:8000",
@@ -194,6 +197,7 @@ def container(podman: Podman, image: str, name: str, port: int, bundle: Path | N
         "--health-interval", "disable",
         "--env", f"ATOM_MAX_WAIT_MS={MAX_WAIT_MS}",
         *(["--volume", f"{bundle}:/models/bundle:ro"] if bundle else []),
+        *extra,
         image,
     )
     run(command, 120, f"podman run {image}")
@@ -339,6 +343,31 @@ def exercise(podman: Podman, image: str, bundle: Path, mount: bool, deadline: fl
         check_graceful_stop(podman, name, base, inputs)
 
 
+def exercise_two_models(podman: Podman, image: str, bundle: Path, deadline: float) -> None:
+    """Two models in one container (issue 21): the bundle under its own name and again as `second`,
+    set through the environment as compose sets it; both listed, both answer."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    name = f"atomizer-check-two-{port}"
+    extra = ("--volume", f"{bundle}:/models/second:ro", "--env", "ATOM_BUNDLE=/models/bundle,second=/models/second")
+    with container(podman, image, name, port, bundle, extra):
+        wait_until(f"{image} with two models: /readyz answers 200",
+                   lambda: http("GET", f"{base}/readyz", timeout_s=2)[0] == 200, min(deadline, time.monotonic() + 120))
+        status, body = http("GET", f"{base}/v1/models")
+        names = [m["id"] for m in json.loads(body)["data"]] if status == 200 else []
+        if len(names) != 2 or names[1] != "second":
+            raise CheckFailed(f"GET /v1/models answered {status}: {body[:300]!r}")
+        inputs = example_inputs(json.loads(http("GET", f"{base}/v1/model")[1]))[:2]
+        for model in names:
+            status, body = http("POST", f"{base}/v1/atomize", {"model": model, "inputs": inputs, "neighbors": 2})
+            if status != 200 or len(json.loads(body)["results"]) != len(inputs):
+                raise CheckFailed(f"POST /v1/atomize for {model} answered {status}: {body[:300]!r}")
+        status, _ = http("POST", f"{base}/v1/atomize", {"inputs": inputs})
+        if status != 422:
+            raise CheckFailed(f"a request naming no model answered {status}, not 422, with two models served")
+        say(f"{image} serves two models ({', '.join(names)}): /v1/models lists them, each answers /v1/atomize")
+
+
 def check_compose(deadline: float) -> None:
     """A real compose implementation reads both files; the CPU override removes the GPUs."""
     podman_compose = Path(sys.executable).parent / "podman-compose"
@@ -391,6 +420,7 @@ def run_check(bundle: Path | None, deadline_s: float, workdir: Path, with_train:
     build(podman, "serve-bundled", BUNDLED_IMAGE, base, workdir, deadline, ("--build-context", f"bundle={bundle}"))
     exercise(podman, IMAGE, bundle, mount=True, deadline=deadline)
     exercise(podman, BUNDLED_IMAGE, bundle, mount=False, deadline=deadline)
+    exercise_two_models(podman, IMAGE, bundle, deadline)
     if with_train:
         build(podman, "train", TRAIN_IMAGE, base, workdir, deadline)
         exercise(podman, IMAGE, train_in_image(podman, workdir, deadline), mount=True, deadline=deadline)

@@ -59,6 +59,12 @@ def compose_cpu(compose: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
+def compose_two(compose: dict[str, Any]) -> dict[str, Any]:
+    """docker-compose.yml with docker-compose.two-models.yml applied."""
+    return _merge(compose, _load("docker-compose.two-models.yml"))
+
+
+@pytest.fixture(scope="session")
 def prometheus_config() -> dict[str, Any]:
     return _load("deploy/prometheus/prometheus.yml")
 

@@ -42,13 +42,14 @@ def gpu_devices(service: dict[str, Any]) -> list[dict[str, Any]]:
     return deploy.get("resources", {}).get("reservations", {}).get("devices", [])
 
 
-def test_compose_files_follow_the_compose_schema(compose, compose_cpu) -> None:
+def test_compose_files_follow_the_compose_schema(compose, compose_cpu, compose_two) -> None:
     check_jsonschema = require_module("check_jsonschema", "the Compose schema ships with check-jsonschema")
     import jsonschema  # a dependency of check-jsonschema
 
     schema = json.loads(files(check_jsonschema.__name__).joinpath("builtin_schemas/vendor/compose-spec.json").read_text())
     jsonschema.validate(compose, schema)
     jsonschema.validate(compose_cpu, schema)
+    jsonschema.validate(compose_two, schema)
 
 
 def test_service_port_health_and_settings(compose, check_atom_env) -> None:
@@ -155,3 +156,32 @@ def test_grafana_provisioning_matches_compose(compose) -> None:
 
 def test_settings_default_port_is_the_deployed_port(compose) -> None:
     assert container_port(compose["services"][SERVICE]) == Settings.model_fields["port"].default
+
+
+def makefile_variable(name: str) -> str:
+    for line in (ROOT / "Makefile").read_text().splitlines():
+        if line.startswith(f"{name} ?="):
+            return line.split("?=", 1)[1].strip()
+    raise AssertionError(f"no {name} in the Makefile")
+
+
+def test_the_trainer_builds_the_default_bundle_as_make_bundle_does(compose) -> None:
+    env = env_dict(compose["services"]["trainer"]["environment"])
+    flags = f"--epochs {env['TRAIN_EPOCHS']} {env['TRAIN_ARGS']}".split()
+    make = makefile_variable("DEFAULT_TRAIN").split()
+    assert env["TRAIN_DATASET"] == "tweets" and env["TRAIN_BACKBONE"] == "minilm"
+    recipe = (ROOT / "Makefile").read_text().split("$(BUNDLE)/manifest.json: | $(STAMP)")[1].split("\n\n")[0]
+    assert "--backbone minilm --train-layers 0" in recipe and "--int8 --fp16" in recipe
+    assert dict(zip(make[::2], make[1::2])).items() <= dict(zip(flags[::2], flags[1::2])).items()  # same values
+    assert "--train-layers 0" in env["TRAIN_ARGS"] and env["EXPORT_ARGS"].split() == ["--int8", "--fp16"]
+
+
+def test_the_two_model_override_serves_both_bundles(compose_two, check_atom_env) -> None:
+    services = compose_two["services"]
+    settings = check_atom_env(env_dict(services[SERVICE]["environment"]), "two-models override")
+    refs = settings.bundle_refs()
+    assert [(str(r.path), r.name) for r in refs] == [("/models/bundle", None), ("/models/small", "small")]
+    small = services["trainer-small"]
+    assert small["command"] == ["/models/small"] and "models:/models" in small["volumes"]
+    assert services[SERVICE]["depends_on"]["trainer-small"]["condition"] == "service_completed_successfully"
+    assert services[SERVICE]["depends_on"]["trainer"]["condition"] == "service_completed_successfully"
