@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEFAULT_TRAIN ?= --epochs 3 --batch-size 64 --lr 3e-3
 
-.PHONY: setup browser tools test run bundle bundle-small bench-quality bench-quality-backbone bench-invariance bench-serve bench-peers bench-padding peers-setup peers-smoke bench-bank bench-documents check-prometheus check-image clean
+.PHONY: setup browser tools test run bundle bundle-small bench-quality bench-quality-backbone bench-invariance bench-serve bench-peers bench-padding peers-setup peers-smoke bench-bank bench-documents bench-several check-prometheus check-image clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -133,6 +133,11 @@ bench-bank: setup $(BANK_WORK)/minilm_tweets.npz $(BANK_WORK)/bundle/manifest.js
 # validation) against truncation at 256 and 64 tokens, and the service's tokens/s on them.
 bench-documents: setup bundle
 	$(PY) benchmarks/documents.py
+
+# Several models in one service: resident memory with 1, 2 and 3 bundles, and the p99 of a lightly
+# loaded model while another is flooded (a few minutes).
+bench-several: setup bundle bundle-small
+	$(PY) benchmarks/several_models.py
 
 clean:
 	rm -rf runs bundles .pytest_cache

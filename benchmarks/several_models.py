@@ -1,0 +1,165 @@
+"""Several models in one service (issue 21): the memory each one adds, and whether one model's flood
+starves another's requests.
+
+    python benchmarks/several_models.py [memory|fairness|all] [--bundle bundles/tweets] [--small bundles/tweets-small]
+
+Memory: the service process's resident memory (VmRSS, and its peak VmHWM, from /proc) once ready
+and after 20 requests to each model, serving 1, 2 and 3 bundles: the default MiniLM bundle (its
+int8 copy on a CPU); + the same bundle again under a second name (a second session, batcher and
+bank: what one more MiniLM model costs); + the small from-scratch bundle.
+
+Fair sharing: a service with model A (the default MiniLM bundle) and model B (the small bundle),
+A's queue bounded (--max-queue-items 256). B gets a light load (2 clients, one text per request)
+alone, then while A is flooded (64 clients x 16 texts, far past what it serves: it sheds 429s).
+Target: B's p99 under A's flood at most 2x its p99 alone. Both loads run in this process (raw
+HTTP/1.1 keep-alive clients), on the same cores as the service. Results:
+benchmarks/results/several_models_{memory,fairness}.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from common import ROOT, RawClient, describe, machine, ms, percentile, start_service, stop_service, write_results
+
+TEXTS = ["what a great day", "the service is slow today", "love it", "not at all what I wanted, sadly",
+         "good morning everyone", "this is the worst", "I can't wait for the weekend", "meh"]
+
+
+def rss(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM of a process, MiB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(value.split()[0]) / 1024
+    return values
+
+
+def memory(bundle: Path, small: Path) -> list[dict]:
+    import httpx
+
+    rows = []
+    sets = [("default", [str(bundle)]), ("default + a second MiniLM", [str(bundle), f"second={bundle}"]),
+            ("default + second + small", [str(bundle), f"second={bundle}", f"small={small}"])]
+    for label, bundles in sets:
+        flags = [arg for spec in bundles[1:] for arg in ("--bundle", spec)]
+        process, url = start_service(Path(bundles[0]), *flags, log_path=ROOT / "runs" / "several_models.log")
+        try:
+            ready = rss(process.pid)
+            names = [m["id"] for m in httpx.get(f"{url}/v1/models", timeout=10).json()["data"]]
+            for name in names:
+                for i in range(20):
+                    body = {"model": name, "inputs": [TEXTS[i % len(TEXTS)]], "neighbors": 5}
+                    httpx.post(f"{url}/v1/atomize", json=body, timeout=60).raise_for_status()
+            served = rss(process.pid)
+        finally:
+            stop_service(process)
+        rows.append({"models": len(bundles), "label": label, "names": names, "rss_ready_mib": ready["VmRSS"],
+                     "rss_mib": served["VmRSS"], "peak_mib": served["VmHWM"]})
+        print(rows[-1])
+    return rows
+
+
+async def load(port: int, model: str, clients: int, size: int, seconds: float) -> dict[str, list[float]]:
+    latencies: dict[str, list[float]] = {}
+    stop_at = time.perf_counter() + seconds
+
+    async def client(index: int) -> None:
+        http = RawClient("127.0.0.1", port)
+        texts = [TEXTS[(index + j) % len(TEXTS)] for j in range(size)]
+        body = json.dumps({"model": model, "inputs": texts, "include": ["embedding"]}).encode()
+        while time.perf_counter() < stop_at:
+            sent = time.perf_counter()
+            try:
+                status = str(await http.post("/v1/atomize", body))
+            except (OSError, asyncio.IncompleteReadError):
+                status = "error"
+            latencies.setdefault(status, []).append(time.perf_counter() - sent)
+        await http.close()
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return latencies
+
+
+def summary(latencies: dict[str, list[float]], seconds: float) -> dict:
+    ok = latencies.get("200", [])
+    return {"statuses": {status: len(values) for status, values in sorted(latencies.items())},
+            "ok_per_s": len(ok) / seconds, "p50_s": percentile(ok, 50), "p99_s": percentile(ok, 99)}
+
+
+def fairness(bundle: Path, small: Path, seconds: float) -> dict:
+    process, url = start_service(bundle, "--bundle", f"small={small}", "--max-queue-items", "256",
+                                 "--max-inputs-per-request", "64", log_path=ROOT / "runs" / "several_models.log")
+    port = int(url.rsplit(":", 1)[1])
+    import httpx
+
+    a = httpx.get(f"{url}/v1/models", timeout=10).json()["data"][0]["id"]
+    try:
+        asyncio.run(load(port, "small", 2, 1, 3.0))  # warm
+        alone = asyncio.run(load(port, "small", 2, 1, seconds))
+
+        async def both() -> tuple[dict, dict]:
+            flood, light = await asyncio.gather(load(port, a, 64, 16, seconds), load(port, "small", 2, 1, seconds))
+            return flood, light
+
+        flood, light = asyncio.run(both())
+    finally:
+        stop_service(process)
+    result = {"model_a": a, "model_b": "small", "b_alone": summary(alone, seconds),
+              "b_under_a_flood": summary(light, seconds), "a_flood": summary(flood, seconds)}
+    result["p99_ratio"] = result["b_under_a_flood"]["p99_s"] / result["b_alone"]["p99_s"]
+    print(result)
+    return result
+
+
+def memory_report(rows: list[dict], host: dict) -> str:
+    lines = ["# Several models in one service: memory", "",
+             f"`python benchmarks/several_models.py memory` (make bench-several) on {describe(host)}. Resident set of",
+             "the service process (MiB), from /proc: once ready, and after 20 requests to each model (peak: VmHWM).", "",
+             "| models | bundles | RSS when ready | RSS after 20 requests each | peak |", "|---:|---|---:|---:|---:|"]
+    lines += [f"| {r['models']} | {r['label']} ({', '.join(r['names'])}) | {r['rss_ready_mib']:.0f} | {r['rss_mib']:.0f} | "
+              f"{r['peak_mib']:.0f} |" for r in rows]
+    return "\n".join(lines)
+
+
+def fairness_report(fair: dict, host: dict, seconds: float) -> str:
+    b, under, flood = fair["b_alone"], fair["b_under_a_flood"], fair["a_flood"]
+    return "\n".join([
+        "# Several models in one service: fair sharing", "",
+        f"`python benchmarks/several_models.py fairness` (make bench-several) on {describe(host)}.",
+        f"B ({fair['model_b']}: 2 clients x 1 text a request) alone, then while A ({fair['model_a']}: 64 clients x 16",
+        f"texts, its queue bounded at 256 items) is flooded; {seconds:g} s each, the loads from one process on the",
+        "same cores as the service.", "",
+        "| load | B answers/s | B p50 ms | B p99 ms | A statuses |", "|---|---:|---:|---:|---|",
+        f"| B alone | {b['ok_per_s']:.0f} | {ms(b['p50_s'])} | {ms(b['p99_s'])} | – |",
+        f"| B while A is flooded | {under['ok_per_s']:.0f} | {ms(under['p50_s'])} | {ms(under['p99_s'])} | "
+        f"{', '.join(f'{k}: {v}' for k, v in flood['statuses'].items())} |", "",
+        f"B's p99 under A's flood / alone: **{fair['p99_ratio']:.2f}x** (target <= 2x: "
+        f"{'met' if fair['p99_ratio'] <= 2 else 'not met'}).",
+    ])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("part", nargs="?", choices=("memory", "fairness", "all"), default="all")
+    parser.add_argument("--bundle", type=Path, default=ROOT / "bundles" / "tweets")
+    parser.add_argument("--small", type=Path, default=ROOT / "bundles" / "tweets-small")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args(argv)
+    host = machine()
+    if args.part in ("memory", "all"):
+        rows = memory(args.bundle, args.small)
+        write_results("several_models_memory", {"machine": host, "memory": rows}, memory_report(rows, host))
+    if args.part in ("fairness", "all"):
+        fair = fairness(args.bundle, args.small, args.seconds)
+        write_results("several_models_fairness", {"machine": host, "seconds": args.seconds, "fairness": fair},
+                      fairness_report(fair, host, args.seconds))
+
+
+if __name__ == "__main__":
+    main()
