@@ -112,6 +112,13 @@ def test_quality_summary_states_the_verdict_from_the_chosen_runs():
     assert "atom 0.8100 vs baseline 0.7600: delta +0.0500" in text and "**better**" in text
 
 
+def test_with_one_seed_the_summary_gives_no_verdict():
+    records = [record(method, "x", 0.8, test) for method, test in (("plain", 0.70), ("baseline", 0.75), ("atom", 0.90))]
+    text = summarise(records, "backbone-top1", "test machine", lambda d, m: chosen(records, d, m, {m: {"x": {}}}))
+    assert "| tweets | atom | x | 1 |" in text
+    assert "one seed only" in text and "**better**" not in text
+
+
 def test_label_efficiency_summary_table_and_plot(tmp_path):
     quality = tmp_path / "quality.jsonl"  # all labels: the chosen runs of the frozen suite
     full = []
