@@ -332,7 +332,7 @@ def chosen(records: list[dict], dataset: str, method: str, sweep: dict) -> dict 
 
 def final_jobs(args, records: list[dict], dataset: str) -> list[dict]:
     jobs = []
-    for method in METHODS:
+    for method in args.methods.split(",") if getattr(args, "methods", None) else METHODS:
         best = chosen(records, dataset, method, sweep_of(args.suite, args.train_layers))
         if best is None:
             continue
@@ -382,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-layers", type=int, default=0,
                         help="backbone suite: layers fine-tuned from the top (-1 all: a GPU job; 0 frozen; k > 0 the top k on cached states)")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated: run the other seeds of these methods only (the rest later; a rerun resumes)")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="a tenth of the epochs (smoke test, not results)")
