@@ -14,6 +14,7 @@ benchmark's own environment (.venv-peers) can import it too.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.metadata
 import json
@@ -233,3 +234,29 @@ class RawClient:
         if self.writer is not None:
             self.writer.close()
             self.writer = self.reader = None
+
+
+async def closed_loop(port: int, body_of: Callable[[int], bytes], clients: int, seconds: float,
+                      path: str = "/v1/atomize", pause_on_429_s: float = 0.0) -> dict[str, list[float]]:
+    """`clients` raw keep-alive clients on 127.0.0.1:port, client i sending body_of(i) again as soon as
+    the last answer came, for `seconds`: the latencies by status ("error" for a dropped connection).
+    `pause_on_429_s`: wait that long after a 429, as a client honouring Retry-After does."""
+    latencies: dict[str, list[float]] = {}
+    stop_at = time.perf_counter() + seconds
+
+    async def client(index: int) -> None:
+        http = RawClient("127.0.0.1", port)
+        body = body_of(index)
+        while time.perf_counter() < stop_at:
+            sent = time.perf_counter()
+            try:
+                status = str(await http.post(path, body))
+            except (OSError, asyncio.IncompleteReadError):
+                status = "error"
+            latencies.setdefault(status, []).append(time.perf_counter() - sent)
+            if pause_on_429_s and status == "429":
+                await asyncio.sleep(pause_on_429_s)
+        await http.close()
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return latencies

@@ -15,10 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import time
 from pathlib import Path
 
-from common import ROOT, RawClient, describe, machine, ms, percentile, start_service, stop_service, write_results
+from common import ROOT, closed_loop, describe, machine, ms, percentile, start_service, stop_service, write_results
 
 QUEUE = ("--max-queue-items", "64", "--max-inputs-per-request", "64")
 TEXTS = ["what a great day", "the service is slow today", "love it", "not at all what I wanted, sadly",
@@ -26,25 +25,8 @@ TEXTS = ["what a great day", "the service is slow today", "love it", "not at all
 
 
 async def load(port: int, clients: int, seconds: float, honor_retry_after: bool) -> dict[str, list[float]]:
-    latencies: dict[str, list[float]] = {}
-    stop_at = time.perf_counter() + seconds
-
-    async def client(index: int) -> None:
-        http = RawClient("127.0.0.1", port)
-        body = json.dumps({"inputs": [TEXTS[index % len(TEXTS)]]}).encode()
-        while time.perf_counter() < stop_at:
-            sent = time.perf_counter()
-            try:
-                status = str(await http.post("/v1/atomize", body))
-            except (OSError, asyncio.IncompleteReadError):
-                status = "error"
-            latencies.setdefault(status, []).append(time.perf_counter() - sent)
-            if honor_retry_after and status == "429":
-                await asyncio.sleep(1.0)  # the service's Retry-After: 1, as a well-behaved client waits
-        await http.close()
-
-    await asyncio.gather(*(client(i) for i in range(clients)))
-    return latencies
+    return await closed_loop(port, lambda i: json.dumps({"inputs": [TEXTS[i % len(TEXTS)]]}).encode(), clients, seconds,
+                             pause_on_429_s=1.0 if honor_retry_after else 0.0)  # the service's Retry-After: 1
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,10 +21,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import time
 from pathlib import Path
 
-from common import ROOT, RawClient, describe, machine, ms, percentile, start_service, stop_service, write_results
+from common import ROOT, closed_loop, describe, machine, ms, percentile, start_service, stop_service, write_results
 
 TEXTS = ["what a great day", "the service is slow today", "love it", "not at all what I wanted, sadly",
          "good morning everyone", "this is the worst", "I can't wait for the weekend", "meh"]
@@ -66,24 +65,11 @@ def memory(bundle: Path, small: Path) -> list[dict]:
 
 
 async def load(port: int, model: str, clients: int, size: int, seconds: float) -> dict[str, list[float]]:
-    latencies: dict[str, list[float]] = {}
-    stop_at = time.perf_counter() + seconds
-
-    async def client(index: int) -> None:
-        http = RawClient("127.0.0.1", port)
+    def body(index: int) -> bytes:
         texts = [TEXTS[(index + j) % len(TEXTS)] for j in range(size)]
-        body = json.dumps({"model": model, "inputs": texts, "include": ["embedding"]}).encode()
-        while time.perf_counter() < stop_at:
-            sent = time.perf_counter()
-            try:
-                status = str(await http.post("/v1/atomize", body))
-            except (OSError, asyncio.IncompleteReadError):
-                status = "error"
-            latencies.setdefault(status, []).append(time.perf_counter() - sent)
-        await http.close()
+        return json.dumps({"model": model, "inputs": texts, "include": ["embedding"]}).encode()
 
-    await asyncio.gather(*(client(i) for i in range(clients)))
-    return latencies
+    return await closed_loop(port, body, clients, seconds)
 
 
 def summary(latencies: dict[str, list[float]], seconds: float) -> dict:

@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from common import describe, machine, read_records  # noqa: E402
+from common import closed_loop, describe, machine, read_records  # noqa: E402
 from peers import key as peer_key  # noqa: E402
 
 
@@ -67,3 +67,35 @@ def test_machine_and_its_line():
     assert describe(m, load=False) == "Test CPU (2 cores), Python 3.11.7, onnxruntime 1.2.3 (CPUExecutionProvider)"
     assert describe({"cpu": "Test CPU", "cores": 2, "python": "3.11.7", "onnxruntime": None}) == \
         "Test CPU (2 cores), Python 3.11.7"
+
+
+def test_closed_loop_sends_each_clients_body_until_the_time_is_up_and_pauses_after_a_429():
+    import asyncio
+
+    seen: list[bytes] = []
+
+    async def main() -> tuple[dict, dict]:
+        async def answer(reader, writer):  # 200 for body "a", 429 for anything else; keep-alive
+            while line := await reader.readline():
+                length = 0
+                while (header := await reader.readline()) not in (b"\r\n", b""):
+                    if header.lower().startswith(b"content-length:"):
+                        length = int(header.split(b":")[1])
+                body = await reader.readexactly(length)
+                seen.append(body)
+                status = b"200 OK" if body == b"a" else b"429 Too Many Requests"
+                writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        fast = await closed_loop(port, lambda i: b"a" if i == 0 else b"b", 2, 0.3)
+        paused = await closed_loop(port, lambda i: b"b", 1, 0.3, pause_on_429_s=0.2)
+        server.close()
+        return fast, paused
+
+    fast, paused = asyncio.run(main())
+    assert set(fast) == {"200", "429"} and len(fast["200"]) > 3 and len(fast["429"]) > 3
+    assert 1 <= len(paused["429"]) <= 2  # one request, then a 0.2 s pause, within 0.3 s
+    assert set(seen) == {b"a", b"b"}
