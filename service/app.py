@@ -8,9 +8,9 @@ and the problem. SIGTERM under `atomize serve` (service/server.py) first drains:
 and finished those in flight): new requests get 503, the queued items are finished, the batcher
 stops.
 
-The OpenAPI document is built from the served bundle and the settings: the request bodies are
-the app's own request models (service/schemas.py), a numeric model has no /v1/embeddings, and
-with ATOM_METRICS_PORT /metrics is not on the API port.
+The OpenAPI document is built from the served bundles and the settings: the request bodies are
+the app's own request models (service/schemas.py; with several models, one of each model's), a
+numeric model has no /v1/embeddings, and with ATOM_METRICS_PORT /metrics is not on the API port.
 SIGHUP reloads the bank (`--bank` or the bundle's own) without dropping requests: the bank's
 life cycle is service/banks.py.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -114,13 +115,16 @@ def openapi_document(app: FastAPI, state: ServiceState) -> dict[str, Any]:
     if state.models is None:  # not loaded yet: say only that a JSON object is expected
         components.update(AtomizeRequest={"type": "object"}, EmbeddingsRequest={"type": "object"})
         return document
-    for model in (state.models.atomize, state.models.embeddings):
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        components.update(schema.pop("$defs", {}))
-        components[model.__name__] = schema
-    if state.runtime is not None and state.runtime.manifest.input.modality != "text":
-        paths.pop("/v1/embeddings", None)
-        components.pop("EmbeddingsRequest", None)
+    if len(state.served) == 1:
+        for model in (state.models.atomize, state.models.embeddings):
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(schema.pop("$defs", {}))
+            components[model.__name__] = schema
+        if state.runtime is not None and state.runtime.manifest.input.modality != "text":
+            paths.pop("/v1/embeddings", None)
+            components.pop("EmbeddingsRequest", None)
+    else:
+        several_models_bodies(state, components, paths)
     if state.settings.metrics_port is not None:
         paths.pop("/metrics", None)
     if state.settings.api_key is not None:
@@ -132,6 +136,32 @@ def openapi_document(app: FastAPI, state: ServiceState) -> dict[str, Any]:
                     operation["security"] = [{"bearer": []}]
     app.openapi_schema = document
     return document
+
+
+def several_models_bodies(state: ServiceState, components: dict[str, Any], paths: dict[str, Any]) -> None:
+    """With several models, a request body is one of theirs: AtomizeRequest is `oneOf` each served
+    model's own (its `model` a required constant, its inputs what that model takes), and so is
+    EmbeddingsRequest over the text models (no /v1/embeddings when none is)."""
+    choices: dict[str, list[dict[str, str]]] = {"AtomizeRequest": [], "EmbeddingsRequest": []}
+    for i, served in enumerate(state.served.values()):
+        bodies = [served.models.atomize]
+        if served.runtime.manifest.input.modality == "text":
+            bodies.append(served.models.embeddings)
+        prefix = f"{i}_{re.sub(r'[^A-Za-z0-9._-]', '_', served.name)}."  # the component names OpenAPI allows
+        for model in bodies:
+            schema = model.model_json_schema(ref_template=f"#/components/schemas/{prefix}{{model}}")
+            components.update({prefix + name: sub for name, sub in schema.pop("$defs", {}).items()})
+            schema["properties"]["model"] = {"const": served.name, "type": "string",
+                                             "description": "the model to run, as GET /v1/models lists it"}
+            schema["required"] = [*schema.get("required", []), "model"]
+            schema["title"] = f"{model.__name__} for {served.name}"
+            components[prefix + model.__name__] = schema
+            choices[model.__name__].append({"$ref": f"#/components/schemas/{prefix}{model.__name__}"})
+    for name, refs in choices.items():
+        components[name] = {"oneOf": refs}
+    if not choices["EmbeddingsRequest"]:
+        paths.pop("/v1/embeddings", None)
+        components.pop("EmbeddingsRequest", None)
 
 
 def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None,

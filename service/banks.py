@@ -1,5 +1,6 @@
-"""The bank's life cycle in the service: reload on SIGHUP, and the bundle's own bank moved from
-exact search to an approximate index built once the service is up.
+"""The bank's life cycle in the service: reload on SIGHUP (every model's) or on
+POST /v1/models/NAME/bank/reload (one model's), and the bundle's own bank moved from exact search
+to an approximate index built once the service is up.
 
 A `contract.bank.Bank` is immutable; each step here builds a new one and swaps the runtime's
 reference, so a batch keeps the bank it started with and requests in flight finish on the old
@@ -9,6 +10,7 @@ bank.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import signal
@@ -20,6 +22,7 @@ from contract.bank import Bank, BankError, open_bank
 from contract.index import AtomIndex, IndexSpec, choose_spec
 
 from .config import Settings
+from .errors import BankReloadFailed
 from .metrics import ModelMetrics
 from .runtime import Runtime
 
@@ -54,28 +57,30 @@ def with_index(bank: Bank, spec: IndexSpec) -> Bank:
     return dataclasses.replace(bank, index=index, info={**info, "search": spec.kind, "index": spec.to_dict()})
 
 
-async def reload_bank(bank_path: Path | None, runtime: Runtime, metrics: ModelMetrics, index: bool = True) -> bool:
-    """Load the bank again (the file may have been replaced) and swap it in; False if it failed.
+async def reload_bank(bank_path: Path | None, runtime: Runtime, metrics: ModelMetrics, index: bool = True) -> Bank:
+    """Load the bank again (the file may have been replaced), swap it in and return it.
 
     The new bank is loaded and validated off the event loop while requests go on being served
     from the old one; the swap is one reference assignment, so a batch already running
-    finishes on the bank it started with. A bank that fails to load leaves the old one served.
-    `bank_path`: a user's bank folder (None: the bundle's own atoms); `index`: a large own bank
-    moves to its IVF index again (bank_search auto).
+    finishes on the bank it started with. A bank that fails to load leaves the old one served
+    and raises BankReloadFailed. `bank_path`: a user's bank folder (None: the bundle's own
+    atoms); `index`: a large own bank moves to its IVF index again (bank_search auto) before this
+    returns.
     """
     try:
         bank = await asyncio.to_thread(open_bank, runtime.bundle, bank_path)
     except (BankError, OSError) as exc:
         log.error("bank reload failed, still serving version %s: %s", runtime.bank.version, exc)
         metrics.bank_reloaded(False)
-        return False
+        raise BankReloadFailed(f"the bank could not be loaded again; still serving version {runtime.bank.version}: "
+                               f"{exc}") from None
     runtime.bank = bank
     metrics.set_bank(len(bank), bank.version, bank.index.spec.kind)
     metrics.bank_reloaded(True)
     log.info("bank reloaded: %d atoms, version %s", len(bank), bank.version)
     if index:
         await index_own_bank(runtime, metrics)
-    return True
+    return bank
 
 
 def own_bank_pending(runtime: Runtime) -> tuple[Bank, IndexSpec] | None:
@@ -136,10 +141,14 @@ class ReloadOnSighup:
     def _reload(self, settings: Settings, served: list[Served]) -> None:
         log.info("SIGHUP: reloading the banks of %s", ", ".join(model.name for model in served))
         for model in served:
-            task = self.loop.create_task(reload_bank(model.bank_path, model.runtime, model.metrics,
-                                                     index=settings.bank_search == "auto"))
+            task = self.loop.create_task(self._reload_one(model, index=settings.bank_search == "auto"))
             self.tasks.add(task)  # a reference, so the task is not collected mid-way
             task.add_done_callback(self.tasks.discard)
+
+    @staticmethod
+    async def _reload_one(model: Served, index: bool) -> None:
+        with contextlib.suppress(BankReloadFailed):  # logged and counted by reload_bank; the old bank serves
+            await reload_bank(model.bank_path, model.runtime, model.metrics, index=index)
 
     def close(self) -> None:
         if self.installed:

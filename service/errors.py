@@ -3,8 +3,8 @@
 Lower layers (runtime, batcher) raise these without knowing about HTTP; the HTTP layer turns
 any of them into `{"error": {"type", "message", "request_id"}}` with the status below. The
 `reason` of each class is both the error `type` in the body and the `reason` label of
-`atom_failures_total`. Only the 500s (`inference_error`, `internal_error`) are the service's own
-faults; every other reason is a request refused for what it asked or when it came.
+`atom_failures_total`. Only the 500s (`inference_error`, `bank_reload_failed`, `internal_error`)
+are the service's own faults; every other reason is a request refused for what it asked or when it came.
 """
 
 from __future__ import annotations
@@ -81,6 +81,12 @@ class InferenceFailed(AtomError):
     reason = "inference_error"
 
 
+class BankReloadFailed(AtomError):
+    """The bank could not be loaded again (its folder is missing or invalid); the old one is still served."""
+
+    reason = "bank_reload_failed"
+
+
 class InternalError(AtomError):
     """A fault of the service itself outside inference (a bug); answered with a request id."""
 
@@ -98,6 +104,7 @@ HTTP_STATUS: dict[type[AtomError], int] = {
     NotReady: 503,
     DeadlineExceeded: 504,
     InferenceFailed: 500,
+    BankReloadFailed: 500,
     InternalError: 500,
 }
 

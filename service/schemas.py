@@ -236,6 +236,16 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+class BankReloaded(BaseModel):
+    """A model's bank, loaded again and now served."""
+
+    model: str = Field(description="the served model whose bank was reloaded")
+    atoms: int = Field(description="atoms in the bank now served")
+    version: str = Field(description="the bank's content version (the start of its atoms file's sha256)")
+    search: str = Field(description="how it is searched now (flat, hnsw, ivf); a large bundle-own bank moves to "
+                        "its IVF index in the background, shown by GET /v1/model as bank.index_pending")
+
+
 class ErrorDetail(BaseModel):
     type: str
     message: str

@@ -1,16 +1,18 @@
-"""GET /v1/model, /healthz, /readyz, /metrics: what is served, and whether it is alive and ready."""
+"""GET /v1/model(s), /healthz, /readyz, /metrics: what is served, and whether it is alive and ready;
+POST /v1/models/NAME/bank/reload: one model's bank loaded again."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 import onnxruntime as ort
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, BackgroundTasks, Query, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException
 
-from ..errors import ModelNotFound
-from ..schemas import Health, ModelCard, ModelInfo, ModelList, Readiness
+from ..banks import index_own_bank, reload_bank
+from ..errors import BankReloadFailed, ModelNotFound
+from ..schemas import BankReloaded, Health, ModelCard, ModelInfo, ModelList, Readiness
 from ..served import Served
 from .deps import Serving, State
 from .handlers import MODEL_INFO_ERRORS, error_responses
@@ -77,6 +79,19 @@ async def models(serving: Serving) -> ModelList:
 async def model(model_id: str, serving: Serving) -> ModelCard:
     """One served model (OpenAI's `client.models.retrieve(id)`); 404 for a model not served here."""
     return model_card(serving.named(model_id).served)
+
+
+@router.post("/v1/models/{model_id}/bank/reload", response_model=BankReloaded,
+             responses={**MODEL_INFO_ERRORS, **error_responses(ModelNotFound, BankReloadFailed)})
+async def reload_model_bank(model_id: str, serving: Serving, background: BackgroundTasks) -> BankReloaded:
+    """Load one model's bank again (its `--bank` folder, or the bundle's own atoms) and swap it in, as
+    SIGHUP does for every model: requests go on being served from the old bank meanwhile, and a bank
+    that fails to load leaves the old one served (500 `bank_reload_failed`, with the reason)."""
+    served = serving.named(model_id).served
+    bank = await reload_bank(served.bank_path, served.runtime, served.metrics, index=False)
+    if serving.settings.bank_search == "auto":
+        background.add_task(index_own_bank, served.runtime, served.metrics)
+    return BankReloaded(model=served.name, atoms=len(bank), version=bank.version, search=bank.index.spec.kind)
 
 
 @router.get("/healthz", response_model=Health)

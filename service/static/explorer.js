@@ -98,7 +98,7 @@ function renderModelCard() {
   const m = state.model;
   const metrics = m.training.metrics || {};
   const facts = [
-    ["name", m.name], ["version", m.version], ["modality", m.modality],
+    ["name", m.id === m.name ? m.name : `${m.id} (bundle ${m.name})`], ["version", m.version], ["modality", m.modality],
     ["input", m.modality === "text" ? `up to ${m.input.max_components} tokens`
       : imageShape() ? `${imageShape().join(" × ")} image, ${patchShape().join(" × ")} patches`
       : `${m.input.max_components} components × ${m.input.component_dim}`],
@@ -113,7 +113,7 @@ function renderModelCard() {
     ["device", `${m.runtime.device} (${m.runtime.provider.replace("ExecutionProvider", "")}), ${m.runtime.precision || precision(m.runtime.model_file)}`],
     ["bank", `${m.bank.atoms.toLocaleString("en")} atoms, ${m.bank.search} search`]);
   $("model-facts").replaceChildren(...facts.flatMap(([name, value]) => [el("dt", { text: name }), el("dd", { text: value })]));
-  document.title = `${m.name} · Atomizer explorer`;
+  document.title = `${m.id} · Atomizer explorer`;
 
   const shares = state.stats ? state.stats.role_shares : null;
   $("role-legend").replaceChildren(...m.role_names.map((role, i) => el("li", {},

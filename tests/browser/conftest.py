@@ -42,16 +42,16 @@ def numeric_loaded(numeric_bundle) -> Bundle:
 
 
 @contextlib.contextmanager
-def serve(bundle: Bundle | list[Bundle], **settings) -> Iterator[str]:
-    """The service for `bundle` (or several, each under its manifest's name) under a real uvicorn
-    on 127.0.0.1 in a thread; yields its base URL."""
+def serve(bundle: Bundle | list[Bundle | str], **settings) -> Iterator[str]:
+    """The service for `bundle` (or several, each under its manifest's name, or as a `NAME=FOLDER`
+    string) under a real uvicorn on 127.0.0.1 in a thread; yields its base URL."""
     import uvicorn
 
     from service.app import create_app
 
     port = free_port()
     if isinstance(bundle, list):
-        app = create_app(Settings(bundle=[str(b.path) for b in bundle], device="cpu", port=port, **settings))
+        app = create_app(Settings(bundle=[b if isinstance(b, str) else str(b.path) for b in bundle], device="cpu", port=port, **settings))
     else:
         app = create_app(Settings(bundle=bundle.path, device="cpu", port=port, **settings), bundle=bundle)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

@@ -324,8 +324,8 @@ def test_long_text_read_whole_in_windows_coloured_by_role(watch, text_url, text_
 
 
 def test_a_picker_chooses_among_several_models(watch, text_loaded, numeric_loaded):
-    text, digits = text_loaded.manifest.name, numeric_loaded.manifest.name
-    with serve([text_loaded, numeric_loaded]) as url:
+    text, digits = text_loaded.manifest.name, "digits"  # the second served under a name of its own
+    with serve([text_loaded, f"{digits}={numeric_loaded.path}"]) as url:
         view = watch(url)
         page = view.page
         page.goto(f"{url}/")
@@ -342,7 +342,8 @@ def test_a_picker_chooses_among_several_models(watch, text_loaded, numeric_loade
         page.wait_for_url(f"{url}/?model={digits}")
         page.wait_for_selector("#pad-form:not([hidden])")
         facts = dict(zip(page.locator("#model-facts dt").all_inner_texts(), page.locator("#model-facts dd").all_inner_texts()))
-        assert facts["name"] == digits and facts["modality"] == "numeric"
+        assert facts["name"] == f"{digits} (bundle {numeric_loaded.manifest.name})" and facts["modality"] == "numeric"
+        assert page.title() == f"{digits} · Atomizer explorer"
         assert int(page.get_attribute("#map", "data-atoms-drawn")) == len(numeric_loaded.atoms)  # its own bank
         view.screenshot("explorer-two-models")
         report = httpx.get(f"{url}/models/{text}/report/")

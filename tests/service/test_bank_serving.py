@@ -11,12 +11,14 @@ import time
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from contract.bank import BankError, open_bank
 from indexing.indexer import index_corpus
 from indexing.shards import IndexOptions
 from service.app import create_app
 from service.banks import reload_bank
+from service.errors import BankReloadFailed
 
 from .conftest import run_async, serving
 from .test_api_meta import metric
@@ -92,20 +94,55 @@ def test_reload_swaps_the_bank_and_a_failed_reload_keeps_the_old_one(tmp_path, t
             after = (await client.post("/v1/atomize", json=body)).json()
             new = state.runtime.bank
             (bank_dir / "atoms.npz").write_bytes(b"broken")
-            failed = await reload_bank(bank_dir, state.runtime, state.default.metrics)
+            with pytest.raises(BankReloadFailed, match="still serving version"):
+                await reload_bank(bank_dir, state.runtime, state.default.metrics)
             metrics = (await client.get("/metrics")).text
-            return old, new, before, answers, reloaded, after, failed, state.runtime.bank, metrics
+            return old, new, before, answers, reloaded, after, state.runtime.bank, metrics
 
-    old, new, before, answers, reloaded, after, failed, final, metrics = run_async(scenario())
-    assert reloaded and len(old) == 20 and len(new) == 40 and old.version != new.version
+    old, new, before, answers, reloaded, after, final, metrics = run_async(scenario())
+    assert reloaded is new and len(old) == 20 and len(new) == 40 and old.version != new.version
     assert all(answer.status_code == 200 for answer in answers)
     assert before["results"][0]["neighbors"][0]["metadata"]["text"] != texts[30]  # not in the old bank
     assert after["results"][0]["neighbors"][0]["metadata"]["text"] == texts[30]  # in the new one
-    assert failed is False and final is new
+    assert final is new
     assert metric(metrics, "atom_bank_info", index="flat", version=new.version) == 1.0
     assert old.version not in metrics
     assert metric(metrics, "atom_bank_reloads_total", result="ok") == 1.0
     assert metric(metrics, "atom_bank_reloads_total", result="failed") == 1.0
+
+
+def test_one_models_bank_reloads_on_its_route_and_a_failed_reload_keeps_it(tmp_path, text_case):
+    texts = text_case.train_inputs[:40]
+    bank_dir = index_texts(tmp_path, text_case, texts[:10])
+    name = text_case.bundle.manifest.name
+    settings = text_case.settings(bundle=[str(text_case.path), f"copy={text_case.path}"], bank=[f"copy={bank_dir}"],
+                                  api_key="k")
+    auth = {"Authorization": "Bearer k"}
+    with TestClient(create_app(settings)) as client:
+        own = client.get("/v1/model", params={"model": name}, headers=auth).json()["bank"]
+        old = client.get("/v1/model", params={"model": "copy"}, headers=auth).json()["bank"]
+        index_texts(tmp_path, text_case, texts)  # the operator rebuilds copy's bank in place
+        assert client.post("/v1/models/copy/bank/reload").status_code == 401
+        reloaded = client.post("/v1/models/copy/bank/reload", headers=auth)
+        assert reloaded.status_code == 200, reloaded.text
+        new = client.get("/v1/model", params={"model": "copy"}, headers=auth).json()["bank"]
+        assert reloaded.json() == {"model": "copy", "atoms": 40, "version": new["version"], "search": "flat"}
+        assert old["atoms"] == 10 and new["atoms"] == 40 and new["version"] != old["version"]
+        assert client.get("/v1/model", params={"model": name}, headers=auth).json()["bank"] == own  # not touched
+        (bank_dir / "atoms.npz").write_bytes(b"broken")
+        failed = client.post("/v1/models/copy/bank/reload", headers=auth)
+        assert failed.status_code == 500 and failed.json()["error"]["type"] == "bank_reload_failed"
+        assert f"still serving version {new['version']}" in failed.json()["error"]["message"]
+        body = {"model": "copy", "inputs": [texts[30]], "neighbors": 1, "include": ["neighbors"]}
+        answer = client.post("/v1/atomize", json=body, headers=auth)
+        assert answer.json()["results"][0]["neighbors"][0]["metadata"]["text"] == texts[30]  # the new bank serves on
+        unknown = client.post("/v1/models/nope/bank/reload", headers=auth)
+        assert unknown.status_code == 404 and "copy" in unknown.json()["error"]["message"]
+        metrics = client.get("/metrics").text
+    assert metric(metrics, "atom_bank_reloads_total", result="ok", model="copy") == 1.0
+    assert metric(metrics, "atom_bank_reloads_total", result="failed", model="copy") == 1.0
+    assert metric(metrics, "atom_bank_reloads_total", model=name) == 0.0
+    assert metric(metrics, "atom_failures_total", reason="bank_reload_failed") == 1.0
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")

@@ -1,7 +1,8 @@
 """The OpenAPI document tells the truth: schemathesis, every check, against the real server.
 
 A bounded run (a few examples per operation, deterministic) of every phase that applies, for a
-text bundle, a numeric bundle, and with an API key (so the security scheme is checked too).
+text bundle, a numeric bundle, with an API key (so the security scheme is checked too), and for
+the two served side by side (each request body one of the models' own).
 Any failure of any kind fails the test and prints schemathesis' report with a curl line.
 """
 
@@ -31,9 +32,12 @@ def schemathesis_run(url: str, workdir: Path, *options: str) -> subprocess.Compl
     ("text", (), ()),
     ("numeric", (), ()),
     ("text", ("--api-key", "k3y"), ("--header", "Authorization: Bearer k3y")),
-], ids=["text", "numeric", "api-key"])
+    ("text", ("--bundle", "{numeric}"), ()),
+], ids=["text", "numeric", "api-key", "two-models"])
 def test_schemathesis_finds_no_failure(request, tmp_path, kind, flags, options):
     case = request.getfixturevalue(f"{kind}_case")
+    if "--bundle" in flags:  # a second model beside it, served under its manifest's name
+        flags = tuple(flag.format(numeric=request.getfixturevalue("numeric_case").path) for flag in flags)
     process, url = start(case.path, "--device", "cpu", "--log-level", "warning", *flags)
     try:
         wait_ready(process, url)

@@ -3,6 +3,8 @@ listed the OpenAI way, each with its own batcher and metric series; names and pi
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 
 import numpy as np
@@ -84,6 +86,24 @@ def test_a_request_without_a_model_or_naming_another_is_told_which_are_served(th
     # the named model's own request models parse the rest: a text for the digits model is refused by them
     as_text = error_of(three.post("/v1/atomize", json={"model": digits, "inputs": ["t01"]}), 422, "invalid_input")
     assert as_text.startswith("inputs[0]") and f"model {digits} takes" in as_text
+
+
+def test_the_openapi_document_describes_each_models_bodies(three, text_case, numeric_case):
+    text, digits = text_case.bundle.manifest.name, numeric_case.bundle.manifest.name
+    schemas = three.get("/openapi.json").json()["components"]["schemas"]
+
+    def resolve(ref: dict) -> dict:
+        return schemas[ref["$ref"].rsplit("/", 1)[1]]
+
+    atomize = [resolve(ref) for ref in schemas["AtomizeRequest"]["oneOf"]]
+    assert [body["properties"]["model"]["const"] for body in atomize] == [text, digits, "copy"]
+    assert all("model" in body["required"] and "inputs" in body["required"] for body in atomize)
+    inputs = [json.dumps(body["properties"]["inputs"]) for body in atomize]
+    assert inputs[0] != inputs[1] and "number" in inputs[1] and "string" in inputs[0]  # each model's own inputs
+    embeddings = [resolve(ref) for ref in schemas["EmbeddingsRequest"]["oneOf"]]
+    assert [body["properties"]["model"]["const"] for body in embeddings] == [text, "copy"]  # the text models only
+    refs = re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(schemas))
+    assert refs and all(ref in schemas for ref in refs)  # every reference resolves
 
 
 def test_every_model_has_its_own_metric_series(text_case, numeric_case):
