@@ -65,7 +65,7 @@ async def answers(serving: Ready, groups: list[list[Item]], field: str, chunked:
 @router.post("/atomize", response_model=AtomizeResponse, responses=SERVING_ERRORS,
              openapi_extra=request_body("AtomizeRequest"))
 async def atomize(request: Request, serving: Serving) -> Response:
-    serving.refuse_if_queue_full()  # the default model's; with several, the named one's (`route`)
+    serving.refuse_before_reading()
     parsing = time.time_ns()
     serving, body, groups = await serving.off_loop(prepare, serving, await request.body())
     if serving.trace is not None:

@@ -157,6 +157,13 @@ class Ready:
         chosen.refuse_if_queue_full()
         return chosen
 
+    def refuse_before_reading(self) -> None:
+        """429 before the body is read when one model is served and its queue is full. With several,
+        the body names the model first: `route` then checks that model's queue, so one model's
+        full queue never refuses another's requests."""
+        if len(self.choices) == 1:
+            self.refuse_if_queue_full()
+
     def refuse_if_queue_full(self) -> None:
         """429 before the body is parsed: a full queue would refuse the items anyway."""
         queued, limit = self.batcher.queued, self.settings.max_queue_items

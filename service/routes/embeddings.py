@@ -57,7 +57,7 @@ def check_text(runtime: Runtime) -> None:
 async def embeddings(request: Request, serving: Serving) -> Response:
     if len(serving.choices) == 1:  # with several, once the request names its model (`prepare`)
         check_text(serving.runtime)
-    serving.refuse_if_queue_full()
+    serving.refuse_before_reading()
     parsing = time.time_ns()
     serving, body, groups = await serving.off_loop(prepare, serving, await request.body())
     if serving.trace is not None:

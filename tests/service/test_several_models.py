@@ -3,6 +3,7 @@ listed the OpenAI way, each with its own batcher and metric series; names and pi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
@@ -16,6 +17,7 @@ from service.app import create_app
 from service.config import Settings
 from service.served import ServeSetupError, load_served
 
+from .conftest import run_async, serving
 from .processes import start, wait_ready
 from .test_api_meta import metric
 
@@ -104,6 +106,27 @@ def test_the_openapi_document_describes_each_models_bodies(three, text_case, num
     assert [body["properties"]["model"]["const"] for body in embeddings] == [text, "copy"]  # the text models only
     refs = re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(schemas))
     assert refs and all(ref in schemas for ref in refs)  # every reference resolves
+
+
+def test_one_models_full_queue_does_not_refuse_anothers_requests(text_case, numeric_case):
+    # A long batching wait keeps the first model's request queued, its queue full, while the others arrive.
+    settings = several(text_case, numeric_case, max_queue_items=2, max_inputs_per_request=2, max_wait_ms=300)
+    text, digits = text_case.bundle.manifest.name, numeric_case.bundle.manifest.name
+
+    async def main():
+        async with serving(create_app(settings)) as client:
+            first = asyncio.ensure_future(client.post("/v1/atomize", json={"model": text, "inputs": ["t01", "t02"]}))
+            await asyncio.sleep(0.05)
+            refused = await client.post("/v1/embeddings", json={"model": text, "input": "t03"})
+            others = await asyncio.gather(
+                client.post("/v1/atomize", json={"model": digits, "inputs": [numeric_case.train_inputs[0]]}),
+                client.post("/v1/embeddings", json={"model": "copy", "input": "t03"}))
+            return await first, refused, others
+
+    first, refused, others = run_async(main())
+    assert first.status_code == 200
+    assert error_of(refused, 429, "queue_full") == "the queue holds 2 items; the limit is max_queue_items=2"
+    assert [answer.status_code for answer in others] == [200, 200]
 
 
 def test_every_model_has_its_own_metric_series(text_case, numeric_case):
