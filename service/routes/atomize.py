@@ -19,10 +19,9 @@ from .handlers import SERVING_ERRORS
 router = APIRouter(prefix="/v1", tags=["atomize"])
 
 
-def prepare(serving: Ready, raw: bytes) -> tuple[Ready, Any, list[list[Item]]]:
-    """Parse, validate and tokenize one request (in a worker thread): the model it names, and each
+def prepare(serving: Ready, raw: bytes) -> tuple[Any, list[list[Item]]]:
+    """Parse, validate and tokenize one request for the model it names (in a worker thread): each
     input's items, one unless the input is a chunked text."""
-    serving = serving.route(raw)
     settings, runtime, models = serving.settings, serving.runtime, serving.models
     body: Any = parse(models.atomize, raw, max_inputs=settings.max_inputs_per_request,
                       max_neighbors=settings.max_neighbors, model_name=runtime.manifest.name,
@@ -30,10 +29,10 @@ def prepare(serving: Ready, raw: bytes) -> tuple[Ready, Any, list[list[Item]]]:
     serving.check_model(body.model)
     wanted = body.neighbors if "neighbors" in body.include else 0
     if body.chunk:  # the windows ask for no neighbours: the pooled atom is searched (`answers`)
-        return serving, body, runtime.prepare_windows(body.inputs, overlap=settings.chunk_overlap,
+        return body, runtime.prepare_windows(body.inputs, overlap=settings.chunk_overlap,
                                                       max_chunks=settings.max_chunks_per_input)
     items = runtime.prepare(body.inputs, neighbors=wanted, rank_by=body.rank_by, truncate=body.truncate)
-    return serving, body, [[item] for item in items]
+    return body, [[item] for item in items]
 
 
 async def answers(serving: Ready, groups: list[list[Item]], field: str, chunked: bool, neighbors: int = 0,
@@ -67,7 +66,9 @@ async def answers(serving: Ready, groups: list[list[Item]], field: str, chunked:
 async def atomize(request: Request, serving: Serving) -> Response:
     serving.refuse_before_reading()
     parsing = time.time_ns()
-    serving, body, groups = await serving.off_loop(prepare, serving, await request.body())
+    raw = await request.body()
+    serving = await serving.routed(raw)
+    body, groups = await serving.off_loop(prepare, serving, raw)
     if serving.trace is not None:
         serving.trace.parsed(parsing, serving.served.name)
     wanted = body.neighbors if "neighbors" in body.include else 0

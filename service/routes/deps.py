@@ -92,6 +92,9 @@ class _ModelField(BaseModel):
     model: str | None = None
 
 
+ROUTE_ON_LOOP_BYTES = 64 * 1024  # bodies whose `model` is read on the event loop (Ready.routed)
+
+
 @dataclass(frozen=True)
 class Ready:
     """The parts a serving route uses, handed out only to an authorized request on a ready service:
@@ -139,8 +142,8 @@ class Ready:
         return dataclasses.replace(self, served=chosen)
 
     def route(self, raw: bytes) -> "Ready":
-        """The parts of the model a request body names (in a worker thread, before the body is parsed
-        by that model's request models). With one model served: itself (its `model` is optional and
+        """The parts of the model a request body names (`routed`: before the body is parsed by that
+        model's request models). With one model served: itself (its `model` is optional and
         checked after parsing). With several, `model` is required; the chosen model's queue is checked."""
         if len(self.choices) == 1:
             return self
@@ -156,6 +159,17 @@ class Ready:
         chosen = self.named(name)
         chosen.refuse_if_queue_full()
         return chosen
+
+    async def routed(self, raw: bytes) -> "Ready":
+        """`route(raw)`, on the event loop for a body of up to ROUTE_ON_LOOP_BYTES (reading its `model`
+        takes microseconds there, and a request for a model whose queue is full is refused without a
+        hand-off to a prepare thread: a flood of one model's refusals costs the others little), in a
+        prepare thread for a larger one. With one model served: itself, at no cost."""
+        if len(self.choices) == 1:
+            return self
+        if len(raw) <= ROUTE_ON_LOOP_BYTES:
+            return self.route(raw)
+        return await self.off_loop(self.route, raw)
 
     def refuse_before_reading(self) -> None:
         """429 before the body is read when one model is served and its queue is full. With several,

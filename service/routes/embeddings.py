@@ -27,10 +27,9 @@ def encode(embedding: np.ndarray, encoding_format: str) -> list[float] | str:
     return embedding.tolist()
 
 
-def prepare(serving: Ready, raw: bytes) -> tuple[Ready, Any, list[list[Item]]]:
-    """Parse, validate and tokenize one request (in a worker thread): the model it names, and each
+def prepare(serving: Ready, raw: bytes) -> tuple[Any, list[list[Item]]]:
+    """Parse, validate and tokenize one request for the model it names (in a worker thread): each
     text's items."""
-    serving = serving.route(raw)
     settings, runtime, models = serving.settings, serving.runtime, serving.models
     check_text(runtime)
     body: Any = parse(models.embeddings, raw, max_inputs=settings.max_inputs_per_request,
@@ -39,9 +38,9 @@ def prepare(serving: Ready, raw: bytes) -> tuple[Ready, Any, list[list[Item]]]:
     serving.check_model(body.model)
     texts = [body.input] if isinstance(body.input, str) else body.input
     if body.chunk:
-        return serving, body, runtime.prepare_windows(texts, field="input", overlap=settings.chunk_overlap,
+        return body, runtime.prepare_windows(texts, field="input", overlap=settings.chunk_overlap,
                                                       max_chunks=settings.max_chunks_per_input)
-    return serving, body, [[item] for item in runtime.prepare(texts, field="input", truncate=body.truncate)]
+    return body, [[item] for item in runtime.prepare(texts, field="input", truncate=body.truncate)]
 
 
 def check_text(runtime: Runtime) -> None:
@@ -59,7 +58,9 @@ async def embeddings(request: Request, serving: Serving) -> Response:
         check_text(serving.runtime)
     serving.refuse_before_reading()
     parsing = time.time_ns()
-    serving, body, groups = await serving.off_loop(prepare, serving, await request.body())
+    raw = await request.body()
+    serving = await serving.routed(raw)
+    body, groups = await serving.off_loop(prepare, serving, raw)
     if serving.trace is not None:
         serving.trace.parsed(parsing, serving.served.name)
     manifest = serving.runtime.manifest

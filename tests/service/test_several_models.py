@@ -108,6 +108,18 @@ def test_the_openapi_document_describes_each_models_bodies(three, text_case, num
     assert refs and all(ref in schemas for ref in refs)  # every reference resolves
 
 
+def test_a_large_body_is_routed_to_the_model_it_names(three, text_case):
+    long_text = "t01 " * 20_000  # 80 kB: its `model` is read in a prepare thread, not on the event loop
+    for body in ({"model": "copy", "inputs": [long_text]}, {"inputs": [long_text], "model": "copy"}):
+        response = three.post("/v1/atomize", json={**body, "include": ["embedding"]})
+        assert response.status_code == 200, response.text
+        assert response.json()["results"][0]["truncated"] is True
+    missing = three.post("/v1/atomize", json={"inputs": [long_text]})
+    assert error_of(missing, 422, "invalid_input").startswith("model: required")
+    unknown = three.post("/v1/embeddings", json={"input": long_text, "model": "nope"})
+    assert "'nope'" in error_of(unknown, 404, "model_not_found")
+
+
 def test_one_models_full_queue_does_not_refuse_anothers_requests(text_case, numeric_case):
     # A long batching wait keeps the first model's request queued, its queue full, while the others arrive.
     settings = several(text_case, numeric_case, max_queue_items=2, max_inputs_per_request=2, max_wait_ms=300)
