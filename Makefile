@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEFAULT_TRAIN ?= --epochs 3 --batch-size 64 --lr 3e-3
 
-.PHONY: setup browser tools test run bundle bundle-small bench-quality bench-quality-backbone bench-quality-tuned bench-invariance bench-serve bench-peers bench-padding peers-setup peers-smoke bench-bank bench-documents bench-several check-prometheus check-image clean
+.PHONY: setup browser tools test run bundle bundle-small bench-quality bench-quality-backbone bench-quality-tuned bench-invariance bench-serve bench-peers bench-padding peers-setup peers-smoke bench-bank bench-documents bench-several bench-tracing check-prometheus check-image clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -144,6 +144,11 @@ bench-documents: setup bundle
 # loaded model while another is flooded (a few minutes).
 bench-several: setup bundle bundle-small
 	$(PY) benchmarks/several_models.py
+
+# What tracing costs: this service with tracing off against the code before tracing, and with it on,
+# side by side at 32 clients (about 8 minutes).
+bench-tracing: setup bundle bundle-small
+	$(PY) benchmarks/tracing_cost.py
 
 clean:
 	rm -rf runs bundles .pytest_cache

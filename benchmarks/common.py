@@ -84,12 +84,12 @@ def free_port() -> int:
 
 
 def start_service(bundle: Path, *flags: str, code: Path = ROOT, device: str = "cpu", log_path: Path | None = None,
-                  timeout_s: float = 120.0) -> tuple[subprocess.Popen, str]:
+                  timeout_s: float = 120.0, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     """`python -m service` of the checkout `code` on `bundle` at a free port of 127.0.0.1, once its
     /readyz answers 200: (the process, its base URL). `flags` go after the benchmark's own
-    (--bundle, --host, --port, --device, --log-level warning). Its output (stdout and stderr) goes
-    to log_path, or nowhere; a RuntimeError, with the log's tail, if it exits or is not ready in
-    timeout_s (then it is killed)."""
+    (--bundle, --host, --port, --device, --log-level warning); `env` adds to its environment. Its
+    output (stdout and stderr) goes to log_path, or nowhere; a RuntimeError, with the log's tail, if
+    it exits or is not ready in timeout_s (then it is killed)."""
     import httpx
 
     port = free_port()
@@ -98,7 +98,7 @@ def start_service(bundle: Path, *flags: str, code: Path = ROOT, device: str = "c
     pythonpath = os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")]))
     log = open(log_path, "w") if log_path else subprocess.DEVNULL
     try:
-        process = subprocess.Popen(command, cwd=code, env={**os.environ, "PYTHONPATH": pythonpath},
+        process = subprocess.Popen(command, cwd=code, env={**os.environ, **(env or {}), "PYTHONPATH": pythonpath},
                                    stdout=log, stderr=subprocess.STDOUT)
     finally:
         if log_path:
