@@ -146,7 +146,7 @@ bench-several: setup bundle bundle-small
 	$(PY) benchmarks/several_models.py
 
 # What tracing costs: this service with tracing off against the code before tracing, and with it on,
-# side by side at 32 clients (about 8 minutes).
+# and on for 1 request in 10, side by side at 32 clients (about 11 minutes).
 bench-tracing: setup bundle bundle-small
 	$(PY) benchmarks/tracing_cost.py
 

@@ -171,7 +171,7 @@ def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None
     settings = settings or Settings()
     metrics = Metrics()
     state = ServiceState(settings=settings, metrics=metrics)
-    tracing = Tracing(settings.otlp_endpoint) if settings.otlp_endpoint else None
+    tracing = Tracing(settings.otlp_endpoint, sample_ratio=settings.otlp_sample_ratio) if settings.otlp_endpoint else None
 
     async def start(item: Loaded) -> Served:
         model_metrics = metrics.for_model(item.name)

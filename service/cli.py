@@ -59,6 +59,7 @@ def serve(
     precision: Annotated[Optional[str], _flag("precision")] = None,
     api_key: Annotated[Optional[str], _flag("api_key")] = None,
     otlp_endpoint: Annotated[Optional[str], _flag("otlp_endpoint")] = None,
+    otlp_sample_ratio: Annotated[Optional[float], _flag("otlp_sample_ratio")] = None,
     log_level: Annotated[Optional[str], _flag("log_level")] = None,
 ) -> None:
     """Serve a model bundle over HTTP: /v1/atomize, /v1/embeddings (OpenAI), /metrics."""

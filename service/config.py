@@ -146,6 +146,10 @@ class Settings(BaseSettings):
         None, description="send a trace of every /v1 request over OTLP/HTTP to this URL (e.g. "
         "http://collector:4318/v1/traces; needs the `trace` extra); unset: no tracing"
     )
+    otlp_sample_ratio: float = Field(
+        1.0, gt=0.0, le=1.0, description="share of /v1 requests traced, by trace id (1 = every request); a "
+        "request left out costs what it costs with tracing off"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="logging level")
 
     @field_validator("bundle", "bank", "bundle_digest", mode="before")

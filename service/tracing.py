@@ -4,6 +4,9 @@ Optional: the `trace` extra (opentelemetry-sdk and its OTLP/HTTP exporter), and 
 `otlp_endpoint` is set (ATOM_OTLP_ENDPOINT, e.g. http://collector:4318/v1/traces). Off, nothing
 of OpenTelemetry is imported and a request pays one `is None` test.
 
+`otlp_sample_ratio` (ATOM_OTLP_SAMPLE_RATIO) traces that share of the requests, chosen by trace id;
+a request left out gets no trace object at all.
+
 Each /v1 request is one trace: a server span for the request (its id, route, status and the
 model it ran as attributes) with children for the work it went through:
 
@@ -33,22 +36,27 @@ class TracingUnavailable(RuntimeError):
 
 
 class Tracing:
-    def __init__(self, endpoint: str, service_name: str = SERVICE_NAME, export_delay_ms: int = 1000):
+    def __init__(self, endpoint: str, service_name: str = SERVICE_NAME, export_delay_ms: int = 1000,
+                 sample_ratio: float = 1.0):
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
             from opentelemetry.sdk.resources import Resource
             from opentelemetry.sdk.trace import TracerProvider
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
+            from opentelemetry.sdk.trace.sampling import ALWAYS_ON, TraceIdRatioBased
         except ImportError as exc:
             raise TracingUnavailable(f"otlp_endpoint is set but tracing needs the `trace` extra "
                                      f"(pip install 'atomizer[trace]'): {exc}") from None
-        self.provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+        sampler = ALWAYS_ON if sample_ratio >= 1.0 else TraceIdRatioBased(sample_ratio)
+        self.provider = TracerProvider(resource=Resource.create({"service.name": service_name}), sampler=sampler)
         exporter = OTLPSpanExporter(endpoint=endpoint, timeout=10)
         self.provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=export_delay_ms))
         self.tracer = self.provider.get_tracer("atomizer.service")
 
-    def request(self, method: str, route: str, request_id: str) -> "RequestTrace":
-        return RequestTrace(self.tracer, method, route, request_id)
+    def request(self, method: str, route: str, request_id: str) -> "RequestTrace | None":
+        """The request's trace, or None when the sampler leaves it out (`sample_ratio`)."""
+        trace = RequestTrace(self.tracer, method, route, request_id)
+        return trace if trace.root.is_recording() else None
 
     def shutdown(self) -> None:
         """Send what is buffered, then stop (the lifespan's end)."""

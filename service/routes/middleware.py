@@ -56,7 +56,9 @@ class RequestContextMiddleware:
         route = path if path in self.route_paths else "other"  # bounded label values
         status: int | None = None  # None until the response starts
         if self.tracing is not None and path.startswith("/v1/"):
-            state["trace"] = self.tracing.request(scope["method"], route, request_id)
+            trace = self.tracing.request(scope["method"], route, request_id)
+            if trace is not None:  # None: not sampled, and then no cost further on
+                state["trace"] = trace
 
         async def send_with_id(message: Message) -> None:
             nonlocal status

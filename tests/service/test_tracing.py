@@ -102,3 +102,17 @@ def test_an_error_is_traced_with_its_status(text_case):
             assert client.post("/v1/embeddings", json={"input": "t01", "model": "nope"}).status_code == 404
     (root,) = [span for _, span in receiver.spans if span.name == "POST /v1/embeddings"]
     assert attributes(root)["http.response.status_code"] == 404
+
+
+def test_a_sample_ratio_leaves_requests_out(text_case):
+    with Receiver() as receiver:
+        settings = text_case.settings(otlp_endpoint=receiver.url, otlp_sample_ratio=1e-9)
+        with TestClient(create_app(settings)) as client:
+            assert all(client.post("/v1/atomize", json={"inputs": ["t01"]}).status_code == 200 for _ in range(20))
+        assert receiver.spans == []  # 20 requests, none sampled at a ratio of 1e-9
+    with Receiver() as receiver:
+        with TestClient(create_app(text_case.settings(otlp_endpoint=receiver.url, otlp_sample_ratio=1.0))) as client:
+            assert all(client.post("/v1/atomize", json={"inputs": ["t01"]}).status_code == 200 for _ in range(5))
+    assert sum(span.name == "POST /v1/atomize" for _, span in receiver.spans) == 5
+    with pytest.raises(ValueError, match="otlp_sample_ratio"):
+        text_case.settings(otlp_endpoint=receiver.url, otlp_sample_ratio=0.0)
