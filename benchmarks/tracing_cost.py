@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--before", default=BEFORE_COMMIT)
     args = parser.parse_args(argv)
     bundles = args.bundle or [ROOT / "bundles" / "tweets-small", ROOT / "bundles" / "tweets"]
+    for name in ("ATOM_OTLP_ENDPOINT", "ATOM_OTLP_SAMPLE_RATIO"):  # "tracing off" must be off whatever the shell says
+        os.environ.pop(name, None)
 
     from peers import test_texts
 

@@ -31,7 +31,7 @@ from fastapi.openapi.utils import get_openapi
 from contract.bank import Bank, BankError, open_bank
 from contract.bundle import Bundle, BundleError
 
-from .banks import ReloadOnSighup, index_own_bank, own_bank_pending
+from .banks import BankReloads
 from .batcher import Batcher, BatchingConfig
 from .config import Settings
 from .metrics import Metrics, ModelMetrics
@@ -200,22 +200,16 @@ def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None
             for served in state.served.values():
                 await served.batcher.stop()
             raise
-        reloads = ReloadOnSighup(settings, list(state.served.values()))
+        reloads = state.reloads = BankReloads(settings, list(state.served.values()))
         metrics_server = start_metrics_server(settings, metrics) if settings.metrics_port is not None else None
         state.prepare_pool = ThreadPoolExecutor(settings.prepare_threads, thread_name_prefix="atom-prepare")
-        indexing = []
         for served in state.served.values():
-            job = own_bank_pending(served.runtime) if settings.bank_search == "auto" else None
-            if job:
-                indexing.append(asyncio.get_running_loop().create_task(
-                    index_own_bank(served.runtime, served.metrics, job)))
+            reloads.index_in_background(served)
         log.info("ready: %s at http://%s:%d", ", ".join(state.served), settings.host, settings.port)
         try:
             yield
         finally:
-            reloads.close()
-            for task in indexing:
-                task.cancel()
+            reloads.close()  # cancels the index builds still running
             state.stopping = True
             await asyncio.gather(*(served.batcher.stop() for served in state.served.values()))
             state.prepare_pool.shutdown(wait=False, cancel_futures=True)

@@ -1,4 +1,4 @@
-"""The bank's life cycle in the service: reload on SIGHUP (every model's) or on
+"""The bank's life cycle in the service (`BankReloads`): reload on SIGHUP (every model's) or on
 POST /v1/models/NAME/bank/reload (one model's), and the bundle's own bank moved from exact search
 to an approximate index built once the service is up.
 
@@ -16,6 +16,7 @@ import logging
 import signal
 import time
 from pathlib import Path
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from contract.bank import Bank, BankError, open_bank
@@ -122,34 +123,59 @@ async def index_own_bank(runtime: Runtime, metrics: ModelMetrics,
                  spec.params, time.perf_counter() - started)
 
 
-class ReloadOnSighup:
-    """SIGHUP reloads every served model's bank, each on its own (where the platform has SIGHUP
-    and this is the main thread)."""
+class BankReloads:
+    """The served models' bank reloads: SIGHUP reloads every model's bank (where the platform has
+    SIGHUP and this is the main thread), `reload(model)` one model's (POST /v1/models/NAME/bank/reload).
+
+    Reloads of one model run one at a time, in the order they were asked for, so the bank served
+    after them is the one read last; a large bundle-own bank's IVF index is built in the background
+    (bank_search auto), as at start-up, and `close()` cancels what is still running.
+    """
 
     def __init__(self, settings: Settings, served: list[Served]):
         self.loop = asyncio.get_running_loop()
+        self.index = settings.bank_search == "auto"
+        self.locks = {model.name: asyncio.Lock() for model in served}
         self.tasks: set[asyncio.Task] = set()
         self.installed = False
         if not hasattr(signal, "SIGHUP"):
             return
         try:
-            self.loop.add_signal_handler(signal.SIGHUP, self._reload, settings, served)
+            self.loop.add_signal_handler(signal.SIGHUP, self._sighup, served)
             self.installed = True
         except (RuntimeError, ValueError):  # not the main thread (e.g. an app run inside a test client)
             log.debug("no SIGHUP handler: not in the main thread")
 
-    def _reload(self, settings: Settings, served: list[Served]) -> None:
+    async def reload(self, model: Served) -> Bank:
+        """The model's bank loaded again and served (marked `index_pending` while its index is built
+        in the background); BankReloadFailed leaves the old one served."""
+        async with self.locks[model.name]:
+            await reload_bank(model.bank_path, model.runtime, model.metrics, index=False)
+            self.index_in_background(model)
+            return model.runtime.bank
+
+    def index_in_background(self, model: Served) -> None:
+        """A large bundle-own bank moves to its IVF index, built off the event loop (bank_search auto)."""
+        job = own_bank_pending(model.runtime) if self.index else None
+        if job is not None:
+            self._spawn(index_own_bank(model.runtime, model.metrics, job))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = self.loop.create_task(work)
+        self.tasks.add(task)  # a reference, so the task is not collected mid-way
+        task.add_done_callback(self.tasks.discard)
+
+    def _sighup(self, served: list[Served]) -> None:
         log.info("SIGHUP: reloading the banks of %s", ", ".join(model.name for model in served))
         for model in served:
-            task = self.loop.create_task(self._reload_one(model, index=settings.bank_search == "auto"))
-            self.tasks.add(task)  # a reference, so the task is not collected mid-way
-            task.add_done_callback(self.tasks.discard)
+            self._spawn(self._reload_quietly(model))
 
-    @staticmethod
-    async def _reload_one(model: Served, index: bool) -> None:
+    async def _reload_quietly(self, model: Served) -> None:
         with contextlib.suppress(BankReloadFailed):  # logged and counted by reload_bank; the old bank serves
-            await reload_bank(model.bank_path, model.runtime, model.metrics, index=index)
+            await self.reload(model)
 
     def close(self) -> None:
         if self.installed:
             self.loop.remove_signal_handler(signal.SIGHUP)
+        for task in list(self.tasks):
+            task.cancel()

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -27,6 +27,9 @@ from ..schemas import RequestModels
 from ..served import Served
 from ..tracing import RequestTrace
 
+if TYPE_CHECKING:
+    from ..banks import BankReloads
+
 T = TypeVar("T")
 
 
@@ -38,6 +41,7 @@ class ServiceState:
     metrics: Metrics
     served: dict[str, Served] = field(default_factory=dict)  # by name, in the order given; the first is the default
     prepare_pool: ThreadPoolExecutor | None = None  # parses and tokenizes request bodies
+    reloads: BankReloads | None = None  # the banks' reloads (SIGHUP, the reload route), set once started
     # start-up steps done so far, set by the lifespan
     started: dict[str, bool] = field(
         default_factory=lambda: dict.fromkeys(("bundle_loaded", "bank_loaded", "session_warmed_up"), False)

@@ -6,11 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 
 import onnxruntime as ort
-from fastapi import APIRouter, BackgroundTasks, Query, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException
 
-from ..banks import index_own_bank, reload_bank
 from ..errors import BankReloadFailed, ModelNotFound
 from ..schemas import BankReloaded, Health, ModelCard, ModelInfo, ModelList, Readiness
 from ..served import Served
@@ -83,14 +82,14 @@ async def model(model_id: str, serving: Serving) -> ModelCard:
 
 @router.post("/v1/models/{model_id}/bank/reload", response_model=BankReloaded,
              responses={**MODEL_INFO_ERRORS, **error_responses(ModelNotFound, BankReloadFailed)})
-async def reload_model_bank(model_id: str, serving: Serving, background: BackgroundTasks) -> BankReloaded:
+async def reload_model_bank(model_id: str, serving: Serving, state: State) -> BankReloaded:
     """Load one model's bank again (its `--bank` folder, or the bundle's own atoms) and swap it in, as
     SIGHUP does for every model: requests go on being served from the old bank meanwhile, and a bank
-    that fails to load leaves the old one served (500 `bank_reload_failed`, with the reason)."""
+    that fails to load leaves the old one served (500 `bank_reload_failed`, with the reason). Reloads
+    of one model run one after the other; a large bundle-own bank's index is built afterwards in the
+    background (GET /v1/model shows `bank.index_pending` until then)."""
     served = serving.named(model_id).served
-    bank = await reload_bank(served.bank_path, served.runtime, served.metrics, index=False)
-    if serving.settings.bank_search == "auto":
-        background.add_task(index_own_bank, served.runtime, served.metrics)
+    bank = await state.reloads.reload(served)
     return BankReloaded(model=served.name, atoms=len(bank), version=bank.version, search=bank.index.spec.kind)
 
 

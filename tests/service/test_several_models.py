@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.config import Settings
+from service.routes.deps import Ready
 from service.served import ServeSetupError, load_served
 
 from .conftest import run_async, serving
@@ -108,12 +109,23 @@ def test_the_openapi_document_describes_each_models_bodies(three, text_case, num
     assert refs and all(ref in schemas for ref in refs)  # every reference resolves
 
 
-def test_a_large_body_is_routed_to_the_model_it_names(three, text_case):
-    long_text = "t01 " * 20_000  # 80 kB: its `model` is read in a prepare thread, not on the event loop
+def test_a_large_body_is_routed_to_the_model_it_names(three, text_case, monkeypatch):
+    off_loop = []  # what the requests handed to a prepare thread
+    original = Ready.off_loop
+
+    async def recorded(self, work, *args):
+        off_loop.append(work.__name__)
+        return await original(self, work, *args)
+
+    monkeypatch.setattr(Ready, "off_loop", recorded)
+    assert three.post("/v1/atomize", json={"model": "copy", "inputs": ["t01"]}).status_code == 200
+    assert off_loop == ["prepare"]  # a small body's model is read on the event loop
+    long_text = "t01 " * 20_000  # 80 kB: past ROUTE_ON_LOOP_BYTES, its model is read in a prepare thread
     for body in ({"model": "copy", "inputs": [long_text]}, {"inputs": [long_text], "model": "copy"}):
+        off_loop.clear()
         response = three.post("/v1/atomize", json={**body, "include": ["embedding"]})
         assert response.status_code == 200, response.text
-        assert response.json()["results"][0]["truncated"] is True
+        assert response.json()["results"][0]["truncated"] is True and off_loop == ["route", "prepare"]
     missing = three.post("/v1/atomize", json={"inputs": [long_text]})
     assert error_of(missing, 422, "invalid_input").startswith("model: required")
     unknown = three.post("/v1/embeddings", json={"input": long_text, "model": "nope"})

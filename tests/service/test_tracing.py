@@ -14,6 +14,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from service.app import create_app
+from service.tracing import RequestTrace, Tracing
 
 
 class Receiver:
@@ -116,3 +117,6 @@ def test_a_sample_ratio_leaves_requests_out(text_case):
     assert sum(span.name == "POST /v1/atomize" for _, span in receiver.spans) == 5
     with pytest.raises(ValueError, match="otlp_sample_ratio"):
         text_case.settings(otlp_endpoint=receiver.url, otlp_sample_ratio=0.0)
+    # a request left out has no trace object at all: it pays what it pays with tracing off
+    assert Tracing(receiver.url, sample_ratio=1e-9).request("POST", "/v1/atomize", "r1") is None
+    assert isinstance(Tracing(receiver.url, sample_ratio=1.0).request("POST", "/v1/atomize", "r2"), RequestTrace)
