@@ -96,6 +96,8 @@ def start_service(bundle: Path, *flags: str, code: Path = ROOT, device: str = "c
     command = [sys.executable, "-m", "service", "--bundle", str(bundle), "--host", "127.0.0.1", "--port", str(port),
                "--device", device, "--log-level", "warning", *flags]
     pythonpath = os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")]))
+    if log_path:
+        log_path.parent.mkdir(parents=True, exist_ok=True)  # e.g. runs/ on a fresh clone
     log = open(log_path, "w") if log_path else subprocess.DEVNULL
     try:
         process = subprocess.Popen(command, cwd=code, env={**os.environ, **(env or {}), "PYTHONPATH": pythonpath},
