@@ -11,8 +11,8 @@ stops.
 The OpenAPI document is built from the served bundles and the settings: the request bodies are
 the app's own request models (service/schemas.py; with several models, one of each model's), a
 numeric model has no /v1/embeddings, and with ATOM_METRICS_PORT /metrics is not on the API port.
-SIGHUP reloads the bank (`--bank` or the bundle's own) without dropping requests: the bank's
-life cycle is service/banks.py.
+SIGHUP (every model's) and POST /v1/models/NAME/bank/reload (one model's) reload the bank (`--bank`
+or the bundle's own) without dropping requests: the bank's life cycle is service/banks.py.
 """
 
 from __future__ import annotations

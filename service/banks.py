@@ -15,8 +15,8 @@ import dataclasses
 import logging
 import signal
 import time
-from pathlib import Path
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from contract.bank import Bank, BankError, open_bank

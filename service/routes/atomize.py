@@ -30,7 +30,7 @@ def prepare(serving: Ready, raw: bytes) -> tuple[Any, list[list[Item]]]:
     wanted = body.neighbors if "neighbors" in body.include else 0
     if body.chunk:  # the windows ask for no neighbours: the pooled atom is searched (`answers`)
         return body, runtime.prepare_windows(body.inputs, overlap=settings.chunk_overlap,
-                                                      max_chunks=settings.max_chunks_per_input)
+                                             max_chunks=settings.max_chunks_per_input)
     items = runtime.prepare(body.inputs, neighbors=wanted, rank_by=body.rank_by, truncate=body.truncate)
     return body, [[item] for item in items]
 

@@ -39,7 +39,7 @@ def prepare(serving: Ready, raw: bytes) -> tuple[Any, list[list[Item]]]:
     texts = [body.input] if isinstance(body.input, str) else body.input
     if body.chunk:
         return body, runtime.prepare_windows(texts, field="input", overlap=settings.chunk_overlap,
-                                                      max_chunks=settings.max_chunks_per_input)
+                                             max_chunks=settings.max_chunks_per_input)
     return body, [[item] for item in runtime.prepare(texts, field="input", truncate=body.truncate)]
 
 
