@@ -58,15 +58,14 @@ def with_index(bank: Bank, spec: IndexSpec) -> Bank:
     return dataclasses.replace(bank, index=index, info={**info, "search": spec.kind, "index": spec.to_dict()})
 
 
-async def reload_bank(bank_path: Path | None, runtime: Runtime, metrics: ModelMetrics, index: bool = True) -> Bank:
+async def reload_bank(bank_path: Path | None, runtime: Runtime, metrics: ModelMetrics) -> Bank:
     """Load the bank again (the file may have been replaced), swap it in and return it.
 
     The new bank is loaded and validated off the event loop while requests go on being served
     from the old one; the swap is one reference assignment, so a batch already running
     finishes on the bank it started with. A bank that fails to load leaves the old one served
     and raises BankReloadFailed. `bank_path`: a user's bank folder (None: the bundle's own
-    atoms); `index`: a large own bank moves to its IVF index again (bank_search auto) before this
-    returns.
+    atoms). A large own bank's index is built afterwards by `BankReloads.index_in_background`.
     """
     try:
         bank = await asyncio.to_thread(open_bank, runtime.bundle, bank_path)
@@ -79,8 +78,6 @@ async def reload_bank(bank_path: Path | None, runtime: Runtime, metrics: ModelMe
     metrics.set_bank(len(bank), bank.version, bank.index.spec.kind)
     metrics.bank_reloaded(True)
     log.info("bank reloaded: %d atoms, version %s", len(bank), bank.version)
-    if index:
-        await index_own_bank(runtime, metrics)
     return bank
 
 
@@ -150,7 +147,7 @@ class BankReloads:
         """The model's bank loaded again and served (marked `index_pending` while its index is built
         in the background); BankReloadFailed leaves the old one served."""
         async with self.locks[model.name]:
-            await reload_bank(model.bank_path, model.runtime, model.metrics, index=False)
+            await reload_bank(model.bank_path, model.runtime, model.metrics)
             self.index_in_background(model)
             return model.runtime.bank
 
