@@ -17,14 +17,18 @@ states computed once) or backbone-finetuned (every layer: a GPU job).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
+import math
 import multiprocessing as mp
 import os
+import queue
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -96,17 +100,47 @@ FROZEN_SWEEP = {
 }
 # The top k layers of the backbone fine-tuned on the cached states of the frozen part below them
 # (a CPU job: the top layer of MiniLM and the head cost ~0.55 s a step at batch 64 on one core
-# here, ~15 minutes an epoch per run). 3 settings per method, the backbone's learning rate; each
-# head keeps the setting that the frozen sweep chose for it on validation (plain lr 3e-2,
-# baseline lr 3e-3, atom lambda 0.03 at lr 3e-3). 8e-4 was added when every method chose 2e-4, the
-# largest of the first two, on validation (a choice at the grid's edge); then 3.2e-3 when plain and
-# baseline chose 8e-4. A sweep of 4 settings x 3 methods and 2 more seeds of each choice is 18
-# runs: about 4 hours on 2 cores at 2 epochs.
+# here, ~15 minutes an epoch per run). The setting swept is the backbone's learning rate; each head
+# keeps the setting that the frozen sweep chose for it on validation (plain lr 3e-2, baseline lr
+# 3e-3, atom lambda 0.03 at lr 3e-3). Every method gets 5 settings: the same 4 learning rates,
+# then a fifth placed by the first four's validation accuracy (`refinement`): 4x past the best if
+# the best sits at the grid's edge, else halfway (geometric) between the best and its better
+# neighbour. The first grid (5e-5, 2e-4) grew to 8e-4 and 3.2e-3 as every method kept choosing
+# its edge; the fifth setting gives every method the same budget while letting the one still at
+# the edge look past it. 5 settings x 3 methods and 2 more seeds of each choice is 21 runs.
 _FROZEN_CHOICE = {"plain": {"lr": 3e-2}, "baseline": {"lr": 3e-3}, "atom": {"lr": 3e-3, "potential_weight": 0.03}}
-PARTIAL_SWEEP = {
-    method: {f"blr{blr:g}": {"backbone_lr": blr, **_FROZEN_CHOICE[method]} for blr in (5e-5, 2e-4, 8e-4, 3.2e-3)}
-    for method in METHODS
-}
+PARTIAL_GRID = (5e-5, 2e-4, 8e-4, 3.2e-3)
+
+
+def _partial(method: str, backbone_lr: float) -> tuple[str, dict]:
+    return f"blr{backbone_lr:g}", {"backbone_lr": backbone_lr, **_FROZEN_CHOICE[method]}
+
+
+PARTIAL_SWEEP = {method: dict(_partial(method, blr) for blr in PARTIAL_GRID) for method in METHODS}
+
+
+def refinement(records: list[dict], dataset: str, method: str) -> tuple[str, dict] | None:
+    """The partial fine-tune's fifth setting for a method, once its first four have run (seed 0):
+    4x past the best backbone learning rate when that is the grid's largest or smallest, else the
+    geometric middle between the best and the better of its two neighbours."""
+    grid = PARTIAL_SWEEP[method]
+    accuracy = {r["settings"]["backbone_lr"]: r["best_val_accuracy"] for r in records
+                if r["phase"] == "sweep" and r["dataset"] == dataset and r["method"] == method and r["config"] in grid}
+    if len(accuracy) < len(grid):
+        return None
+    rates = sorted(accuracy)
+    best = max(rates, key=lambda lr: accuracy[lr])  # ties: the smaller rate
+    i = rates.index(best)
+    if i == len(rates) - 1:
+        fifth = best * 4
+    elif i == 0:
+        fifth = best / 4
+    else:
+        neighbour = max(rates[i - 1], rates[i + 1], key=lambda lr: accuracy[lr])
+        fifth = math.sqrt(best * neighbour)
+    return _partial(method, float(f"{fifth:.3g}"))
+
+
 # Same budget for every method of a dataset.
 BUDGET = {
     "synthetic": {"epochs": 8, "batch_size": 64},
@@ -298,10 +332,18 @@ def frozen_sentence_embeddings(dataset: str, backbone: str, data, cache_dir: Pat
     return pooled
 
 
-def sweep_of(suite: str, train_layers: int) -> dict:
+def sweep_of(suite: str, train_layers: int, records: list[dict] | None = None, dataset: str | None = None) -> dict:
+    """Each method's settings; for a partial fine-tune, with the fifth setting once `records` place it."""
     if suite == "scratch":
         return SCRATCH_SWEEP
-    return {0: FROZEN_SWEEP, -1: BACKBONE_SWEEP}.get(train_layers, PARTIAL_SWEEP)
+    if train_layers in (0, -1):
+        return {0: FROZEN_SWEEP, -1: BACKBONE_SWEEP}[train_layers]
+    sweep = {method: dict(settings) for method, settings in PARTIAL_SWEEP.items()}
+    for method in sweep:
+        fifth = refinement(records or [], dataset, method)
+        if fifth is not None:
+            sweep[method].setdefault(*fifth)
+    return sweep
 
 
 def suite_name(suite: str, train_layers: int) -> str:
@@ -316,8 +358,8 @@ def chosen_methods(args) -> list[str]:
     return args.methods.split(",") if getattr(args, "methods", None) else list(METHODS)
 
 
-def sweep_jobs(args, dataset: str) -> list[dict]:
-    sweep = sweep_of(args.suite, args.train_layers)
+def sweep_jobs(args, dataset: str, records: list[dict] | None = None) -> list[dict]:
+    sweep = sweep_of(args.suite, args.train_layers, records, dataset)
     return [job(args, dataset, method, name, settings, 0, "sweep")
             for method in chosen_methods(args) for name, settings in sweep[method].items()]
 
@@ -338,12 +380,21 @@ def chosen(records: list[dict], dataset: str, method: str, sweep: dict) -> dict 
     return max(rows, key=lambda r: (r["best_val_accuracy"], -order.index(r["config"]))) if rows else None
 
 
+def swept(records: list[dict], dataset: str, method: str, settings: dict, partial: bool) -> bool:
+    """Whether every setting of a method's sweep has run (a partial fine-tune's: its fifth too)."""
+    ran = {r["config"] for r in records if r["phase"] == "sweep" and r["dataset"] == dataset and r["method"] == method}
+    return set(settings) <= ran and (not partial or len(settings) > len(PARTIAL_GRID))
+
+
 def final_jobs(args, records: list[dict], dataset: str) -> list[dict]:
+    """The other seeds of each method's choice, once its sweep is complete."""
     jobs = []
+    sweep = sweep_of(args.suite, args.train_layers, records, dataset)
+    partial = args.suite == "backbone" and args.train_layers > 0
     for method in chosen_methods(args):
-        best = chosen(records, dataset, method, sweep_of(args.suite, args.train_layers))
-        if best is None:
+        if not swept(records, dataset, method, sweep[method], partial):
             continue
+        best = chosen(records, dataset, method, sweep)
         jobs += [job(args, dataset, method, best["config"], best["settings"], seed, "final") for seed in range(1, args.seeds)]
         if args.suite == "backbone" and method == "atom" and args.train_layers < 0:
             # the training mode, on validation: top 2 layers only, and a frozen backbone
@@ -353,33 +404,44 @@ def final_jobs(args, records: list[dict], dataset: str) -> list[dict]:
     return jobs
 
 
-def run_jobs(jobs: list[dict], results: Path, workers: int, done: set[str]) -> list[dict]:
-    todo = [j for j in jobs if job_key(j) not in done]
-    records = []
-    if not todo:
-        return records
-    bar = tqdm(total=len(todo), desc="quality")
+def run_jobs(jobs: list[dict], results: Path, workers: int, done: set[str],
+             more: Callable[[list[dict]], list[dict]] | None = None) -> list[dict]:
+    """Runs the jobs whose keys are not in `done`, `workers` at a time, appending each record to
+    `results` as it finishes. `more(records)`, when given, is asked after every finished job for
+    the jobs that the records so far allow (a sweep's next setting, a choice's other seeds): those
+    not started yet join the queue, so a worker does not idle while one method's sweep finishes."""
+    started, records = set(done), []
+    finished: queue.Queue = queue.Queue()
+    bar = tqdm(total=0, desc="quality")
     context = mp.get_context("spawn")  # CUDA cannot be used in a forked child
-    with context.Pool(workers, maxtasksperchild=None) if workers > 1 else _Serial() as pool:
-        for record in pool.imap_unordered(run_job, todo):
+    with context.Pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        running = 0
+        while True:
+            for j in jobs:
+                if job_key(j) in started:
+                    continue
+                started.add(job_key(j))
+                bar.total += 1
+                bar.refresh()
+                running += 1
+                if pool is None:
+                    finished.put(run_job(j))
+                else:
+                    pool.apply_async(run_job, (j,), callback=finished.put, error_callback=finished.put)
+            if not running:
+                break
+            record = finished.get()
+            running -= 1
+            if isinstance(record, BaseException):
+                raise record
             records.append(record)
             with open(results, "a") as f:
                 f.write(json.dumps(record) + "\n")
             bar.set_postfix_str(f"{record['dataset']} {record['method']} {record['config']} s{record['seed']}")
             bar.update(1)
+            jobs = more(records) if more is not None else []
     bar.close()
     return records
-
-
-class _Serial:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def imap_unordered(self, fn, items):
-        return map(fn, items)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -423,11 +485,13 @@ def main(argv: list[str] | None = None) -> int:
         for dataset in datasets:  # one dataset finished before the next: an interrupted run still tells something
             if args.suite == "backbone" and args.train_layers >= 0:  # the states once, before the workers want them
                 frozen_states(dataset, args.backbone, load_data(dataset, args.backbone, args.limit), args.runs, args.train_layers)
-            records += run_jobs(sweep_jobs(args, dataset), results, args.workers, done)
-            records += run_jobs(final_jobs(args, records, dataset), results, args.workers, done)
+            def ready(new: list[dict], dataset: str = dataset, before: list[dict] = records) -> list[dict]:
+                return sweep_jobs(args, dataset, before + new) + final_jobs(args, before + new, dataset)
+
+            records += run_jobs(ready([]), results, args.workers, done, more=ready)
         log.warning("quality %s: %.0f s", args.suite, time.perf_counter() - started)
     records = read_records(results)
-    summary_path.write_text(summarise(records, name, describe(machine(), load=False), lambda d, m: chosen(records, d, m, sweep_of(args.suite, args.train_layers))))
+    summary_path.write_text(summarise(records, name, describe(machine(), load=False), lambda d, m: chosen(records, d, m, sweep_of(args.suite, args.train_layers, records, d))))
     print(summary_path.read_text())
     if args.export:
         export_chosen(args, records, datasets)
@@ -443,7 +507,7 @@ def export_chosen(args, records: list[dict], datasets: list[str]) -> None:
     for dataset in datasets:
         states = frozen_states(dataset, args.backbone, load_data(dataset, args.backbone, args.limit), args.runs, args.train_layers)
         for method in ("atom", "baseline"):
-            best = chosen(records, dataset, method, sweep_of(args.suite, args.train_layers))
+            best = chosen(records, dataset, method, sweep_of(args.suite, args.train_layers, records, dataset))
             if best is None:
                 continue
             run_dir = args.runs / best["key"]

@@ -14,7 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import label_efficiency  # noqa: E402
 from common import read_records  # noqa: E402
-from quality import FROZEN_SWEEP, PARTIAL_SWEEP, chosen, label_subset, suite_name  # noqa: E402
+import quality  # noqa: E402
+from quality import FROZEN_SWEEP, PARTIAL_GRID, PARTIAL_SWEEP, chosen, label_subset, refinement, suite_name  # noqa: E402
 from quality_report import final_rows, summarise  # noqa: E402
 
 
@@ -35,6 +36,57 @@ def test_every_method_gets_the_same_number_of_partial_fine_tune_settings():
     assert all(set(s) >= {"backbone_lr", "lr"} for settings in PARTIAL_SWEEP.values() for s in settings.values())
     assert [suite_name("backbone", k) for k in (0, 1, 2, -1)] == [
         "backbone-frozen", "backbone-top1", "backbone-top2", "backbone-finetuned"]
+
+
+def partial_records(method: str, accuracy: dict[float, float]) -> list[dict]:
+    return [record(method, f"blr{lr:g}", val, 0.5, settings={"backbone_lr": lr}) for lr, val in accuracy.items()]
+
+
+def test_the_fifth_partial_setting_looks_past_an_edge_or_between_the_best_and_its_better_neighbour():
+    assert PARTIAL_GRID == (5e-5, 2e-4, 8e-4, 3.2e-3)
+    upper = partial_records("atom", {5e-5: 0.76, 2e-4: 0.78, 8e-4: 0.79, 3.2e-3: 0.794})
+    assert refinement(upper, "tweets", "atom") == ("blr0.0128", {**PARTIAL_SWEEP["atom"]["blr0.0032"], "backbone_lr": 0.0128})
+    lower = partial_records("plain", {5e-5: 0.80, 2e-4: 0.78, 8e-4: 0.79, 3.2e-3: 0.70})
+    assert refinement(lower, "tweets", "plain")[0] == "blr1.25e-05"
+    inside = partial_records("baseline", {5e-5: 0.77, 2e-4: 0.7906, 8e-4: 0.794, 3.2e-3: 0.7899})
+    name, settings = refinement(inside, "tweets", "baseline")
+    assert name == "blr0.0004" and settings["backbone_lr"] == 4e-4 and settings["lr"] == 3e-3  # toward 2e-4, the better side
+    assert refinement(inside[:3], "tweets", "baseline") is None  # not before the four have run
+    assert refinement(inside, "digits", "baseline") is None
+
+
+def test_a_partial_sweep_gets_its_fifth_setting_and_its_seeds_only_once_placed_and_run():
+    class Args:
+        suite, train_layers, methods, seeds = "backbone", 1, "baseline", 3
+        backbone, device, workers, limit, quick, runs = "minilm", "cpu", 1, None, False, "runs"
+
+    four = partial_records("baseline", {5e-5: 0.77, 2e-4: 0.7906, 8e-4: 0.794, 3.2e-3: 0.7899})
+    assert [j["config"] for j in quality.sweep_jobs(Args, "tweets", four[:2])] == list(PARTIAL_SWEEP["baseline"])
+    assert quality.final_jobs(Args, four[:2], "tweets") == []
+    assert [j["config"] for j in quality.sweep_jobs(Args, "tweets", four)][-1] == "blr0.0004"
+    assert quality.final_jobs(Args, four, "tweets") == []  # the fifth has not run
+    five = four + partial_records("baseline", {4e-4: 0.80})
+    finals = quality.final_jobs(Args, five, "tweets")
+    assert [(j["config"], j["seed"], j["phase"]) for j in finals] == [("blr0.0004", 1, "final"), ("blr0.0004", 2, "final")]
+
+
+def test_run_jobs_queues_the_jobs_that_each_finished_one_allows_and_runs_each_once(tmp_path, monkeypatch):
+    ran = []
+
+    def fake_run(job):
+        ran.append(job["config"])
+        return {**job, "key": quality.job_key(job)}
+
+    monkeypatch.setattr(quality, "run_job", fake_run)
+    jobs = [{"suite": "s", "dataset": "d", "method": "m", "config": c, "seed": 0} for c in ("a", "b")]
+
+    def more(records):  # "c" once "a" has finished; "a" and "b" asked for again are not run (again)
+        return jobs + [{**jobs[0], "config": "c"}] if records else jobs
+
+    out = tmp_path / "records.jsonl"
+    records = quality.run_jobs(jobs, out, workers=1, done={"s/d/m/b/seed0"}, more=more)
+    assert ran == ["a", "c"] and [r["config"] for r in records] == ["a", "c"]  # b was done before
+    assert [json.loads(line)["config"] for line in out.read_text().splitlines()] == ran
 
 
 def test_a_setting_taken_out_of_the_sweep_does_not_compete():
