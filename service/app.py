@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -35,6 +36,7 @@ from .banks import BankReloads
 from .batcher import Batcher, BatchingConfig
 from .config import Settings
 from .metrics import Metrics, ModelMetrics
+from .priority import process_threads, set_nice
 from .routes import atomize, bank_map, embeddings, meta, pages
 from .routes.deps import ServiceState
 from .routes.handlers import install_exception_handlers
@@ -75,13 +77,19 @@ def preloaded(settings: Settings, bundle: Bundle, bank: Bank | None) -> list[Loa
 
 
 def start_runtime(settings: Settings, loaded: Loaded, metrics: ModelMetrics) -> Runtime:
-    """Blocking start-up work, run in a thread: open the session, warm up."""
+    """Blocking start-up work, run in a thread: open the session, warm up; the threads that the
+    session started take the model's nice value (`inference_nice`)."""
+    before = process_threads()
     runtime = Runtime(
         loaded.bundle, device=settings.device, precision=settings.precision,
         max_components_per_input=settings.max_components_per_input, metrics=metrics, bank=loaded.bank,
         threads=settings.inference_threads,
     )
     runtime.warm_up()
+    nice = settings.nice_for(loaded.name)
+    if nice:
+        started = process_threads() - before - {threading.get_native_id()}
+        log.info("model %s: %d ONNX Runtime threads at nice %d", loaded.name, set_nice(started, nice), nice)
     return runtime
 
 
@@ -179,7 +187,8 @@ def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None
         manifest = runtime.manifest
         model_metrics.set_info(manifest.name, manifest.version, runtime.provider, runtime.bundle.digest)
         model_metrics.set_bank(len(runtime.bank), runtime.bank.version, runtime.bank.index.spec.kind)
-        batcher = Batcher(runtime.run, batching_config(settings, runtime.provider), model_metrics)
+        batcher = Batcher(runtime.run, batching_config(settings, runtime.provider), model_metrics,
+                          thread_nice=settings.nice_for(item.name))
         batcher.start()
         log.info("model %s: %s %s (%s)", item.name, manifest.name, manifest.version, runtime.bundle.digest)
         return Served(item.name, runtime, batcher, models_for(runtime, settings), model_metrics, item.bank_path)

@@ -105,6 +105,12 @@ class Settings(BaseSettings):
         0, ge=0, le=1024, description="ONNX Runtime intra-op threads (0 = one per core)"
     )
     prepare_threads: int = Field(2, ge=1, le=64, description="threads that parse and tokenize request bodies")
+    # Several models on shared cores: a heavy model's inference threads given a higher nice value
+    # yield the CPU to the event loop and to a light model's batches whenever those are ready.
+    inference_nice: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="OS nice value (0-19) of a model's inference threads (its batch thread and ONNX Runtime's): "
+        "NAME=VALUE for one of several models; higher yields the cores to the HTTP layer and the other models"
+    )
 
     # Request limits: every one is answered with 413 (or 422 for neighbors) naming the limit.
     max_inputs_per_request: int = Field(256, ge=1, description="inputs in one request")
@@ -152,7 +158,7 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="logging level")
 
-    @field_validator("bundle", "bank", "bundle_digest", mode="before")
+    @field_validator("bundle", "bank", "bundle_digest", "inference_nice", mode="before")
     @classmethod
     def _list(cls, value: Any) -> tuple[str, ...]:
         return _entries(value)
@@ -165,12 +171,21 @@ class Settings(BaseSettings):
         twice = sorted({name for name in names if names.count(name) > 1})
         if twice:
             raise ValueError(f"bundle: two bundles under one name ({', '.join(twice)}); give each its own NAME=FOLDER")
-        for field in ("bank", "bundle_digest"):
+        for field in ("bank", "bundle_digest", "inference_nice"):
             for entry in getattr(self, field):
                 name, _ = named(entry)
                 if name is None and len(self.bundle) > 1:
                     raise ValueError(f"{field}: {entry!r} names no model, and several are served; write NAME={entry}")
+        for entry in self.inference_nice:
+            value = named(entry)[1]
+            if not (value.isdigit() and 0 <= int(value) <= 19):
+                raise ValueError(f"inference_nice: {entry!r}: the nice value must be a whole number from 0 to 19")
         return self
+
+    def nice_for(self, name: str) -> int:
+        """The nice value of the model served as `name`'s inference threads (0: unchanged)."""
+        value = self._for(self.inference_nice, name, len(self.bundle) == 1)
+        return int(value) if value is not None else 0
 
     def bundle_refs(self) -> list[BundleRef]:
         """The bundles to serve, in the order given (the first answers /v1/model without `model`).

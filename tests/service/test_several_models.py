@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
+import threading
 
 import numpy as np
 import openai
@@ -218,3 +220,45 @@ def test_the_openai_client_against_two_models(text_case, numeric_case):
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def nice_of(tid: int) -> int:
+    return os.getpriority(os.PRIO_PROCESS, tid)
+
+
+def test_a_model_given_a_nice_value_runs_on_threads_that_yield_the_cores(text_case):
+    """inference_nice: the named model's batch thread and the ONNX Runtime threads its session
+    started take the value; the other model's threads and the event loop's keep theirs."""
+    from service.priority import process_threads
+
+    settings = Settings(bundle=[str(text_case.path), f"heavy={text_case.path}"], device="cpu", inference_threads=2,
+                        inference_nice=["heavy=7"])
+    before = {tid for tid in process_threads() if nice_of(tid) == 7}
+    with TestClient(create_app(settings)) as client:
+        for model in ("heavy", text_case.bundle.manifest.name):
+            response = client.post("/v1/atomize", json={"model": model, "inputs": [text_case.train_inputs[0]],
+                                                        "include": ["embedding"]})
+            assert response.status_code == 200, response.text
+            np.testing.assert_allclose(response.json()["results"][0]["embedding"],
+                                       text_case.reference([0])["embedding"][0], atol=1e-5)
+        served = client.app.state.atom.served
+
+        def batch_thread(name: str) -> int:
+            (thread,) = served[name].batcher._executor._threads
+            return thread.native_id
+
+        niced = {tid for tid in process_threads() if nice_of(tid) == 7} - before
+        assert nice_of(batch_thread("heavy")) == 7 and nice_of(batch_thread(text_case.bundle.manifest.name)) == 0
+        assert len(niced - {batch_thread("heavy")}) >= 1  # the intra-op thread its session started
+        assert nice_of(threading.get_native_id()) == 0
+
+
+def test_inference_nice_is_checked_at_start(text_case):
+    two = [str(text_case.path), f"heavy={text_case.path}"]
+    with pytest.raises(ValueError, match="names no model"):
+        Settings(bundle=two, inference_nice=["7"])
+    with pytest.raises(ValueError, match="from 0 to 19"):
+        Settings(bundle=two, inference_nice=["heavy=25"])
+    assert Settings(bundle=two, inference_nice=["heavy=5"]).nice_for("heavy") == 5
+    assert Settings(bundle=two, inference_nice=["heavy=5"]).nice_for("other") == 0
+    assert Settings(bundle=[str(text_case.path)], inference_nice="3").nice_for("anything") == 3

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 from fastapi.testclient import TestClient
@@ -20,13 +21,12 @@ from training.backbone import BackboneError, backbone_tokenizer, load_pretrained
 from training.checkpoint import load_json, load_model, load_run_dataset
 from training.cli import main as cli_main
 from training.data import DatasetError, load_dataset
+from training.export import export_bundle
 from training.train import backbone_states, predict
 
 
 @pytest.fixture(scope="module")
 def backbone_bundle(backbone_run, tmp_path_factory):
-    from training.export import export_bundle
-
     return export_bundle(backbone_run, tmp_path_factory.mktemp("bundles") / "tweets-backbone", int8=True, report=False)
 
 
@@ -146,6 +146,12 @@ def test_top_layer_training_on_cached_states_moves_only_the_top_layer(tiny_backb
     whole = predict(model, data.validation, "text", torch.device("cpu"))
     cached = predict(model, data.validation, "text", torch.device("cpu"), states=states)
     np.testing.assert_allclose(cached["embedding"], whole["embedding"], atol=2e-2)
+    # make bundle-tuned's path: the run exports whole (the export checks the ONNX file against
+    # PyTorch itself), and the bundle's graph gives the trained model's embedding
+    bundle = load_bundle(export_bundle(run, tmp_path / "bundle", report=False))
+    session = ort.InferenceSession(str(bundle.onnx_path), providers=["CPUExecutionProvider"])
+    got = session.run(["embedding"], {"input_ids": x.numpy(), "attention_mask": m.long().numpy()})[0]
+    np.testing.assert_allclose(got, whole["embedding"][:4], atol=1e-4)
 
 
 def test_export_writes_a_measured_int8_copy(backbone_bundle):
