@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import label_efficiency  # noqa: E402
 from common import read_records  # noqa: E402
 import quality  # noqa: E402
-from quality import FROZEN_SWEEP, PARTIAL_GRID, PARTIAL_SWEEP, chosen, label_subset, refinement, suite_name  # noqa: E402
+from quality import FROZEN_SWEEP, PARTIAL_GRID, PARTIAL_SWEEP, SCRATCH_SWEEP, chosen, label_subset, refinement, suite_name  # noqa: E402
 from quality_report import final_rows, summarise  # noqa: E402
 
 
@@ -28,6 +28,14 @@ def record(method: str, config: str, val: float, test: float, phase: str = "swee
 def test_every_method_gets_the_same_number_of_frozen_settings():
     sizes = {method: len(settings) for method, settings in FROZEN_SWEEP.items()}
     assert set(sizes) == {"plain", "baseline", "atom"} and len(set(sizes.values())) == 1 and sizes["atom"] >= 8
+
+
+def test_every_method_tunes_its_learning_rate_from_scratch_with_the_same_budget():
+    sizes = {method: len(settings) for method, settings in SCRATCH_SWEEP.items()}
+    assert set(sizes) == {"plain", "baseline", "atom"} and len(set(sizes.values())) == 1
+    for settings in SCRATCH_SWEEP.values():
+        rates = {s.get("lr", 2e-3) for s in settings.values()}  # 2e-3: train's default
+        assert len(rates) >= 3
 
 
 def test_every_method_gets_the_same_number_of_partial_fine_tune_settings():
