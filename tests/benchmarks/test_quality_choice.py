@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import label_efficiency  # noqa: E402
 from common import read_records  # noqa: E402
@@ -216,3 +217,17 @@ def test_label_efficiency_counts_only_the_seeds_of_the_setting_chosen_now(tmp_pa
     text = label_efficiency.summarise(records, [100], 1000, quality, tmp_path / "curve")
     assert "| atom | 0.710 ± 0.010 |" in text
     assert "- atom: 100: lr0.001-lambda0.03" in text
+
+
+def test_make_bundle_tuned_trains_the_atom_setting_the_top_layer_sweep_chose_on_validation():
+    from quality import BUDGET, sweep_of
+
+    line = next(line for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith("TUNED_TRAIN ?="))
+    flags = line.split("?=", 1)[1].split()
+    given = dict(zip(flags[::2], flags[1::2]))
+    records = read_records(ROOT / "benchmarks" / "results" / "quality_backbone-top1.jsonl")
+    best = chosen(records, "tweets", "atom", sweep_of("backbone", 1, records, "tweets"))
+    assert float(given["--backbone-lr"]) == best["settings"]["backbone_lr"]
+    assert float(given["--lr"]) == best["settings"]["lr"] and float(given["--lambda"]) == best["settings"]["potential_weight"]
+    assert given["--train-layers"] == "1"
+    assert int(given["--epochs"]) == BUDGET["tweets-top"]["epochs"] and int(given["--batch-size"]) == BUDGET["tweets-top"]["batch_size"]
