@@ -25,7 +25,6 @@ import os
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,22 +35,6 @@ from batch_padding import policy_batches  # noqa: E402
 from common import describe, machine  # noqa: E402
 
 OPTIMISATIONS = ("basic", "transformer")
-
-
-def export_torchscript(model, example, path: Path) -> None:
-    """The TorchScript exporter (dynamic batch and component axes, opset 17)."""
-    import torch
-
-    from training.export import OUTPUT_NAMES, OnnxEncoder, input_names
-
-    first, mask = input_names(model.config.modality)
-    axes = {first: {0: "batch", 1: "components"}, mask: {0: "batch", 1: "components"},
-            "embedding": {0: "batch"}, "roles": {0: "batch", 1: "components"}, "composition": {0: "batch"}}
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # its deprecation notice
-        torch.onnx.export(OnnxEncoder(model).eval(), example, str(path), dynamo=False, opset_version=17,
-                          input_names=[first, mask], output_names=list(OUTPUT_NAMES), dynamic_axes=axes,
-                          do_constant_folding=True)
 
 
 def transformer_optimise(source: Path, target: Path, heads: int, hidden: int) -> None:
@@ -101,14 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="graph-variants-"))
     raw = {"dynamo": work / "dynamo.raw.onnx", "torchscript": work / "torchscript.raw.onnx",
            "torchscript, eager attention": work / "torchscript-eager.raw.onnx"}
-    export_onnx(model, example, raw["dynamo"])
-    export_torchscript(model, example, raw["torchscript"])
-    if model.config.backbone_config:  # the attention written out as matmul + softmax (what the optimizer's
-        model.encoder.model.config._attn_implementation = "eager"  # attention fusion looks for), not sdpa
-        export_torchscript(model, example, raw["torchscript, eager attention"])
-        model.encoder.model.config._attn_implementation = "sdpa"
-    else:
-        raw.pop("torchscript, eager attention")
+    export_onnx(model, example, raw["dynamo"], exporter="dynamo")
+    export_onnx(model, example, raw["torchscript, eager attention"], exporter="torchscript")  # what export does
+    if model.config.backbone_config:  # the TorchScript exporter on the attention as the model runs it (sdpa)
+        export_onnx(model, example, raw["torchscript"], exporter="torchscript", attention="sdpa")
+    else:  # no backbone: one attention form
+        raw.pop("torchscript")
 
     rows: dict[str, dict] = {}
     files: dict[str, tuple[Path, list[str] | None]] = {}

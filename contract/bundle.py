@@ -128,6 +128,9 @@ class Manifest(_Strict):
     # {"int8": {"cosine_mean": ..., "cosine_min": ..., "accuracy_fp32": ..., "accuracy": ...,
     #           "scheme": "static", "batch_max_abs_diff": ...}}
     precisions: dict[str, dict[str, float | str]] = Field(default_factory=dict)
+    # how encoder.onnx was made and checked: {"exporter": "torchscript", "attention": "eager",
+    # "optimisation": "basic", "parity_max": ...} (empty in bundles exported before it was recorded)
+    graph: dict[str, str | float] = Field(default_factory=dict)
     files: dict[str, str]  # relative path -> sha256 hex, every file of the bundle but the manifest
 
     def write(self, bundle_dir: Path) -> Path:

@@ -163,6 +163,9 @@ def test_export_writes_a_measured_int8_copy(backbone_bundle):
     assert 0.9 < int8["cosine_mean"] <= 1.0 + 1e-6 and int8["cosine_min"] <= int8["cosine_mean"]
     assert 0.0 <= int8["accuracy"] <= 1.0 and 0.0 <= int8["accuracy_fp32"] <= 1.0
     assert (backbone_bundle / "encoder.int8.onnx").stat().st_size < (backbone_bundle / "encoder.onnx").stat().st_size
+    # the graph as chosen by benchmarks/graph_variants.py, recorded with its parity
+    assert manifest.graph["exporter"] == "torchscript" and manifest.graph["attention"] == "eager"
+    assert manifest.graph["optimisation"] == "basic" and 0.0 <= manifest.graph["parity_max"] <= 1e-4
 
 
 @pytest.mark.parametrize("precision, expected_file", [("auto", "encoder.int8.onnx"), ("fp32", "encoder.onnx")])

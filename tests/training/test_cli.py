@@ -27,6 +27,7 @@ def test_train_evaluate_export_through_the_cli(tmp_path):
     assert result.exit_code == 0, result.output
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
     assert manifest["potential"]["kind"] == "lj" and manifest["potential"]["weight"] == 0.5
+    assert manifest["graph"]["exporter"] == "torchscript" and manifest["graph"]["attention"] == "atom"  # no backbone
 
 
 @pytest.mark.parametrize(
