@@ -77,8 +77,25 @@ def quantizable_matmuls(model_path: Path) -> tuple[list[str], list[str]]:
     constants = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
     producer = {output: node for node in graph.node for output in node.output}
     weighted = [n for n in graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in constants]
-    after_gelu = [n.name for n in weighted if n.input[0] in producer and producer[n.input[0]].op_type == "Gelu"]
+    after_gelu = [n.name for n in weighted if _gelu_output(n.input[0], producer)]
     return [n.name for n in weighted], after_gelu
+
+
+def _gelu_output(name: str, producer: dict, depth: int = 3) -> bool:
+    """Whether a value is a GELU's output: a Gelu node (the dynamo exporter), or the erf form
+    x * 0.5 * (1 + erf(x / sqrt 2)) that the TorchScript exporter writes, whose last Mul has an Erf
+    within `depth` nodes above it (only GELU uses Erf in these models)."""
+    node = producer.get(name)
+    if node is None or node.op_type not in ("Gelu", "Mul"):
+        return False
+    if node.op_type == "Gelu":
+        return True
+    frontier = [node]
+    for _ in range(depth):
+        frontier = [producer[i] for n in frontier for i in n.input if i in producer]
+        if any(n.op_type == "Erf" for n in frontier):
+            return True
+    return False
 
 
 def write_int8(source: Path, target: Path, calibration: Split, names: tuple[str, str],

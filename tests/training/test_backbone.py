@@ -163,6 +163,13 @@ def test_export_writes_a_measured_int8_copy(backbone_bundle):
     assert 0.9 < int8["cosine_mean"] <= 1.0 + 1e-6 and int8["cosine_min"] <= int8["cosine_mean"]
     assert 0.0 <= int8["accuracy"] <= 1.0 and 0.0 <= int8["accuracy_fp32"] <= 1.0
     assert (backbone_bundle / "encoder.int8.onnx").stat().st_size < (backbone_bundle / "encoder.onnx").stat().st_size
+    # the feed-forward down projections read GELU outputs (the erf form the TorchScript exporter
+    # writes): the int8 copy keeps those fp32
+    from training.precision import quantizable_matmuls
+
+    weighted, after_gelu = quantizable_matmuls(backbone_bundle / "encoder.onnx")
+    downs = [name for name in weighted if "/output/dense/" in name and "attention" not in name]
+    assert downs and set(downs) <= set(after_gelu) and len(after_gelu) < len(weighted)
     # the graph as chosen by benchmarks/graph_variants.py, recorded with its parity
     assert manifest.graph["exporter"] == "torchscript" and manifest.graph["attention"] == "eager"
     assert manifest.graph["optimisation"] == "basic" and 0.0 <= manifest.graph["parity_max"] <= 1e-4
