@@ -65,6 +65,7 @@ SCRATCH_SWEEP = {
         "lr4e-3": {"lr": 4e-3},
     },
 }
+# A fine-tuned backbone (a GPU job): the backbone's learning rate x the head's (atom: its terms).
 BACKBONE_SWEEP = {
     method: {
         f"blr{blr:g}-{name}": {"backbone_lr": blr, **extra}
