@@ -24,7 +24,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +32,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from batch_padding import policy_batches  # noqa: E402
 from common import describe, machine  # noqa: E402
+from graph_cost import best_items_per_s  # noqa: E402
 
 OPTIMISATIONS = ("basic", "transformer")
 
@@ -123,15 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     sessions = {name: (ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"]), outputs)
                 for name, (path, outputs) in files.items()}
     load = os.getloadavg()[0]
-    best = {name: 0.0 for name in sessions}
-    for _ in range(args.rounds):
-        for name, (session, outputs) in sessions.items():
-            session.run(outputs, feeds[0])
-            done, started = 0, time.perf_counter()
-            for feed in feeds:
-                session.run(outputs, feed)
-                done += len(feed["attention_mask"])
-            best[name] = max(best[name], done / (time.perf_counter() - started))
+    best = best_items_per_s(sessions, feeds, args.rounds)
     reference = max((best[n] for n in best if n.startswith("plain MiniLM")), default=None)
     for name, value in best.items():
         rows[name]["items_per_s"] = value

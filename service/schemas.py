@@ -284,6 +284,8 @@ class ModelInfo(BaseModel):
     # reduced-precision copies measured against fp32 at export (cosine, accuracy on each; int8:
     # its quantization scheme and an item's largest embedding change alone against in a batch)
     precisions: dict[str, dict[str, float | str]] = {}
+    # how encoder.onnx was made (exporter, attention form, optimisation) and its parity with PyTorch
+    graph: dict[str, str | float] = {}
     runtime: dict = Field(description="device, execution provider, onnxruntime version")
     bank: dict = Field(description="the reference bank: atoms, index kind, version, the bundle it was built with")
     batching: dict

@@ -44,6 +44,7 @@ async def model_info(
         radius_range=manifest.radius_range,
         training=manifest.training.model_dump(),
         precisions=manifest.precisions,
+        graph=manifest.graph,
         runtime={
             "device": "cuda" if runtime.provider == "CUDAExecutionProvider" else "cpu",
             "provider": runtime.provider,

@@ -182,6 +182,7 @@ def test_service_runs_the_copy_for_its_device_and_reports_real_tokens(backbone_b
         model = client.get("/v1/model").json()
         runtime = model["runtime"]
         assert set(model["precisions"]) == {"int8"} and model["precisions"]["int8"]["cosine_mean"] > 0.9
+        assert model["graph"]["exporter"] == "torchscript" and model["graph"]["parity_max"] <= 1e-4
         assert runtime["model_file"] == expected_file
         assert runtime["precision"] == {"encoder.int8.onnx": "int8", "encoder.onnx": "fp32"}[expected_file]
         body = client.post("/v1/atomize", json={"inputs": ["what a great day"], "include": ["components", "composition"]}).json()
