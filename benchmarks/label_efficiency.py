@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import read_records  # noqa: E402
 from quality import (  # noqa: E402
-    FROZEN_SWEEP, RESULTS, chosen, frozen_sentence_embeddings, label_subset, load_data, run_jobs,
+    RESULTS, chosen, frozen_sentence_embeddings, label_subset, load_data, run_jobs, sweep_of,
 )
 from quality_report import final_rows  # noqa: E402
 
@@ -102,7 +102,7 @@ def full_split_rows(quality_path: Path) -> dict[str, list[float]]:
     """Test accuracies on all training labels, from the frozen quality suite: each method's chosen
     configuration (its seed-0 sweep run and the final seeds) and the logistic-regression reference."""
     records = read_records(quality_path)
-    rows = {m: [r["test_accuracy"] for r in final_rows(records, "tweets", m, chosen(records, "tweets", m, FROZEN_SWEEP))]
+    rows = {m: [r["test_accuracy"] for r in final_rows(records, "tweets", m, chosen(records, "tweets", m, sweep_of("backbone", 0, records, "tweets")))]
             for m in METHODS}
     rows["logreg"] = [r["test_accuracy"] for r in records if r["method"] == "frozen-backbone-logreg" and r["phase"] == "reference"]
     return rows

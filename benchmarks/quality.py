@@ -124,26 +124,85 @@ def _partial(method: str, backbone_lr: float) -> tuple[str, dict]:
 PARTIAL_SWEEP = {method: dict(_partial(method, blr) for blr in PARTIAL_GRID) for method in METHODS}
 
 
+def step_past(accuracy: dict[float, float]) -> float:
+    """The next value of a one-dimensional grid, from the validation accuracy of the values tried:
+    4x past the best when it is the largest or the smallest, else the geometric middle between
+    the best and the better of its two neighbours (3 significant digits)."""
+    values = sorted(accuracy)
+    best = max(values, key=lambda v: accuracy[v])  # ties: the smaller value
+    i = values.index(best)
+    if len(values) == 1 or i == len(values) - 1:
+        value = best * 4
+    elif i == 0:
+        value = best / 4
+    else:
+        neighbour = max(values[i - 1], values[i + 1], key=lambda v: accuracy[v])
+        value = math.sqrt(best * neighbour)
+    return float(f"{value:.3g}")
+
+
 def refinement(records: list[dict], dataset: str, method: str) -> tuple[str, dict] | None:
     """The partial fine-tune's fifth setting for a method, once its first four have run (seed 0):
-    4x past the best backbone learning rate when that is the grid's largest or smallest, else the
-    geometric middle between the best and the better of its two neighbours."""
+    `step_past` on the backbone learning rate."""
     grid = PARTIAL_SWEEP[method]
     accuracy = {r["settings"]["backbone_lr"]: r["best_val_accuracy"] for r in records
                 if r["phase"] == "sweep" and r["dataset"] == dataset and r["method"] == method and r["config"] in grid}
     if len(accuracy) < len(grid):
         return None
-    rates = sorted(accuracy)
-    best = max(rates, key=lambda lr: accuracy[lr])  # ties: the smaller rate
-    i = rates.index(best)
-    if i == len(rates) - 1:
-        fifth = best * 4
-    elif i == 0:
-        fifth = best / 4
-    else:
-        neighbour = max(rates[i - 1], rates[i + 1], key=lambda lr: accuracy[lr])
-        fifth = math.sqrt(best * neighbour)
-    return _partial(method, float(f"{fifth:.3g}"))
+    return _partial(method, step_past(accuracy))
+
+
+# The frozen sweep past its 8 settings, the same 2 more for every method (issue 17: "extend the
+# grid where a choice sits at its edge; more epochs where the best epoch is the last"). The 9th
+# steps the method's main axis (`step_past`) along the line of settings through the choice: the
+# head's learning rate at the chosen weight decay for plain and baseline, lambda for atom. The
+# 10th is the best of the nine trained for twice the epochs.
+FROZEN_AXIS = {"plain": "lr", "baseline": "lr", "atom": "potential_weight"}
+FROZEN_LONGER = 2  # x the budget's epochs
+
+
+def _axis_value(settings: dict, axis: str) -> float:
+    if axis in settings:
+        return settings[axis]
+    from model.config import AtomConfig  # a setting left out is the model's default
+
+    return getattr(AtomConfig(), axis)
+
+
+def _frozen_name(method: str, settings: dict, base: str) -> str:
+    if method == "atom":
+        rest = {k: v for k, v in settings.items() if k != "potential_weight"}
+        lam = f"lambda{settings['potential_weight']:g}"
+        return lam if rest == {"lr": 3e-3} else f"{base}-{lam}"  # the lambda line's own names, else the variant's
+    return f"lr{settings['lr']:g}-wd{settings['weight_decay']:g}"
+
+
+def frozen_extension(records: list[dict], dataset: str, method: str) -> dict[str, dict]:
+    """The frozen sweep's 9th and 10th settings of a method, as far as its seed-0 runs place them."""
+    grid = FROZEN_SWEEP[method]
+    ran = {r["config"] for r in records if r["phase"] == "sweep" and r["dataset"] == dataset and r["method"] == method}
+    if not set(grid) <= ran:
+        return {}
+    axis = FROZEN_AXIS[method]
+    best = chosen(records, dataset, method, {method: grid})
+    rest = {k: v for k, v in grid[best["config"]].items() if k != axis}
+    lines: dict[str, dict[float, float]] = {}  # the settings apart from the axis -> {axis value: validation}
+    for r in records:
+        if r["phase"] == "sweep" and r["dataset"] == dataset and r["method"] == method and r["config"] in grid:
+            others = {k: v for k, v in grid[r["config"]].items() if k != axis}
+            lines.setdefault(json.dumps(others, sort_keys=True), {})[_axis_value(grid[r["config"]], axis)] = r["best_val_accuracy"]
+    line = lines[json.dumps(rest, sort_keys=True)]
+    if len(line) < 2:  # the choice is a variant off every line: step along the longest one
+        line = max(lines.values(), key=len)
+    ninth = {**rest, axis: step_past(line)}
+    extension = {_frozen_name(method, ninth, best["config"]): ninth}
+    nine = {**grid, **extension}
+    if not set(nine) <= ran:
+        return extension
+    best = chosen(records, dataset, method, {method: nine})
+    epochs = BUDGET["tweets-frozen"]["epochs"] * FROZEN_LONGER
+    extension[f"{best['config']}-e{epochs}"] = {**nine[best["config"]], "epochs": epochs}
+    return extension
 
 
 # Same budget for every method of a dataset.
@@ -341,14 +400,24 @@ def sweep_of(suite: str, train_layers: int, records: list[dict] | None = None, d
     """Each method's settings; for a partial fine-tune, with the fifth setting once `records` place it."""
     if suite == "scratch":
         return SCRATCH_SWEEP
-    if train_layers in (0, -1):
-        return {0: FROZEN_SWEEP, -1: BACKBONE_SWEEP}[train_layers]
+    if train_layers == -1:
+        return BACKBONE_SWEEP
+    if train_layers == 0:
+        return {method: {**settings, **frozen_extension(records or [], dataset, method)}
+                for method, settings in FROZEN_SWEEP.items()}
     sweep = {method: dict(settings) for method, settings in PARTIAL_SWEEP.items()}
     for method in sweep:
         fifth = refinement(records or [], dataset, method)
         if fifth is not None:
             sweep[method].setdefault(*fifth)
     return sweep
+
+
+def sweep_size(suite: str, train_layers: int) -> int:
+    """How many settings each method's sweep holds once complete (its placed settings too)."""
+    if suite == "scratch":
+        return len(SCRATCH_SWEEP["atom"])
+    return {0: len(FROZEN_SWEEP["atom"]) + 2, -1: len(BACKBONE_SWEEP["atom"])}.get(train_layers, len(PARTIAL_GRID) + 1)
 
 
 def suite_name(suite: str, train_layers: int) -> str:
@@ -385,19 +454,19 @@ def chosen(records: list[dict], dataset: str, method: str, sweep: dict) -> dict 
     return max(rows, key=lambda r: (r["best_val_accuracy"], -order.index(r["config"]))) if rows else None
 
 
-def swept(records: list[dict], dataset: str, method: str, settings: dict, partial: bool) -> bool:
-    """Whether every setting of a method's sweep has run (a partial fine-tune's: its fifth too)."""
+def swept(records: list[dict], dataset: str, method: str, settings: dict, size: int) -> bool:
+    """Whether every setting of a method's sweep has run, its `size` settings placed."""
     ran = {r["config"] for r in records if r["phase"] == "sweep" and r["dataset"] == dataset and r["method"] == method}
-    return set(settings) <= ran and (not partial or len(settings) > len(PARTIAL_GRID))
+    return set(settings) <= ran and len(settings) >= size
 
 
 def final_jobs(args, records: list[dict], dataset: str) -> list[dict]:
     """The other seeds of each method's choice, once its sweep is complete."""
     jobs = []
     sweep = sweep_of(args.suite, args.train_layers, records, dataset)
-    partial = args.suite == "backbone" and args.train_layers > 0
+    size = sweep_size(args.suite, args.train_layers)
     for method in chosen_methods(args):
-        if not swept(records, dataset, method, sweep[method], partial):
+        if not swept(records, dataset, method, sweep[method], size):
             continue
         best = chosen(records, dataset, method, sweep)
         jobs += [job(args, dataset, method, best["config"], best["settings"], seed, "final") for seed in range(1, args.seeds)]

@@ -231,3 +231,44 @@ def test_make_bundle_tuned_trains_the_atom_setting_the_top_layer_sweep_chose_on_
     assert float(given["--lr"]) == best["settings"]["lr"] and float(given["--lambda"]) == best["settings"]["potential_weight"]
     assert given["--train-layers"] == "1"
     assert int(given["--epochs"]) == BUDGET["tweets-top"]["epochs"] and int(given["--batch-size"]) == BUDGET["tweets-top"]["batch_size"]
+
+
+def frozen_records(method: str, accuracy: dict[str, float]) -> list[dict]:
+    return [record(method, config, val, 0.5, settings=quality.sweep_of("backbone", 0)[method].get(config, {}))
+            for config, val in accuracy.items()]
+
+
+def test_the_frozen_sweep_steps_past_its_edge_then_trains_the_best_of_nine_longer():
+    lambdas = {"default": 0.74, "lambda0.03": 0.758, "lambda0.1": 0.747, "lambda1": 0.72, "lr1e-2": 0.741,
+               "warmup1": 0.741, "projection64": 0.73, "predicted-bonds": 0.741}
+    eight = frozen_records("atom", lambdas)
+    assert quality.frozen_extension(eight[:7], "tweets", "atom") == {}  # not before the eight have run
+    ninth = quality.frozen_extension(eight, "tweets", "atom")
+    assert ninth == {"lambda0.0075": {"lr": 3e-3, "potential_weight": 0.0075}}  # 0.03 is lambda's smallest: 4x below
+    nine = eight + [record("atom", "lambda0.0075", 0.761, 0.5)]
+    extension = quality.frozen_extension(nine, "tweets", "atom")
+    assert extension["lambda0.0075-e6"] == {"lr": 3e-3, "potential_weight": 0.0075, "epochs": 6}
+    # plain: the learning rate at the chosen weight decay, between the best and its better neighbour
+    heads = {f"lr{lr:g}-wd{wd:g}": 0.70 for lr in (1e-3, 3e-3, 1e-2, 3e-2) for wd in (0.01, 0.1)}
+    heads |= {"lr0.003-wd0.1": 0.75, "lr0.01-wd0.1": 0.74, "lr0.001-wd0.1": 0.72, "lr0.003-wd0.01": 0.749}
+    ninth = quality.frozen_extension(frozen_records("plain", heads), "tweets", "plain")
+    assert ninth == {"lr0.00548-wd0.1": {"lr": 0.00548, "weight_decay": 0.1}}
+
+
+def test_a_frozen_choice_gets_its_seeds_only_once_its_ten_settings_have_run():
+    class Args:
+        suite, train_layers, methods, seeds = "backbone", 0, "atom", 3
+        backbone, device, workers, limit, quick, runs = "minilm", "cpu", 1, None, False, "runs"
+
+    eight = frozen_records("atom", {name: 0.70 + i / 100 for i, name in enumerate(FROZEN_SWEEP["atom"])})
+    best = list(FROZEN_SWEEP["atom"])[-1]  # predicted-bonds: off the lambda line; its ninth steps that line (best: 1)
+    assert quality.final_jobs(Args, eight, "tweets") == []
+    configs = [j["config"] for j in quality.sweep_jobs(Args, "tweets", eight)]
+    assert configs[:8] == list(FROZEN_SWEEP["atom"]) and configs[8] == f"{best}-lambda4" and len(configs) == 9
+    nine = eight + [record("atom", configs[8], 0.5, 0.5)]
+    configs = [j["config"] for j in quality.sweep_jobs(Args, "tweets", nine)]
+    assert configs[9] == f"{best}-e6" and quality.final_jobs(Args, nine, "tweets") == []
+    longer = quality.sweep_of("backbone", 0, nine, "tweets")["atom"][f"{best}-e6"]
+    ten = nine + [record("atom", f"{best}-e6", 0.9, 0.5, settings=longer)]
+    finals = quality.final_jobs(Args, ten, "tweets")
+    assert [(j["config"], j["seed"], j["settings"]["epochs"]) for j in finals] == [(f"{best}-e6", 1, 6), (f"{best}-e6", 2, 6)]
