@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
@@ -35,6 +35,20 @@ def prepare(serving: Ready, raw: bytes) -> tuple[Any, list[list[Item]]]:
     return body, [[item] for item in items]
 
 
+async def received(request: Request, serving: Ready, prepare: Callable[[Ready, bytes], tuple[Any, list[list[Item]]]]
+                   ) -> tuple[Ready, Any, list[list[Item]]]:
+    """A request's body read, routed to the model it names and prepared off the event loop (a full
+    queue refuses it before its body is read): the model's serving state, the body, the items."""
+    serving.refuse_before_reading()
+    parsing = time.time_ns()
+    raw = await request.body()
+    serving = await serving.routed(raw)
+    body, groups = await serving.off_loop(prepare, serving, raw)
+    if serving.trace is not None:
+        serving.trace.parsed(parsing, serving.served.name)
+    return serving, body, groups
+
+
 async def answers(serving: Ready, groups: list[list[Item]], field: str, chunked: bool, neighbors: int = 0,
                   rank_by: Any = "distance") -> list[InputResult]:
     """Each input's answer: its items through the batcher with every other request's, then, for
@@ -64,13 +78,7 @@ async def answers(serving: Ready, groups: list[list[Item]], field: str, chunked:
 @router.post("/atomize", response_model=AtomizeResponse, responses=SERVING_ERRORS,
              openapi_extra=request_body("AtomizeRequest"))
 async def atomize(request: Request, serving: Serving) -> Response:
-    serving.refuse_before_reading()
-    parsing = time.time_ns()
-    raw = await request.body()
-    serving = await serving.routed(raw)
-    body, groups = await serving.off_loop(prepare, serving, raw)
-    if serving.trace is not None:
-        serving.trace.parsed(parsing, serving.served.name)
+    serving, body, groups = await received(request, serving, prepare)
     wanted = body.neighbors if "neighbors" in body.include else 0
     results = await answers(serving, groups, "inputs", body.chunk, wanted, body.rank_by)
     include = set(body.include)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import time
 from typing import Any
 
 import numpy as np
@@ -13,7 +12,7 @@ from pydantic_core import to_json
 from ..errors import InvalidInput
 from ..runtime import Item, Runtime
 from ..schemas import EmbeddingsResponse
-from .atomize import answers
+from .atomize import answers, received
 from .body import parse, request_body
 from .deps import Ready, Serving
 from .handlers import SERVING_ERRORS
@@ -56,13 +55,7 @@ def check_text(runtime: Runtime) -> None:
 async def embeddings(request: Request, serving: Serving) -> Response:
     if len(serving.choices) == 1:  # with several, once the request names its model (`prepare`)
         check_text(serving.runtime)
-    serving.refuse_before_reading()
-    parsing = time.time_ns()
-    raw = await request.body()
-    serving = await serving.routed(raw)
-    body, groups = await serving.off_loop(prepare, serving, raw)
-    if serving.trace is not None:
-        serving.trace.parsed(parsing, serving.served.name)
+    serving, body, groups = await received(request, serving, prepare)
     manifest = serving.runtime.manifest
     results = await answers(serving, groups, "input", body.chunk)
     tokens = sum(item.length for group in groups for item in group)  # what the model read, windows' overlaps too
