@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from common import describe, machine  # noqa: E402
+
 ROLES = ("electron", "proton", "neutron")
 TARGET = 0.85
 
@@ -42,8 +44,7 @@ def markdown(results: dict) -> str:
     m, lexicon = results["machine"], results["lexicon"]
     lines = [
         "# Roles against the AFINN lexicon", "",
-        f"`{results['command']}` on {m['cpu']} ({m['cores']} cores, load average {m['load_average_1m_at_start']} "
-        f"at start), onnxruntime {m['onnxruntime']} ({m['provider']}), Python {m['python']}; {results['seconds']:.0f} s.", "",
+        f"`{results['command']}` on {describe(m)}; {results['seconds']:.0f} s.", "",
         f"Lexicon: `{lexicon['name']}` ({lexicon['words']} entries, scores -5..+5) from the package {lexicon['package']}. "
         "Each bundle's "
         "fp32 `encoder.onnx` runs on every lexicon word that its tokenizer keeps as one component, alone "
@@ -85,7 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     if len(set(names)) != len(names):
         parser.error(f"bundle names must differ: {names}")
 
-    from common import machine
     from training.lexicon import evaluate_bundle
 
     started = time.perf_counter()
