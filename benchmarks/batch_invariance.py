@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, RawClient, machine, start_service, stop_service, write_results  # noqa: E402
+from common import ROOT, RawClient, code_at, machine, start_service, stop_service, write_results  # noqa: E402
 
 TOLERANCE = 1e-5
 BEFORE_COMMIT = "e9f5b56"  # main before issue 22: dynamic int8, batched
@@ -144,10 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         ("int8 dynamic, one input per call", ROOT, dynamic, []),
     ]
     if args.before:
-        before = work / "before"
-        before.mkdir()
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before], check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
+        before = code_at(args.before, work / "before")
         systems.append((f"int8 dynamic, batched (before, {args.before})", before, dynamic, []))
 
     rows = []

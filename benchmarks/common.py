@@ -2,9 +2,8 @@
 
 - machine() / describe(): the one description of the machine a figure was measured on.
 - free_port(), start_service() / stop_service() / running_service(): `python -m service` on
-  127.0.0.1 at a free port, from this checkout or from an older one (`code`, e.g. a
-  `git archive <commit> | tar -x -C DIR`), so one script measures both sides on the same
-  machine, bundle and load.
+  127.0.0.1 at a free port, from this checkout or from an older one (`code`: code_at(commit,
+  DIR)), so one script measures both sides on the same machine, bundle and load.
 - read_records(): a JSON-lines results file, one record per job.
 - write_results(), ms(), percentile(), RawClient: the hardening benchmarks' results and load.
 
@@ -81,6 +80,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def code_at(commit: str, into: Path) -> Path:
+    """This repository's files at `commit` (a `git archive` unpacked into `into`), to start the
+    service of an older commit beside this checkout's."""
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
 
 
 def start_service(bundle: Path, *flags: str, code: Path = ROOT, device: str = "cpu", log_path: Path | None = None,

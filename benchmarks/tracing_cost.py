@@ -25,12 +25,11 @@ import json
 import multiprocessing
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, closed_loop, describe, machine, start_service, stop_service, write_results
+from common import ROOT, closed_loop, code_at, describe, machine, start_service, stop_service, write_results
 
 BEFORE_COMMIT = "552738f"  # main just before the tracing commit (3790578)
 CLIENTS = 32
@@ -148,10 +147,7 @@ def main(argv: list[str] | None = None) -> None:
 
     texts = test_texts(256)
     work = Path(tempfile.mkdtemp(prefix="tracing-cost-"))
-    before = work / "before"
-    before.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.before], check=True, capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
+    before = code_at(args.before, work / "before")
 
     spans = multiprocessing.Value("q", 0)
     ports = multiprocessing.Queue()
