@@ -90,6 +90,34 @@ def model_cpu(runtime, items: list, round_items: int, batching: dict, seconds: f
     return {"items_per_s": rate, "cpu_us_per_item": cpu / (rate * wall) * 1e6}
 
 
+def on_loop_cost(runtime, texts: list[str], limit: int, repeats: int = 50) -> dict[str, float]:
+    """Microseconds that parsing and tokenizing a body of at most `limit` bytes (the service's
+    prepare_on_loop_bytes) holds the event loop: one tweet, one text of that size, and as many
+    tweets as fit (medians)."""
+    import json
+
+    def body(inputs: list[str]) -> bytes:
+        return json.dumps({"input": inputs}).encode()
+
+    many: list[str] = []
+    for text in texts:
+        if len(body([*many, text])) > limit:
+            break
+        many.append(text)
+    long_text = " ".join(texts)
+    long_text = long_text[: max(1, limit - (len(body([long_text[:limit]])) - limit) - 16)]
+    cases = {"one tweet": body(texts[:1]), "one text of the limit": body([long_text]), f"{len(many)} tweets": body(many)}
+    out = {}
+    for name, raw in cases.items():
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            runtime.prepare(json.loads(raw)["input"])
+            times.append(time.perf_counter() - started)
+        out[f"{name} ({len(raw)} bytes)"] = statistics.median(times) * 1e6
+    return out
+
+
 def summarise(runs: dict[str, list[dict]], raw: dict[str, dict]) -> list[dict]:
     """Per system: the median of its rounds, HTTP + Python per request and served/raw."""
     rows = []
@@ -111,9 +139,10 @@ def report(rows: list[dict], results: dict) -> str:
     lines = [
         "# The fixed cost of a request", "",
         f"`python benchmarks/request_cost.py --bundle {a['bundle']} --before {a['before']} --rounds {a['rounds']} "
-        f"--seconds {a['seconds']:g} --clients {a['clients']}` on {describe(results['machine'])}. "
-        f"Bundle `{results['bundle']}` ({results['precision']}). Two services at once: the code of {a['before']} "
-        f"(before) and this checkout (after); each round loads each in turn, {a['clients']} clients x 1 tweet on "
+        f"--seconds {a['seconds']:g} --clients {a['clients']}{''.join(f' --flag={f}' for f in a['flags'])}"
+        f"{''.join(f' --variant={v!r}' for v in a['variants'])}` on {describe(results['machine'])}. "
+        f"Bundle `{results['bundle']}` ({results['precision']}). The services run at once: the code of {a['before']} "
+        f"(before), this checkout (after) and its variants; each round loads each in turn, {a['clients']} clients x 1 tweet on "
         f"{PATH} for {a['seconds']:g} s. CPU per request: the service process's CPU time over the requests it "
         "answered; the model's share: ONNX Runtime alone on the batches the service ran; the rest is HTTP + Python. "
         "Medians of the rounds.", "",
@@ -126,8 +155,10 @@ def report(rows: list[dict], results: dict) -> str:
                      f"{r['model_cpu_us_per_item']:.0f} | {r['http_python_us_per_request']:.0f} | {r['raw_items_per_s']:.0f} | "
                      f"{r['served_over_raw']:.2f} | {', '.join(map(str, r['rounds']))} | "
                      f"{', '.join(map(str, r['cpu_rounds']))} | {', '.join(map(str, r['loads']))} |")
-    if len(rows) == 2:
-        before, after = rows
+    lines += ["", f"Parsing and tokenizing on the event loop (bodies up to {results['on_loop_limit_bytes']} bytes), "
+                  "in process, median: " + "; ".join(f"{k}: {v:.0f} µs" for k, v in results["on_loop_us"].items()) + "."]
+    if len(rows) >= 2:
+        before, after = rows[:2]
         lines += ["", f"- HTTP + Python per request: {before['http_python_us_per_request']:.0f} µs before, "
                       f"{after['http_python_us_per_request']:.0f} µs after "
                       f"({after['http_python_us_per_request'] / before['http_python_us_per_request']:.2f}x).",
@@ -144,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--flag", action="append", default=[],
+                        help="a command-line flag for this checkout's service (repeat; e.g. --flag=--prepare-on-loop-bytes=2048)")
+    parser.add_argument("--variant", action="append", default=[], metavar="FLAGS",
+                        help="one more service of this checkout, with these flags (space-separated; repeat)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in ("ATOM_OTLP_ENDPOINT", "ATOM_OTLP_SAMPLE_RATIO"):  # both sides untraced
@@ -157,16 +192,18 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="request-cost-"))
     bodies = work / "bodies.jsonl"
     bodies.write_text("".join(httpx.Request("POST", "/", json={"input": [t]}).content.decode() + "\n" for t in texts))
-    systems = {f"before ({args.before})": code_at(args.before, work / "before"), "after (this checkout)": ROOT}
-    started = {name: start_service(args.bundle, code=code, log_path=work / f"{i}.log")
-               for i, (name, code) in enumerate(systems.items())}
+    systems = {f"before ({args.before})": (code_at(args.before, work / "before"), []),
+               "after (this checkout" + "".join(f" {f}" for f in args.flag) + ")": (ROOT, args.flag)}
+    systems |= {f"this checkout {flags}": (ROOT, flags.split()) for flags in args.variant}
+    started = {name: start_service(args.bundle, *flags, code=code, log_path=work / f"{i}.log")
+               for i, (name, (code, flags)) in enumerate(systems.items())}
     runs: dict[str, list[dict]] = {name: [] for name in systems}
     try:
         info = httpx.get(f"{next(iter(started.values()))[1]}/v1/model", timeout=10).json()
         for name, (process, url) in started.items():  # warm-up, not counted
             run_load(url, PATH, bodies, args.clients, 1, 2.0)
         for r in range(args.rounds):
-            order = list(started)[r % 2:] + list(started)[: r % 2]
+            order = list(started)[r % len(started):] + list(started)[: r % len(started)]
             for name in order:
                 process, url = started[name]
                 runs[name].append(point(process, url, bodies, args.clients, args.seconds))
@@ -181,10 +218,15 @@ def main(argv: list[str] | None = None) -> int:
                            info["batching"], min(8.0, args.seconds))
            for name, points in runs.items()}
     rows = summarise(runs, raw)
+    from service.config import Settings
+
+    loop_limit = Settings.model_fields["prepare_on_loop_bytes"].default  # this checkout's default
+    on_loop = on_loop_cost(runtime, texts, loop_limit)
     results = {"machine": machine("CPUExecutionProvider"), "bundle": info["name"], "precision": info["runtime"]["precision"],
                "args": {"bundle": str(args.bundle.relative_to(ROOT) if args.bundle.is_relative_to(ROOT) else args.bundle),
-                        "before": args.before, "rounds": args.rounds, "seconds": args.seconds, "clients": args.clients},
-               "rows": rows, "points": runs, "raw": raw}
+                        "before": args.before, "rounds": args.rounds, "seconds": args.seconds, "clients": args.clients,
+                        "flags": args.flag, "variants": args.variant},
+               "rows": rows, "points": runs, "raw": raw, "on_loop_limit_bytes": loop_limit, "on_loop_us": on_loop}
     write_results("request_cost", results, report(rows, results))
     return 0
 

@@ -253,5 +253,7 @@ def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None
         route_paths=route_paths,
         draining=lambda: state.draining or state.closing,
         tracing=tracing,
+        state=state,
+        direct={"/v1/atomize": atomize.atomize, "/v1/embeddings": embeddings.embeddings} if settings.direct_routes else None,
     )
     return app

@@ -75,6 +75,15 @@ class ItemResult:
     neighbors: Neighbors
     bank: Bank  # the bank the neighbors' rows index: the one the batch started with
     timing: BatchTiming | None = None  # one object shared by the batch's items
+    finite: bool = True  # embedding, roles and composition all finite (checked for the whole batch at once)
+
+
+def finite_rows(embedding: np.ndarray, roles: np.ndarray, composition: np.ndarray, lengths: Sequence[int]) -> np.ndarray:
+    """(B,) bool: whether each row's embedding, composition and roles of its real components are
+    all finite; the padding's roles do not count."""
+    real = np.arange(roles.shape[1])[None, :] < np.asarray(lengths)[:, None]  # (B, n)
+    roles_ok = (np.isfinite(roles).all(axis=2) | ~real).all(axis=1)
+    return np.isfinite(embedding).all(axis=1) & np.isfinite(composition).all(axis=1) & roles_ok
 
 
 @dataclass(frozen=True)
@@ -210,8 +219,9 @@ class Runtime(ModelRunner):
                 self.metrics.neighbor_search.observe(time.perf_counter() - searched)
             self.metrics.items_atomized.inc(len(items))
         timing = BatchTiming(started_ns, inferred_ns, time.time_ns(), len(items), any(counts))
+        finite = finite_rows(embedding, roles, composition, [item.length for item in items])
         return [
-            ItemResult(embedding[i], roles[i][: item.length], composition[i], neighbors[i], bank, timing)
+            ItemResult(embedding[i], roles[i][: item.length], composition[i], neighbors[i], bank, timing, bool(finite[i]))
             for i, item in enumerate(items)
         ]
 

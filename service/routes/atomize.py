@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-import numpy as np
 from fastapi import APIRouter, Request, Response
 from pydantic_core import to_json
 
@@ -37,13 +36,17 @@ def prepare(serving: Ready, raw: bytes) -> tuple[Any, list[list[Item]]]:
 
 async def received(request: Request, serving: Ready, prepare: Callable[[Ready, bytes], tuple[Any, list[list[Item]]]]
                    ) -> tuple[Ready, Any, list[list[Item]]]:
-    """A request's body read, routed to the model it names and prepared off the event loop (a full
-    queue refuses it before its body is read): the model's serving state, the body, the items."""
+    """A request's body read, routed to the model it names and prepared (off the event loop unless
+    it is small: `prepare_on_loop_bytes`; a full queue refuses it before its body is read): the
+    model's serving state, the body, the items."""
     serving.refuse_before_reading()
     parsing = time.time_ns()
     raw = await request.body()
     serving = await serving.routed(raw)
-    body, groups = await serving.off_loop(prepare, serving, raw)
+    if len(raw) <= serving.settings.prepare_on_loop_bytes:
+        body, groups = prepare(serving, raw)
+    else:
+        body, groups = await serving.off_loop(prepare, serving, raw)
     if serving.trace is not None:
         serving.trace.parsed(parsing, serving.served.name)
     return serving, body, groups
@@ -96,7 +99,7 @@ async def atomize(request: Request, serving: Serving) -> Response:
 def refuse_non_finite(results: list[ItemResult], field: str, model_name: str) -> None:
     """A result with NaN/Inf comes from an input the model's float32 arithmetic cannot take: 422."""
     for i, result in enumerate(results):
-        if not all(np.isfinite(part).all() for part in (result.embedding, result.composition, result.roles)):
+        if not result.finite:
             raise InvalidInput(f"{field}[{i}] gives a result that is not finite: its values are too large "
                                f"for model {model_name}")
 

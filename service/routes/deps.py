@@ -219,6 +219,8 @@ QUERY_TYPES = (int, str)
 
 def query_spec(route: object) -> tuple[tuple[str, type], ...]:
     """(name, type) of the query parameters a route declares, its dependencies' included; kept on the route."""
+    if route is None:  # a direct route (routes/middleware.py): its POST endpoints declare no query parameters
+        return ()
     spec = getattr(route, "_atom_query_spec", None)
     if spec is None:
         params, pending = [], [getattr(route, "dependant", None)]
@@ -249,7 +251,12 @@ def check_query(request: Request) -> None:
 
 
 async def get_serving(request: Request) -> Ready:
-    state: ServiceState = request.app.state.atom
+    return serving_of(request, request.app.state.atom)
+
+
+def serving_of(request: Request, state: ServiceState) -> Ready:
+    """A serving route's parts (the `Serving` dependency; the middleware's direct routes call it
+    themselves): the API key checked, the service ready, the query strict."""
     check_api_key(request, state.settings)  # first: an unauthorized caller learns nothing else
     if state.stopping or state.closing:
         raise NotReady("the service is shutting down")

@@ -4,22 +4,31 @@ A pure ASGI middleware (not BaseHTTPMiddleware) so it can refuse a request befor
 reads or parses its body (too many /v1 requests in flight: 429; a body past the limit: 413), and
 see the status of every response, errors included. /healthz, /readyz and /metrics are never
 refused by the admission limit: an overloaded service must still say so.
+
+The serving routes (POST /v1/atomize, /v1/embeddings) are called from here directly when
+`direct` names them: the same endpoint, its `Serving` parts built by `serving_of` and its domain
+errors answered in the one error shape, without the framework's layers between (its middleware
+stack, routing, dependency solving), which cost a small model more CPU than its inference
+(benchmarks/request_cost.py). Every other route goes through FastAPI.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import InternalError, Overloaded, TooLarge
+from ..errors import AtomError, InternalError, Overloaded, TooLarge
 from ..metrics import Metrics
 from ..tracing import Tracing
+from .deps import Ready, ServiceState, serving_of
 from .handlers import error_response
 
 log = logging.getLogger(__name__)
@@ -31,8 +40,11 @@ _CLIENT_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")  # echoed back only 
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, *, max_request_bytes: int, max_concurrent_requests: int, metrics: Metrics,
                  route_paths: frozenset[str], draining: Callable[[], bool] = lambda: False,
-                 tracing: Tracing | None = None):
+                 tracing: Tracing | None = None, state: ServiceState | None = None,
+                 direct: dict[str, Callable[[Request, Ready], Awaitable[Response]]] | None = None):
         self.app = app
+        self.state = state
+        self.direct = direct or {}  # path -> the endpoint of a POST route called without the framework
         self.tracing = tracing  # None: no traces (the default), and no cost
         self.draining = draining
         self.max_request_bytes = max_request_bytes
@@ -48,7 +60,7 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         headers = dict(scope["headers"])
         client_id = headers.get(REQUEST_ID_HEADER, b"")
-        request_id = client_id.decode() if _CLIENT_REQUEST_ID.match(client_id) else uuid.uuid4().hex
+        request_id = client_id.decode() if _CLIENT_REQUEST_ID.match(client_id) else os.urandom(16).hex()  # uuid4's 32 hex digits, cheaper
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["arrived_at"] = asyncio.get_running_loop().time()
@@ -83,7 +95,11 @@ class RequestContextMiddleware:
             if path.startswith("/v1/"):
                 admitted = True
                 self.in_flight += 1
-            await self.app(scope, body, send_with_id)
+            endpoint = self.direct.get(path) if scope["method"] == "POST" else None
+            if endpoint is None:
+                await self.app(scope, body, send_with_id)
+            else:
+                await self._direct(endpoint, scope, body, send_with_id)
         except (Overloaded, TooLarge) as exc:
             await error_response(exc, request_id, self.metrics)(scope, receive, send_with_id)
         except Exception:
@@ -101,6 +117,19 @@ class RequestContextMiddleware:
             self.metrics.request_duration.labels(route=route, model=model).observe(time.perf_counter() - started)
             if "trace" in state:
                 state["trace"].end(status or 500, model)
+
+    async def _direct(self, endpoint: Callable[[Request, Ready], Awaitable[Response]], scope: Scope,
+                      receive: Receive, send: Send) -> None:
+        """A serving route's endpoint called as FastAPI would call it; its domain errors answered
+        as the app's exception handlers answer them."""
+        assert self.state is not None
+        request = Request(scope, receive)
+        try:
+            response = await endpoint(request, serving_of(request, self.state))
+        except AtomError as exc:
+            state = scope["state"]
+            response = error_response(exc, state["request_id"], self.metrics, state.get("model", ""))
+        await response(scope, receive, send)
 
     async def _limited_body(self, headers: dict[bytes, bytes], receive: Receive) -> Receive | None:
         """Read the whole body (at most max_request_bytes) and hand it on; raise TooLarge past it.

@@ -83,3 +83,15 @@ def test_tokenize_rejects_bad_input(tmp_path):
 def test_preprocess_does_not_import_torch():
     code = "import sys, contract.preprocess; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_one_text_is_encoded_as_it_is_inside_a_batch():
+    """A single text takes the tokenizer's `encode` (cheaper than `encode_batch`): the same ids,
+    offsets and truncation flag as the same text in a batch."""
+    from contract.preprocess import encode
+
+    tok = _word_level(max_length=3)
+    texts = ["a b", "c a b c a", "a [PAD] b", "", "zzz c"]
+    batched = encode(tok, texts)
+    assert [encode(tok, [text])[0] for text in texts] == batched
+    assert batched[1] == ([4, 2, 3], [(0, 1), (2, 3), (4, 5)], True) and batched[2][0] == [2, 3]

@@ -270,3 +270,60 @@ def test_a_full_queue_is_refused_before_the_body_is_parsed(text_case):
     first, refused = run_async(main())
     assert first.status_code == 200
     assert error_of(refused, 429, "queue_full") == "the queue holds 2 items; the limit is max_queue_items=2"
+
+
+def test_a_result_that_is_not_finite_answers_422_naming_its_input(text_case, monkeypatch):
+    original = Runtime.run_feeds
+    poison = 7
+
+    def run_feeds(self, feeds, outputs=OUTPUT_NAMES):
+        out = list(original(self, feeds, outputs))
+        rows = (feeds["input_ids"] == poison).any(axis=1)
+        out[0] = np.where(rows[:, None], np.nan, out[0]).astype(np.float32)  # that row's embedding overflows
+        return tuple(out)
+
+    monkeypatch.setattr(Runtime, "run_feeds", run_feeds)
+    with TestClient(create_app(text_case.settings(max_wait_ms=50), bundle=text_case.bundle)) as client:
+        token = client.app.state.atom.runtime.tokenizer.id_to_token(poison)
+        message = error_of(client.post("/v1/atomize", json={"inputs": ["t01 t02", token]}), 422, "invalid_input")
+        assert message.startswith("inputs[1] gives a result that is not finite")
+        message = error_of(client.post("/v1/embeddings", json={"input": [token]}), 422, "invalid_input")
+        assert message.startswith("input[0] gives a result that is not finite")
+        assert client.post("/v1/atomize", json={"inputs": ["t01 t02"]}).status_code == 200
+
+
+REQUESTS = [  # (path, body, headers): answers, refusals and errors of the serving routes
+    ("/v1/atomize", {"inputs": ["t01 t02", "t03"], "include": ["neighbors", "components", "composition"]}, {}),
+    ("/v1/embeddings", {"input": "t01 t02"}, {}),
+    ("/v1/embeddings", {"input": ["t01", "t02 t03"], "encoding_format": "base64"}, {}),
+    ("/v1/atomize", {"inputs": []}, {}),
+    ("/v1/atomize", {"inputs": ["t01"], "model": "nope"}, {}),
+    ("/v1/atomize?limit=1&limit=2", {"inputs": ["t01"]}, {}),  # a query parameter no serving route declares
+    ("/v1/embeddings", b"{not json", {}),
+    ("/v1/atomize", {"inputs": ["t01"]}, {"authorization": "Bearer wrong"}),
+    ("/v1/atomize", {"inputs": ["t01"]}, {"authorization": "Bearer key"}),
+]
+
+
+@pytest.mark.parametrize("api_key", [None, "key"])
+def test_direct_routes_answer_exactly_as_the_framework_does(text_case, api_key):
+    """The middleware's direct call of the serving routes (the default) against FastAPI's own
+    routing of them (direct_routes=False): the same status, headers of note and body."""
+    answers = {}
+    for direct in (True, False):
+        settings = text_case.settings(direct_routes=direct, api_key=api_key)
+        with TestClient(create_app(settings, bundle=text_case.bundle)) as client:
+            assert bool(client.app.user_middleware[0].kwargs["direct"]) is direct
+            answers[direct] = []
+            for path, body, headers in REQUESTS:
+                sent = {"content": body} if isinstance(body, bytes) else {"json": body}
+                response = client.post(path, headers={"x-request-id": "same", **headers}, **sent)
+                answers[direct].append((response.status_code, response.headers["content-type"],
+                                        response.headers["x-request-id"], response.headers.get("retry-after"),
+                                        response.json()))
+            failures = metric(client.get("/metrics").text, "atom_failures_total")
+            answers[direct].append(failures)
+    assert answers[True] == answers[False]
+    statuses = [answer[0] for answer in answers[True][:-1]]
+    assert statuses == ([200, 200, 200, 422, 404, 200, 422, 200, 200] if api_key is None
+                        else [401] * 8 + [200])

@@ -123,3 +123,16 @@ def test_auto_falls_back_to_cpu_and_cuda_fails_loudly_without_cuda(numeric_case)
     assert session.get_providers() == ["CPUExecutionProvider"]
     with pytest.raises(DeviceError, match="device=cuda"):
         create_session(numeric_case.bundle, "cuda")
+
+
+def test_finite_rows_read_each_row_and_only_the_roles_of_its_real_components():
+    from service.runtime import finite_rows
+
+    embedding, composition = np.zeros((3, 4), np.float32), np.zeros((3, 6), np.float32)
+    roles = np.full((3, 5, 3), 1 / 3, np.float32)
+    roles[0, 4] = np.nan  # padding of a row of length 2: does not count
+    roles[1, 1] = np.inf  # a real component of a row of length 3
+    composition[2, 5] = np.nan
+    assert finite_rows(embedding, roles, composition, [2, 3, 5]).tolist() == [True, False, False]
+    embedding[0, 0] = np.nan
+    assert finite_rows(embedding, roles, composition, [2, 3, 5]).tolist() == [False, False, False]
