@@ -90,34 +90,6 @@ def model_cpu(runtime, items: list, round_items: int, batching: dict, seconds: f
     return {"items_per_s": rate, "cpu_us_per_item": cpu / (rate * wall) * 1e6}
 
 
-def on_loop_cost(runtime, texts: list[str], limit: int, repeats: int = 50) -> dict[str, float]:
-    """Microseconds that parsing and tokenizing a body of at most `limit` bytes (the service's
-    prepare_on_loop_bytes) holds the event loop: one tweet, one text of that size, and as many
-    tweets as fit (medians)."""
-    import json
-
-    def body(inputs: list[str]) -> bytes:
-        return json.dumps({"input": inputs}).encode()
-
-    many: list[str] = []
-    for text in texts:
-        if len(body([*many, text])) > limit:
-            break
-        many.append(text)
-    long_text = " ".join(texts)
-    long_text = long_text[: max(1, limit - (len(body([long_text[:limit]])) - limit) - 16)]
-    cases = {"one tweet": body(texts[:1]), "one text of the limit": body([long_text]), f"{len(many)} tweets": body(many)}
-    out = {}
-    for name, raw in cases.items():
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            runtime.prepare(json.loads(raw)["input"])
-            times.append(time.perf_counter() - started)
-        out[f"{name} ({len(raw)} bytes)"] = statistics.median(times) * 1e6
-    return out
-
-
 def summarise(runs: dict[str, list[dict]], raw: dict[str, dict]) -> list[dict]:
     """Per system: the median of its rounds, HTTP + Python per request and served/raw."""
     rows = []
@@ -155,8 +127,6 @@ def report(rows: list[dict], results: dict) -> str:
                      f"{r['model_cpu_us_per_item']:.0f} | {r['http_python_us_per_request']:.0f} | {r['raw_items_per_s']:.0f} | "
                      f"{r['served_over_raw']:.2f} | {', '.join(map(str, r['rounds']))} | "
                      f"{', '.join(map(str, r['cpu_rounds']))} | {', '.join(map(str, r['loads']))} |")
-    lines += ["", f"Parsing and tokenizing on the event loop (bodies up to {results['on_loop_limit_bytes']} bytes), "
-                  "in process, median: " + "; ".join(f"{k}: {v:.0f} µs" for k, v in results["on_loop_us"].items()) + "."]
     if len(rows) >= 2:
         before, after = rows[:2]
         lines += ["", f"- HTTP + Python per request: {before['http_python_us_per_request']:.0f} µs before, "
@@ -218,15 +188,11 @@ def main(argv: list[str] | None = None) -> int:
                            info["batching"], min(8.0, args.seconds))
            for name, points in runs.items()}
     rows = summarise(runs, raw)
-    from service.config import Settings
-
-    loop_limit = Settings.model_fields["prepare_on_loop_bytes"].default  # this checkout's default
-    on_loop = on_loop_cost(runtime, texts, loop_limit)
     results = {"machine": machine("CPUExecutionProvider"), "bundle": info["name"], "precision": info["runtime"]["precision"],
                "args": {"bundle": str(args.bundle.relative_to(ROOT) if args.bundle.is_relative_to(ROOT) else args.bundle),
                         "before": args.before, "rounds": args.rounds, "seconds": args.seconds, "clients": args.clients,
                         "flags": args.flag, "variants": args.variant},
-               "rows": rows, "points": runs, "raw": raw, "on_loop_limit_bytes": loop_limit, "on_loop_us": on_loop}
+               "rows": rows, "points": runs, "raw": raw}
     write_results("request_cost", results, report(rows, results))
     return 0
 

@@ -42,7 +42,6 @@ def serve(
     max_concurrent_requests: Annotated[Optional[int], _flag("max_concurrent_requests")] = None,
     inference_threads: Annotated[Optional[int], _flag("inference_threads")] = None,
     prepare_threads: Annotated[Optional[int], _flag("prepare_threads")] = None,
-    prepare_on_loop_bytes: Annotated[Optional[int], _flag("prepare_on_loop_bytes")] = None,
     direct_routes: Annotated[Optional[bool], _flag("direct_routes")] = None,
     inference_nice: Annotated[Optional[list[str]], _flag("inference_nice")] = None,
     max_inputs_per_request: Annotated[Optional[int], _flag("max_inputs_per_request")] = None,

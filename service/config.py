@@ -105,18 +105,6 @@ class Settings(BaseSettings):
         0, ge=0, le=1024, description="ONNX Runtime intra-op threads (0 = one per core)"
     )
     prepare_threads: int = Field(2, ge=1, le=64, description="threads that parse and tokenize request bodies")
-    # A small body (a tweet or two) is parsed and tokenized in about 100 microseconds: handing it to a
-    # prepare thread and back costs more CPU than the work (benchmarks/request_cost.py). Past 1 KiB
-    # the work grows (a body of 1 KiB of tweets holds up the event loop for the time request_cost.py
-    # reports), and the prepare threads take it.
-    direct_routes: bool = Field(
-        True, description="POST /v1/atomize and /v1/embeddings are called by the outermost middleware itself, "
-        "without FastAPI's middleware, routing and dependency layers (same answers and errors, less CPU per request)"
-    )
-    prepare_on_loop_bytes: int = Field(
-        1024, ge=0, le=65536, description="request bodies up to this size are parsed and tokenized on the event loop "
-        "(no hand-off to a prepare thread); 0 = every body goes to a prepare thread"
-    )
     # Several models on shared cores: a heavy model's inference threads given a higher nice value
     # yield the CPU to the event loop and to a light model's batches whenever those are ready.
     inference_nice: Annotated[tuple[str, ...], NoDecode] = Field(

@@ -36,17 +36,13 @@ def prepare(serving: Ready, raw: bytes) -> tuple[Any, list[list[Item]]]:
 
 async def received(request: Request, serving: Ready, prepare: Callable[[Ready, bytes], tuple[Any, list[list[Item]]]]
                    ) -> tuple[Ready, Any, list[list[Item]]]:
-    """A request's body read, routed to the model it names and prepared (off the event loop unless
-    it is small: `prepare_on_loop_bytes`; a full queue refuses it before its body is read): the
-    model's serving state, the body, the items."""
+    """A request's body read, routed to the model it names and prepared off the event loop (a full
+    queue refuses it before its body is read): the model's serving state, the body, the items."""
     serving.refuse_before_reading()
     parsing = time.time_ns()
     raw = await request.body()
     serving = await serving.routed(raw)
-    if len(raw) <= serving.settings.prepare_on_loop_bytes:
-        body, groups = prepare(serving, raw)
-    else:
-        body, groups = await serving.off_loop(prepare, serving, raw)
+    body, groups = await serving.off_loop(prepare, serving, raw)
     if serving.trace is not None:
         serving.trace.parsed(parsing, serving.served.name)
     return serving, body, groups
