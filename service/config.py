@@ -105,6 +105,12 @@ class Settings(BaseSettings):
         0, ge=0, le=1024, description="ONNX Runtime intra-op threads (0 = one per core)"
     )
     prepare_threads: int = Field(2, ge=1, le=64, description="threads that parse and tokenize request bodies")
+    # The serving routes without the framework's layers: for a small model they cost more CPU than
+    # its inference (benchmarks/request_cost.py).
+    direct_routes: bool = Field(
+        True, description="POST /v1/atomize and /v1/embeddings are called by the outermost middleware itself, "
+        "without FastAPI's middleware, routing and dependency layers (same answers and errors, less CPU per request)"
+    )
     # Several models on shared cores: a heavy model's inference threads given a higher nice value
     # yield the CPU to the event loop and to a light model's batches whenever those are ready.
     inference_nice: Annotated[tuple[str, ...], NoDecode] = Field(
