@@ -149,7 +149,7 @@ class Runtime(ModelRunner):
 
     def one(self, item: Item, result: ItemResult) -> InputResult:
         """The answer of an input that is one item."""
-        real = self.component_positions(item)
+        real = self.component_positions(item) if self.special_ids else slice(None)  # no specials: views, no copies
         return InputResult(result.embedding, result.composition, item.components[real], result.roles[real],
                            None if item.offsets is None else item.offsets[real], item.truncated,
                            [(item, result)], np.zeros(0, np.float32), result.neighbors, result.bank)
@@ -189,7 +189,10 @@ class Runtime(ModelRunner):
         """Positions of the item's real components: all but the tokenizer's special tokens."""
         if not self.special_ids:
             return list(range(item.length))
-        return np.flatnonzero(~np.isin(item.components, self.special_ids)).tolist()
+        real = item.components != self.special_ids[0]  # a few special ids: cheaper than np.isin's sort
+        for special in self.special_ids[1:]:
+            real &= item.components != special
+        return np.flatnonzero(real).tolist()
 
     def token_strings(self, components: np.ndarray) -> list[str] | None:
         """What each component is, for display: token text (text) or None (numeric, use the index)."""

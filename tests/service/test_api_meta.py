@@ -131,3 +131,21 @@ def test_models_lists_the_served_bundle_and_refuses_other_names(text_client, tex
     assert named.status_code == 200
     wrong = text_client.post("/v1/atomize", json={"inputs": ["t01"], "model": "other"})
     assert wrong.status_code == 404 and repr(name) in wrong.json()["error"]["message"]
+
+
+def test_request_ids_are_32_hex_digits_unique_per_request_and_a_harmless_client_id_is_echoed(text_case):
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+
+    ids = []
+    for _ in range(2):  # two processes' worth of services: their ids differ too
+        with TestClient(create_app(text_case.settings(), bundle=text_case.bundle)) as client:
+            ids += [client.post("/v1/embeddings", json={"input": "t01"}).headers["x-request-id"] for _ in range(3)]
+            ids.append(client.get("/healthz").headers["x-request-id"])
+            assert client.get("/healthz", headers={"x-request-id": "mine-1"}).headers["x-request-id"] == "mine-1"
+            assert client.get("/healthz", headers={"x-request-id": "bad id!"}).headers["x-request-id"] != "bad id!"
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids) and len(set(ids)) == len(ids)
+    assert ids[0][:16] != ids[4][:16]  # each service draws its own random prefix
