@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEFAULT_TRAIN ?= --epochs 3 --batch-size 64 --lr 3e-3
 
-.PHONY: setup browser tools test run run-tuned bundle bundle-small bundle-tuned bench-quality bench-quality-backbone bench-quality-tuned bench-invariance bench-serve bench-peers bench-padding peers-setup peers-smoke bench-bank bench-documents bench-several bench-tracing bench-graph check-prometheus check-image clean
+.PHONY: setup browser tools test run run-tuned bundle bundle-small bundle-tuned bench-quality bench-quality-backbone bench-quality-tuned bench-invariance bench-serve bench-peers bench-padding peers-setup peers-smoke bench-bank bench-documents bench-several bench-tracing bench-graph bench-request check-prometheus check-image clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -124,6 +124,11 @@ bench-peers: setup bundle bundle-small peers-setup
 	$(PY) benchmarks/peers.py --profile $(PEERS_ARGS)
 	$(PY) benchmarks/peers_report.py
 	$(PY) benchmarks/graph_cost.py
+
+# The fixed cost of a request (issue 19): the service before the request-path changes and this
+# one, side by side on the small bundle (about 3 minutes).
+bench-request: setup bundle-small
+	$(PY) benchmarks/request_cost.py --rounds 5 --seconds 8 --variant=--no-direct-routes
 
 # The bundle's graph (issue 19): six export paths of the default model against the plain MiniLM
 # graph the peers serve (a few minutes), then the exported bundle's own graph and int8 copy.
