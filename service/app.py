@@ -211,7 +211,8 @@ def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None
             raise
         reloads = state.reloads = BankReloads(settings, list(state.served.values()))
         metrics_server = start_metrics_server(settings, metrics) if settings.metrics_port is not None else None
-        state.prepare_pool = ThreadPoolExecutor(settings.prepare_threads, thread_name_prefix="atom-prepare")
+        state.prepare_pools = {name: ThreadPoolExecutor(settings.prepare_threads, thread_name_prefix=f"atom-prepare-{name}")
+                               for name in state.served}
         for served in state.served.values():
             reloads.index_in_background(served)
         log.info("ready: %s at http://%s:%d", ", ".join(state.served), settings.host, settings.port)
@@ -221,7 +222,8 @@ def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None
             reloads.close()  # cancels the index builds still running
             state.stopping = True
             await asyncio.gather(*(served.batcher.stop() for served in state.served.values()))
-            state.prepare_pool.shutdown(wait=False, cancel_futures=True)
+            for pool in state.prepare_pools.values():
+                pool.shutdown(wait=False, cancel_futures=True)
             if metrics_server is not None:
                 metrics_server.shutdown()
             if tracing is not None:

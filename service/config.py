@@ -104,7 +104,7 @@ class Settings(BaseSettings):
     inference_threads: int = Field(
         0, ge=0, le=1024, description="ONNX Runtime intra-op threads (0 = one per core)"
     )
-    prepare_threads: int = Field(2, ge=1, le=64, description="threads that parse and tokenize request bodies")
+    prepare_threads: int = Field(2, ge=1, le=64, description="threads that parse and tokenize request bodies, per served model")
     # The serving routes without the framework's layers: for a small model they cost more CPU than
     # its inference (benchmarks/request_cost.py).
     direct_routes: bool = Field(

@@ -40,7 +40,9 @@ class ServiceState:
     settings: Settings
     metrics: Metrics
     served: dict[str, Served] = field(default_factory=dict)  # by name, in the order given; the first is the default
-    prepare_pool: ThreadPoolExecutor | None = None  # parses and tokenizes request bodies
+    # Each model's threads that parse and tokenize its request bodies: a flood of one model's
+    # requests never queues another model's bodies behind its own (benchmarks/several_models.py).
+    prepare_pools: dict[str, ThreadPoolExecutor] = field(default_factory=dict)
     reloads: BankReloads | None = None  # the banks' reloads (SIGHUP, the reload route), set once started
     # start-up steps done so far, set by the lifespan
     started: dict[str, bool] = field(
@@ -107,7 +109,7 @@ class Ready:
     settings: Settings
     served: Served
     choices: Mapping[str, Served]  # every served model by name
-    prepare_pool: ThreadPoolExecutor
+    prepare_pools: Mapping[str, ThreadPoolExecutor]  # by model name (ServiceState.prepare_pools)
     deadline: float  # loop.time() seconds: request arrival + request_timeout_ms
     scope_state: dict[str, Any]  # the request's scope state: the model chosen is recorded there (metrics)
     trace: RequestTrace | None = None  # this request's trace (service/tracing.py), when tracing is on
@@ -115,6 +117,11 @@ class Ready:
     @property
     def runtime(self) -> Runtime:
         return self.served.runtime
+
+    @property
+    def prepare_pool(self) -> ThreadPoolExecutor:
+        """The prepare threads of the model this request is routed to (the default one until then)."""
+        return self.prepare_pools[self.served.name]
 
     @property
     def batcher(self) -> Batcher[Item, ItemResult]:
@@ -264,12 +271,12 @@ def serving_of(request: Request, state: ServiceState) -> Ready:
     if not state.serving or default is None:
         raise NotReady("the model is not loaded yet")
     check_query(request)  # after the key and readiness, the order FastAPI's own validation has
-    assert state.prepare_pool is not None  # set with the models
+    assert state.prepare_pools, "set with the models"
     scope_state = request.scope.setdefault("state", {})
     arrived = scope_state.get("arrived_at", asyncio.get_running_loop().time())
     if len(state.served) == 1:  # the metrics' model label; with several, set once the request names one
         scope_state["model"] = default.name
-    return Ready(state.settings, default, state.served, state.prepare_pool, arrived + state.settings.request_timeout_s,
+    return Ready(state.settings, default, state.served, state.prepare_pools, arrived + state.settings.request_timeout_s,
                  scope_state, scope_state.get("trace"))
 
 

@@ -155,6 +155,31 @@ def test_one_models_full_queue_does_not_refuse_anothers_requests(text_case, nume
     assert [answer.status_code for answer in others] == [200, 200]
 
 
+def test_one_models_busy_prepare_threads_do_not_hold_up_anothers_requests(text_case, numeric_case):
+    """Each model parses and tokenizes its bodies on its own prepare threads: with every prepare
+    thread of the first model held, a request for `copy` is still answered."""
+    settings = several(text_case, numeric_case, prepare_threads=1)
+    text = text_case.bundle.manifest.name
+    release = threading.Event()
+
+    async def main():
+        async with serving(create_app(settings)) as client:
+            pools = client._transport.app.state.atom.prepare_pools
+            assert list(pools) == [text, numeric_case.bundle.manifest.name, "copy"]
+            assert len({id(pool) for pool in pools.values()}) == 3
+            held = asyncio.get_running_loop().run_in_executor(pools[text], release.wait, 30)
+            first = asyncio.ensure_future(client.post("/v1/embeddings", json={"model": text, "input": "t01"}))
+            other = await asyncio.wait_for(client.post("/v1/embeddings", json={"model": "copy", "input": "t01"}), 10)
+            waiting = not first.done()  # the first model's body waits for its only prepare thread
+            release.set()
+            await held
+            return other, waiting, await first
+
+    other, waiting, first = run_async(main())
+    assert other.status_code == 200 and waiting and first.status_code == 200
+    assert first.json()["data"][0]["embedding"] == other.json()["data"][0]["embedding"]  # the same bundle twice
+
+
 def test_every_model_has_its_own_metric_series(text_case, numeric_case):
     with TestClient(create_app(several(text_case, numeric_case))) as client:
         digits = numeric_case.bundle.manifest.name
