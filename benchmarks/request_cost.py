@@ -41,7 +41,7 @@ from common import ROOT, code_at, describe, machine, start_service, stop_service
 from loadgen import mean_between, run_load, scrape  # noqa: E402
 
 log = logging.getLogger("bench.request_cost")
-BEFORE_COMMIT = "5a0c1c2"  # main before this session's request-path changes
+BEFORE_COMMIT = "a4555d3"  # main just before the request-path changes (059e5df)
 PATH = "/v1/embeddings"
 
 
