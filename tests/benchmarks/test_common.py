@@ -99,3 +99,24 @@ def test_closed_loop_sends_each_clients_body_until_the_time_is_up_and_pauses_aft
     assert set(fast) == {"200", "429"} and len(fast["200"]) > 3 and len(fast["429"]) > 3
     assert 1 <= len(paused["429"]) <= 2  # one request, then a 0.2 s pause, within 0.3 s
     assert set(seen) == {b"a", b"b"}
+
+
+def test_request_cost_takes_medians_and_the_model_share_out_of_each_systems_cpu():
+    from request_cost import report, summarise
+
+    def point(rate, cpu, p99=50.0, load=1.0):
+        return {"items_per_s": rate, "cpu_us_per_request": cpu, "p99_ms": p99, "load_average_before": load}
+
+    runs = {"before (x)": [point(800, 1400), point(900, 1300), point(100, 9000)],
+            "after (this checkout)": [point(1100, 1000), point(1000, 1100), point(1200, 900)]}
+    raw = {"before (x)": {"items_per_s": 4000.0, "cpu_us_per_item": 300.0},
+           "after (this checkout)": {"items_per_s": 4000.0, "cpu_us_per_item": 300.0}}
+    before, after = summarise(runs, raw)
+    assert (before["items_per_s"], before["cpu_us_per_request"], before["http_python_us_per_request"]) == (800, 1400, 1100)
+    assert (after["items_per_s"], after["http_python_us_per_request"], after["served_over_raw"]) == (1100, 700, 0.275)
+    assert after["rounds"] == [1100, 1000, 1200] and before["cpu_rounds"] == [1400, 1300, 9000]
+    results = {"args": {"bundle": "b", "before": "x", "rounds": 3, "seconds": 8.0, "clients": 32, "flags": [], "variants": []},
+               "machine": {"cpu": "cpu", "cores": 2}, "bundle": "tweets-atom", "precision": "fp32"}
+    text = report([before, after], results)
+    assert "- HTTP + Python per request: 1100 µs before, 700 µs after (0.64x)." in text
+    assert "served/raw after 0.28 (target >= 0.5 for the small bundle at 32 clients: not met)" in text
