@@ -80,7 +80,8 @@ BACKBONE_SWEEP = {
     for method in METHODS
 }
 # A frozen backbone (what 2 CPU cores afford: its states are computed once and every run trains
-# only its head on them). 8 configurations per method (issue 17). plain and baseline: the head's
+# only its head on them). 8 configurations per method (issue 17), then 2 placed by their results
+# (`frozen_extension`, below). plain and baseline: the head's
 # learning rate (3e-3 was the largest tried before and won, so the grid goes 10x past it) and its
 # weight decay. atom: lambda, and the variants that ask why the potential costs accuracy here
 # (warm-up, a projection, bonds from predicted classes), plus one higher learning rate. A run of
@@ -397,7 +398,8 @@ def frozen_sentence_embeddings(dataset: str, backbone: str, data, cache_dir: Pat
 
 
 def sweep_of(suite: str, train_layers: int, records: list[dict] | None = None, dataset: str | None = None) -> dict:
-    """Each method's settings; for a partial fine-tune, with the fifth setting once `records` place it."""
+    """Each method's settings, with those that `records` place: a partial fine-tune's fifth, the
+    frozen sweep's 9th and 10th."""
     if suite == "scratch":
         return SCRATCH_SWEEP
     if train_layers == -1:
