@@ -78,11 +78,16 @@ class ItemResult:
     finite: bool = True  # embedding, roles and composition all finite (checked for the whole batch at once)
 
 
-def finite_rows(embedding: np.ndarray, roles: np.ndarray, composition: np.ndarray, lengths: Sequence[int]) -> np.ndarray:
+def finite_rows(embedding: np.ndarray, roles: np.ndarray | Sequence[np.ndarray], composition: np.ndarray,
+                lengths: Sequence[int]) -> np.ndarray:
     """(B,) bool: whether each row's embedding, composition and roles of its real components are
-    all finite; the padding's roles do not count."""
-    real = np.arange(roles.shape[1])[None, :] < np.asarray(lengths)[:, None]  # (B, n)
-    roles_ok = (np.isfinite(roles).all(axis=2) | ~real).all(axis=1)
+    all finite; the padding's roles do not count. `roles`: (B, n, 3), or one array per row (a
+    model run one input per call)."""
+    if isinstance(roles, np.ndarray):
+        real = np.arange(roles.shape[1])[None, :] < np.asarray(lengths)[:, None]  # (B, n)
+        roles_ok = (np.isfinite(roles).all(axis=2) | ~real).all(axis=1)
+    else:
+        roles_ok = np.array([bool(np.isfinite(row[:n]).all()) for row, n in zip(roles, lengths)], bool)
     return np.isfinite(embedding).all(axis=1) & np.isfinite(composition).all(axis=1) & roles_ok
 
 

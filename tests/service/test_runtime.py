@@ -134,5 +134,6 @@ def test_finite_rows_read_each_row_and_only_the_roles_of_its_real_components():
     roles[1, 1] = np.inf  # a real component of a row of length 3
     composition[2, 5] = np.nan
     assert finite_rows(embedding, roles, composition, [2, 3, 5]).tolist() == [True, False, False]
+    assert finite_rows(embedding, list(roles), composition, [2, 3, 5]).tolist() == [True, False, False]  # one per call
     embedding[0, 0] = np.nan
     assert finite_rows(embedding, roles, composition, [2, 3, 5]).tolist() == [False, False, False]
