@@ -28,6 +28,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 
 from contract.bank import Bank, BankError, open_bank
 from contract.bundle import Bundle, BundleError
@@ -256,6 +257,8 @@ def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None
         draining=lambda: state.draining or state.closing,
         tracing=tracing,
         state=state,
-        direct={"/v1/atomize": atomize.atomize, "/v1/embeddings": embeddings.embeddings} if settings.direct_routes else None,
+        # the serving routes themselves (POST, the `Serving` dependency and nothing else), called past FastAPI's layers
+        direct={route.path: route for route in [*atomize.router.routes, *embeddings.router.routes]
+                if isinstance(route, APIRoute) and "POST" in route.methods} if settings.direct_routes else None,
     )
     return app

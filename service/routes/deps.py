@@ -226,8 +226,6 @@ QUERY_TYPES = (int, str)
 
 def query_spec(route: object) -> tuple[tuple[str, type], ...]:
     """(name, type) of the query parameters a route declares, its dependencies' included; kept on the route."""
-    if route is None:  # a direct route (routes/middleware.py): its POST endpoints declare no query parameters
-        return ()
     spec = getattr(route, "_atom_query_spec", None)
     if spec is None:
         params, pending = [], [getattr(route, "dependant", None)]

@@ -20,16 +20,16 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
+from fastapi.routing import APIRoute
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import AtomError, InternalError, Overloaded, TooLarge
 from ..metrics import Metrics
 from ..tracing import Tracing
-from .deps import Ready, ServiceState, serving_of
+from .deps import ServiceState, serving_of
 from .handlers import error_response
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,10 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, *, max_request_bytes: int, max_concurrent_requests: int, metrics: Metrics,
                  route_paths: frozenset[str], draining: Callable[[], bool] = lambda: False,
                  tracing: Tracing | None = None, state: ServiceState | None = None,
-                 direct: dict[str, Callable[[Request, Ready], Awaitable[Response]]] | None = None):
+                 direct: dict[str, APIRoute] | None = None):
         self.app = app
         self.state = state
-        self.direct = direct or {}  # path -> the endpoint of a POST route called without the framework
+        self.direct = direct or {}  # path -> a POST route whose endpoint is called without the framework
         self.tracing = tracing  # None: no traces (the default), and no cost
         self.draining = draining
         self.max_request_bytes = max_request_bytes
@@ -99,11 +99,11 @@ class RequestContextMiddleware:
             if path.startswith("/v1/"):
                 admitted = True
                 self.in_flight += 1
-            endpoint = self.direct.get(path) if scope["method"] == "POST" else None
-            if endpoint is None:
+            direct = self.direct.get(path) if scope["method"] == "POST" else None
+            if direct is None:
                 await self.app(scope, body, send_with_id)
             else:
-                await self._direct(endpoint, scope, body, send_with_id)
+                await self._direct(direct, scope, body, send_with_id)
         except (Overloaded, TooLarge) as exc:
             await error_response(exc, request_id, self.metrics)(scope, receive, send_with_id)
         except Exception:
@@ -122,14 +122,14 @@ class RequestContextMiddleware:
             if "trace" in state:
                 state["trace"].end(status or 500, model)
 
-    async def _direct(self, endpoint: Callable[[Request, Ready], Awaitable[Response]], scope: Scope,
-                      receive: Receive, send: Send) -> None:
-        """A serving route's endpoint called as FastAPI would call it; its domain errors answered
-        as the app's exception handlers answer them."""
+    async def _direct(self, route: APIRoute, scope: Scope, receive: Receive, send: Send) -> None:
+        """A serving route's endpoint called as FastAPI would call it (the route in the scope, as
+        routing puts it there); its domain errors answered as the app's exception handlers answer them."""
         assert self.state is not None
+        scope["route"] = route
         request = Request(scope, receive)
         try:
-            response = await endpoint(request, serving_of(request, self.state))
+            response = await route.endpoint(request, serving_of(request, self.state))
         except AtomError as exc:
             state = scope["state"]
             response = error_response(exc, state["request_id"], self.metrics, state.get("model", ""))

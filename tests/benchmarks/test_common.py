@@ -120,3 +120,17 @@ def test_request_cost_takes_medians_and_the_model_share_out_of_each_systems_cpu(
     text = report([before, after], results)
     assert "- HTTP + Python per request: 1100 µs before, 700 µs after (0.64x)." in text
     assert "served/raw after 0.28 (target >= 0.5 for the small bundle at 32 clients: not met)" in text
+
+
+def test_code_at_unpacks_a_commits_files(tmp_path):
+    """An older commit's code for a before/after benchmark: the files as that commit has them."""
+    import subprocess
+
+    from common import ROOT, code_at
+
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    into = code_at(head, tmp_path / "before")
+    committed = subprocess.run(["git", "-C", str(ROOT), "show", f"{head}:service/config.py"], check=True,
+                               capture_output=True, text=True).stdout
+    assert into == tmp_path / "before" and (into / "service" / "config.py").read_text() == committed
+    assert not (into / ".git").exists()
