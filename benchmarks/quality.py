@@ -206,6 +206,46 @@ def frozen_extension(records: list[dict], dataset: str, method: str) -> dict[str
     return extension
 
 
+# The frozen sweep's second round (issue 17: "the potential's own terms", "more epochs where the
+# best epoch is the last one"): 7 more settings for every method, placed around the choice of its
+# first 10 once those have run, at the choice's epochs unless named. plain and baseline: the
+# choice at twice its epochs (both chose their last epoch), the head's learning rate halved and
+# doubled and no weight decay, each of those three at the choice's epochs and at twice them.
+# atom: the potential's own terms, one change at a time from one base, the choice with lambda 4x
+# (at the choice, 0.0075, the potential weighs 1/40 of its default: too little for a change in its
+# shape to show): the base itself, the Lennard-Jones well instead of Morse, a screened Coulomb term
+# between net charges (strength 1, the wells' depth), nonbonded scale 1.25 and 5 (default 2.5),
+# every same-label pair bonded (valence 0; default 2) and the shell radius (default span).
+SECOND_ROUND = 7
+_TERMS = {"lj": {"potential": "lj"}, "coulomb1": {"coulomb_strength": 1.0}, "nonbonded1.25": {"nonbonded_scale": 1.25},
+          "nonbonded5": {"nonbonded_scale": 5.0}, "valence0": {"valence": 0}, "shell": {"radius_mode": "shell"}}
+
+
+def frozen_second_round(records: list[dict], dataset: str, method: str) -> dict[str, dict]:
+    """The frozen sweep's 7 settings past its first 10 for a method, once those 10 have run."""
+    ten = {**FROZEN_SWEEP[method], **frozen_extension(records, dataset, method)}
+    ran = {r["config"] for r in records if r["phase"] == "sweep" and r["dataset"] == dataset and r["method"] == method}
+    if len(ten) < len(FROZEN_SWEEP[method]) + 2 or not set(ten) <= ran:
+        return {}
+    best = chosen(records, dataset, method, {method: ten})
+    choice = ten[best["config"]]
+    epochs = choice.get("epochs", BUDGET["tweets-frozen"]["epochs"])
+    if method == "atom":
+        base = {**choice, "potential_weight": float(f"{_axis_value(choice, 'potential_weight') * 4:.3g}"), "epochs": epochs}
+        stem = f"lambda{base['potential_weight']:g}"
+        second = {f"{stem}-e{epochs}": base}
+        for name, terms in _TERMS.items():
+            second[f"{stem}-{name}-e{epochs}"] = {**base, "model": {**choice.get("model", {}), **terms}}
+        return second
+    lr, wd = choice["lr"], choice["weight_decay"]
+    second = {}
+    for e in (epochs * 2, epochs):
+        variants = [(lr, wd)] if e == epochs * 2 else []
+        for lr_, wd_ in variants + [(float(f"{lr / 2:.3g}"), wd), (float(f"{lr * 2:.3g}"), wd), (lr, 0.0)]:
+            second[f"lr{lr_:g}-wd{wd_:g}-e{e}"] = {"lr": lr_, "weight_decay": wd_, "epochs": e}
+    return second
+
+
 # Same budget for every method of a dataset.
 BUDGET = {
     "synthetic": {"epochs": 8, "batch_size": 64},
@@ -399,13 +439,14 @@ def frozen_sentence_embeddings(dataset: str, backbone: str, data, cache_dir: Pat
 
 def sweep_of(suite: str, train_layers: int, records: list[dict] | None = None, dataset: str | None = None) -> dict:
     """Each method's settings, with those that `records` place: a partial fine-tune's fifth, the
-    frozen sweep's 9th and 10th."""
+    frozen sweep's 9th and 10th and its second round."""
     if suite == "scratch":
         return SCRATCH_SWEEP
     if train_layers == -1:
         return BACKBONE_SWEEP
     if train_layers == 0:
-        return {method: {**settings, **frozen_extension(records or [], dataset, method)}
+        return {method: {**settings, **frozen_extension(records or [], dataset, method),
+                         **frozen_second_round(records or [], dataset, method)}
                 for method, settings in FROZEN_SWEEP.items()}
     sweep = {method: dict(settings) for method, settings in PARTIAL_SWEEP.items()}
     for method in sweep:
@@ -419,7 +460,7 @@ def sweep_size(suite: str, train_layers: int) -> int:
     """How many settings each method's sweep holds once complete (its placed settings too)."""
     if suite == "scratch":
         return len(SCRATCH_SWEEP["atom"])
-    return {0: len(FROZEN_SWEEP["atom"]) + 2, -1: len(BACKBONE_SWEEP["atom"])}.get(train_layers, len(PARTIAL_GRID) + 1)
+    return {0: len(FROZEN_SWEEP["atom"]) + 2 + SECOND_ROUND, -1: len(BACKBONE_SWEEP["atom"])}.get(train_layers, len(PARTIAL_GRID) + 1)
 
 
 def suite_name(suite: str, train_layers: int) -> str:

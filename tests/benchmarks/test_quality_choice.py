@@ -255,7 +255,7 @@ def test_the_frozen_sweep_steps_past_its_edge_then_trains_the_best_of_nine_longe
     assert ninth == {"lr0.00548-wd0.1": {"lr": 0.00548, "weight_decay": 0.1}}
 
 
-def test_a_frozen_choice_gets_its_seeds_only_once_its_ten_settings_have_run():
+def test_a_frozen_choice_gets_its_seeds_only_once_its_seventeen_settings_have_run():
     class Args:
         suite, train_layers, methods, seeds = "backbone", 0, "atom", 3
         backbone, device, workers, limit, quick, runs = "minilm", "cpu", 1, None, False, "runs"
@@ -270,5 +270,35 @@ def test_a_frozen_choice_gets_its_seeds_only_once_its_ten_settings_have_run():
     assert configs[9] == f"{best}-e6" and quality.final_jobs(Args, nine, "tweets") == []
     longer = quality.sweep_of("backbone", 0, nine, "tweets")["atom"][f"{best}-e6"]
     ten = nine + [record("atom", f"{best}-e6", 0.9, 0.5, settings=longer)]
-    finals = quality.final_jobs(Args, ten, "tweets")
+    assert quality.final_jobs(Args, ten, "tweets") == []  # the second round first
+    second = [j for j in quality.sweep_jobs(Args, "tweets", ten)][10:]
+    assert len(second) == quality.SECOND_ROUND
+    seventeen = ten + [record("atom", j["config"], 0.5, 0.5, settings=j["settings"]) for j in second]
+    assert quality.final_jobs(Args, seventeen[:-1], "tweets") == []
+    finals = quality.final_jobs(Args, seventeen, "tweets")
     assert [(j["config"], j["seed"], j["settings"]["epochs"]) for j in finals] == [(f"{best}-e6", 1, 6), (f"{best}-e6", 2, 6)]
+
+
+def test_the_frozen_second_round_varies_the_potential_at_4x_the_chosen_lambda_and_the_heads_around_their_choice():
+    from quality import SECOND_ROUND, frozen_second_round, sweep_of, sweep_size
+
+    eight = frozen_records("atom", {name: 0.70 for name in FROZEN_SWEEP["atom"]} | {"lambda0.03": 0.758})
+    nine = eight + [record("atom", "lambda0.0075", 0.761, 0.5, settings={"lr": 3e-3, "potential_weight": 0.0075})]
+    assert frozen_second_round(nine, "tweets", "atom") == {}  # not before the ten have run
+    ten = nine + [record("atom", "lambda0.0075-e6", 0.77, 0.5)]
+    second = frozen_second_round(ten, "tweets", "atom")
+    assert len(second) == SECOND_ROUND and sweep_size("backbone", 0) == len(FROZEN_SWEEP["atom"]) + 2 + SECOND_ROUND
+    assert second["lambda0.03-e6"] == {"lr": 3e-3, "potential_weight": 0.03, "epochs": 6}
+    assert second["lambda0.03-lj-e6"]["model"] == {"potential": "lj"}
+    assert {json.dumps(s.get("model"), sort_keys=True) for s in second.values()} == {
+        "null", '{"potential": "lj"}', '{"coulomb_strength": 1.0}', '{"nonbonded_scale": 1.25}',
+        '{"nonbonded_scale": 5.0}', '{"valence": 0}', '{"radius_mode": "shell"}'}
+    assert all(s["potential_weight"] == 0.03 and s["epochs"] == 6 for s in second.values())
+    assert list(sweep_of("backbone", 0, ten, "tweets")["atom"])[-SECOND_ROUND:] == list(second)
+    # a head: the choice longer, and its learning rate halved, doubled, and no weight decay, at both lengths
+    heads = {f"lr{lr:g}-wd{wd:g}": 0.70 for lr in (1e-3, 3e-3, 1e-2, 3e-2) for wd in (0.01, 0.1)} | {"lr0.03-wd0.01": 0.73}
+    ran = frozen_records("baseline", heads) + [record("baseline", "lr0.12-wd0.01", 0.72, 0.5),
+                                              record("baseline", "lr0.03-wd0.01-e6", 0.74, 0.5)]
+    second = frozen_second_round(ran, "tweets", "baseline")
+    assert sorted((s["lr"], s["weight_decay"], s["epochs"]) for s in second.values()) == sorted(
+        [(0.03, 0.01, 12)] + [(lr, wd, e) for lr, wd in ((0.015, 0.01), (0.06, 0.01), (0.03, 0.0)) for e in (6, 12)])
