@@ -2,12 +2,14 @@
 
     python benchmarks/graph_variants.py [--run runs/tweets] [--plain runs/peers/minilm-onnx/model.onnx]
 
-The run's model (the default bundle's, `make bundle`) is exported six ways: by the dynamo
-exporter (what `atomize export` uses), by the TorchScript one, or by the TorchScript one with the
-backbone's attention in its eager form (matmul + softmax instead of one sdpa call, the pattern that
-the attention fusion looks for); each then optimised either by
-ONNX Runtime's basic level (export's step today) or by ONNX Runtime's transformer optimizer
-(`onnxruntime.transformers`: attention, LayerNorm, GELU and bias fusions). A file that fails the
+The run's model (the default bundle's, `make bundle`) is exported four ways: by the dynamo
+exporter, by the TorchScript one, by the TorchScript one with the backbone's attention in its eager
+form (matmul + softmax instead of one sdpa call, the pattern that the attention fusion looks for:
+what `atomize export` does), and that last one with the role MLP run on every token instead of the
+role table that every other variant looks the roles up in (`AtomModel.tabulated_roles`). Each is
+then optimised either by ONNX Runtime's basic level (export's step) or by ONNX Runtime's
+transformer optimizer (`onnxruntime.transformers`: attention, LayerNorm, GELU and bias fusions).
+A file that fails the
 export's own parity check (1e-4 against PyTorch on its three cases) is reported and not timed.
 The plain MiniLM graph the peers serve (`benchmarks/peer_systems.py --export`) is timed beside
 them, as exported and through the same transformer optimizer (Infinity serves such a copy).
@@ -86,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
            "torchscript, eager attention": work / "torchscript-eager.raw.onnx"}
     export_onnx(model, example, raw["dynamo"], exporter="dynamo")
     export_onnx(model, example, raw["torchscript, eager attention"], exporter="torchscript")  # what export does
+    if model.config.head == "atom":  # the role MLP on every token, as exported before the role table
+        raw["torchscript, eager attention, role MLP"] = work / "torchscript-eager-mlp.raw.onnx"
+        export_onnx(model, example, raw["torchscript, eager attention, role MLP"], exporter="torchscript", role_table=False)
     if model.config.backbone_config:  # the TorchScript exporter on the attention as the model runs it (sdpa)
         export_onnx(model, example, raw["torchscript"], exporter="torchscript", attention="sdpa")
     else:  # no backbone: one attention form

@@ -6,8 +6,9 @@ Reading order: roles -> composition -> nucleus (the embedding) -> electron shell
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -65,9 +66,16 @@ class AtomHead(nn.Module):
         self.nucleus = nn.Linear(config.d_model, config.embedding_dim)  # W_z
         if config.radius_mode == "shell":
             self.shell = nn.Linear(config.d_model, config.embedding_dim)  # W_u, electron offsets
+        # Set for an export only (`tabulated_roles`): a component role read from its own token
+        # embedding depends on the token id alone, so the graph looks its logits up (V, 3)
+        # instead of running the role MLP on every token. Not a parameter: never saved or trained.
+        self.role_table: torch.Tensor | None = None
 
-    def roles(self, source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        logits = self.role(source) / self.config.role_temperature  # (B, n, 3)
+    def roles(self, source: torch.Tensor, mask: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        if self.role_table is not None and ids is not None:
+            logits = F.embedding(ids, self.role_table)  # (B, n, 3), the MLP's output per token id
+        else:
+            logits = self.role(source) / self.config.role_temperature  # (B, n, 3)
         if self.training and self.config.gumbel:
             # hard one-hot forward, soft gradient backward (straight-through)
             pi = F.gumbel_softmax(logits, tau=1.0, hard=True)
@@ -76,12 +84,14 @@ class AtomHead(nn.Module):
         return pi * mask[..., None]
 
     def forward(
-        self, h: torch.Tensor, e: torch.Tensor, mask: torch.Tensor
+        self, h: torch.Tensor, e: torch.Tensor, mask: torch.Tensor, ids: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """h: contextual states, e: the components' own embeddings, both (B, n, d)."""
+        """h: contextual states, e: the components' own embeddings, both (B, n, d); ids: the
+        token ids (text), which `role_table` reads."""
         config = self.config
         mask = mask.to(h.dtype)
-        pi = self.roles(e if config.role_source == "component" else h, mask)  # (B, n, 3)
+        component = config.role_source == "component"
+        pi = self.roles(e if component else h, mask, ids if component else None)  # (B, n, 3)
         electrons, protons, neutrons = token_sum(pi).unbind(-1)  # soft counts, (B,) each
         n_real = token_sum(mask).clamp(min=1.0)
         mass = protons + neutrons
@@ -167,11 +177,28 @@ class AtomModel(nn.Module):
             composition = torch.zeros(batch, 6, dtype=h.dtype, device=h.device)
             return AtomOutput(pooled, roles, composition, self.classifier(pooled))
         mask = self.component_mask(inputs, mask)
-        z, pi, composition = self.atom(h, e, mask)
+        z, pi, composition = self.atom(h, e, mask, inputs if self.config.modality == "text" else None)
         logits, fractions = self.classify(z, composition)
         element_logits = self.element(self.element_scale.exp() * (fractions - 1.0 / 3.0))
         projected = self.project(z) if self.config.potential_projection > 0 else None
         return AtomOutput(z, pi, composition, logits, element_logits, projected)
+
+    @contextlib.contextmanager
+    def tabulated_roles(self) -> Iterator[bool]:
+        """Within: the atom head reads each text component's role logits from a table over the
+        vocabulary (the role MLP run once on every token embedding), as an exported graph should;
+        yields whether it applies (text, roles read from the component itself)."""
+        head = getattr(self, "atom", None)
+        table = self.encoder.token_embeddings() if head is not None else None
+        if table is None or self.config.role_source != "component":
+            yield False
+            return
+        with torch.no_grad():
+            head.role_table = head.role(table) / self.config.role_temperature  # (V, 3)
+        try:
+            yield True
+        finally:
+            head.role_table = None
 
     def project(self, z: torch.Tensor) -> torch.Tensor:
         """(B, k) -> (B, P) on the sphere of the same radius as z, so the atoms' radii (distances

@@ -109,6 +109,10 @@ class BackboneEncoder(nn.Module):
             h = layer(h, attention_mask=attend)
         return h
 
+    def token_embeddings(self) -> torch.Tensor:
+        """(V, d): every token id's own embedding (e), the backbone's word embeddings."""
+        return self.model.embeddings.word_embeddings.weight
+
     def forward(
         self, inputs: torch.Tensor, mask: torch.Tensor, states: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -76,6 +76,10 @@ class ComponentEncoder(nn.Module):
         self.norm = nn.LayerNorm(config.d_model)
         self.dropout = nn.Dropout(config.dropout)
 
+    def token_embeddings(self) -> torch.Tensor | None:
+        """(V, d): every token id's own embedding (e), for text; None for numeric components."""
+        return self.embed.weight if self.modality == "text" else None
+
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (h, e): contextual states and the components' own embeddings, both (B, n, d)."""
         if self.modality == "numeric":

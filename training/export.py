@@ -10,6 +10,7 @@ and moved into place only when everything passed, so a failed export leaves noth
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -76,10 +77,20 @@ def input_names(modality: str) -> tuple[str, str]:
 
 
 def export_onnx(model: nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: Path,
-                exporter: str = EXPORTER, attention: str = "eager") -> dict[str, str]:
-    """The model as an ONNX file with dynamic batch and component axes; returns how it was made.
+                exporter: str = EXPORTER, attention: str = "eager", role_table: bool = True) -> dict[str, str]:
+    """The model as an ONNX file with dynamic batch and component axes; returns how it was made
+    (`_export_graph`). role_table: a text model's component roles are looked up per token id in
+    the graph (`AtomModel.tabulated_roles`) rather than computed by the role MLP on every token."""
+    with model.tabulated_roles() if role_table else contextlib.nullcontext(False) as tabulated:
+        graph = _export_graph(model, example, path, exporter, attention)
+    if model.config.head == "atom":
+        graph["roles"] = "table" if tabulated else "mlp"
+    return graph
 
-    exporter "torchscript" (the default) writes a pretrained backbone's attention in its eager form
+
+def _export_graph(model: nn.Module, example: tuple[torch.Tensor, torch.Tensor], path: Path,
+                  exporter: str, attention: str) -> dict[str, str]:
+    """exporter "torchscript" (the default) writes a pretrained backbone's attention in its eager form
     (matmul, mask, softmax): on the default bundle that graph served 0.94 of the plain MiniLM
     graph's items/s against 0.83 for the dynamo exporter's graph with one sdpa call
     (benchmarks/results/graph_variants.md); attention "sdpa" keeps the one call the model runs.

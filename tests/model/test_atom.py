@@ -223,3 +223,21 @@ def test_token_sum_is_the_weighted_sum_over_components():
     torch.testing.assert_close(token_sum(weight), weight.sum(1))
     torch.testing.assert_close(token_sum(values[..., 0], weight), (weight * values[..., 0]).sum(1))
     assert token_sum(values, weight).shape == (3, 4) and token_sum(weight).shape == (3,)
+
+
+def test_tabulated_roles_equal_the_role_mlp_on_every_token_and_only_within_the_context():
+    model = tiny("text")
+    inputs, mask = batch("text")
+    with torch.no_grad():
+        direct = model(inputs, mask)
+        with model.tabulated_roles() as tabulated:
+            assert tabulated and model.atom.role_table.shape == (40, 3)
+            table = model(inputs, mask)
+        assert model.atom.role_table is None
+    torch.testing.assert_close(table.roles, direct.roles, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(table.embedding, direct.embedding, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(table.composition, direct.composition, atol=1e-6, rtol=1e-5)
+    # numeric components and contextual roles have no table
+    for other in (tiny("numeric"), tiny("text", role_source="context")):
+        with other.tabulated_roles() as tabulated:
+            assert not tabulated and other.atom.role_table is None

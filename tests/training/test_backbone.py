@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -173,6 +174,13 @@ def test_export_writes_a_measured_int8_copy(backbone_bundle):
     # the graph as chosen by benchmarks/graph_variants.py, recorded with its parity
     assert manifest.graph["exporter"] == "torchscript" and manifest.graph["attention"] == "eager"
     assert manifest.graph["optimisation"] == "basic" and 0.0 <= manifest.graph["parity_max"] <= 1e-4
+    # roles looked up per token id (parity above checks the lookup against the role MLP): the
+    # role MLP's weights are not in the graph, a (vocab, 3) table is
+    assert manifest.graph["roles"] == "table"
+    graph = onnx.load(str(backbone_bundle / "encoder.onnx"))
+    shapes = [tuple(t.dims) for t in graph.graph.initializer]
+    assert (manifest.input.vocab_size, 3) in shapes and not any(name.startswith("atom.role") for name in
+                                                                 (t.name for t in graph.graph.initializer))
 
 
 @pytest.mark.parametrize("precision, expected_file", [("auto", "encoder.int8.onnx"), ("fp32", "encoder.onnx")])
