@@ -11,8 +11,10 @@ bank: what one more MiniLM model costs); + the small from-scratch bundle.
 Fair sharing: a service with model A (the default MiniLM bundle) and model B (the small bundle),
 A's queue bounded (--max-queue-items 256). B gets a light load (2 clients, one text per request)
 alone, then while A is flooded (64 clients x 16 texts, far past what it serves: it sheds 429s);
-all of it twice, as configured by default and with A's inference threads at nice 10 (--nice). Target: B's p99 under A's flood at most 2x its p99 alone. Both loads run in this process (raw
-HTTP/1.1 keep-alive clients), on the same cores as the service. Results:
+all of it three times: as configured by default, with A's inference threads at nice 10 (--nice),
+and with A also on one ONNX Runtime thread. Target: B's p99 under A's flood at most 2x its p99
+alone. B's load runs in this process, A's flood in a process of its own (raw HTTP/1.1 keep-alive
+clients), on the same cores as the service. Results:
 benchmarks/results/several_models_{memory,fairness}.{md,json}.
 """
 
@@ -87,11 +89,14 @@ def flood(port: int, model: str, seconds: float, pause_on_429_s: float, out) -> 
 
 
 def fairness(bundle: Path, small: Path, seconds: float, nice: int) -> dict:
-    """B alone and under A's two floods, for the service as configured by default and with A's
-    inference threads at nice `nice` (--inference-nice), each a fresh service."""
+    """B alone and under A's two floods, for the service as configured by default, with A's
+    inference threads at nice `nice` (--inference-nice), and with A also on one ONNX Runtime thread
+    (--inference-threads A=1, a core left to the event loop and B), each a fresh service."""
     a = json.loads((bundle / "manifest.json").read_text())["name"]
     result = {"model_a": a, "model_b": "small", "services": {}}
-    for label, flags in (("defaults", []), (f"A at nice {nice}", ["--inference-nice", f"{a}={nice}"])):
+    for label, flags in (("defaults", []), (f"A at nice {nice}", ["--inference-nice", f"{a}={nice}"]),
+                         (f"A at nice {nice}, 1 inference thread",
+                          ["--inference-nice", f"{a}={nice}", "--inference-threads", f"{a}=1"])):
         result["services"][label] = {"flags": flags, **fairness_of(bundle, small, seconds, flags)}
     return result
 
@@ -142,7 +147,8 @@ def fairness_report(fair: dict, host: dict, seconds: float) -> str:
         f"clients that wait the 1 s of its Retry-After. {seconds:g} s each; A's flood from a process of its own, B's",
         "from this one, both on the same 2 cores as the service. Each service setting is a fresh service: as",
         "configured by default, then with A's inference threads (its batch thread and ONNX Runtime's) at a higher",
-        "nice value (`--inference-nice A=N`), so that the scheduler runs the event loop and B first.", "",
+        "nice value (`--inference-nice A=N`), so that the scheduler runs the event loop and B first, then with A",
+        "also on one ONNX Runtime thread (`--inference-threads A=1`), so that a core is left to the loop and B.", "",
         "| service | load | B answers/s | B statuses | B p50 ms | B p99 ms | B p99 / alone | A answers/s | A statuses "
         "| load avg before |",
         "|---|---|---:|---|---:|---:|---:|---:|---|---:|",

@@ -84,7 +84,7 @@ def start_runtime(settings: Settings, loaded: Loaded, metrics: ModelMetrics) -> 
     runtime = Runtime(
         loaded.bundle, device=settings.device, precision=settings.precision,
         max_components_per_input=settings.max_components_per_input, metrics=metrics, bank=loaded.bank,
-        threads=settings.inference_threads,
+        threads=settings.threads_for(loaded.name),
     )
     runtime.warm_up()
     nice = settings.nice_for(loaded.name)

@@ -40,7 +40,7 @@ def serve(
     max_wait_ms: Annotated[Optional[float], _flag("max_wait_ms")] = None,
     max_queue_items: Annotated[Optional[int], _flag("max_queue_items")] = None,
     max_concurrent_requests: Annotated[Optional[int], _flag("max_concurrent_requests")] = None,
-    inference_threads: Annotated[Optional[int], _flag("inference_threads")] = None,
+    inference_threads: Annotated[Optional[list[str]], _flag("inference_threads")] = None,
     prepare_threads: Annotated[Optional[int], _flag("prepare_threads")] = None,
     direct_routes: Annotated[Optional[bool], _flag("direct_routes")] = None,
     inference_nice: Annotated[Optional[list[str]], _flag("inference_nice")] = None,

@@ -33,7 +33,7 @@ def _entries(value: Any) -> tuple[str, ...]:
     """A list setting from a flag given several times, a list, or one comma-separated string (env)."""
     if value is None:
         return ()
-    if isinstance(value, (str, Path)):
+    if isinstance(value, (str, Path, int)):
         value = str(value).split(",")
     return tuple(str(part).strip() for part in value if str(part).strip())
 
@@ -101,8 +101,10 @@ class Settings(BaseSettings):
     # The admission limit (as text-embeddings-inference's --max-concurrent-requests): past it a
     # /v1 request is refused with 429 before its body is even read, so refusing costs nothing.
     max_concurrent_requests: int = Field(512, ge=1, description="/v1 requests in flight before 429")
-    inference_threads: int = Field(
-        0, ge=0, le=1024, description="ONNX Runtime intra-op threads (0 = one per core)"
+    # Several models on shared cores: a heavy model given fewer threads leaves cores to the others.
+    inference_threads: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("0",), description="ONNX Runtime intra-op threads (0 = one per core): N for every model, NAME=N for one of "
+        "several models (overrides N)"
     )
     prepare_threads: int = Field(2, ge=1, le=64, description="threads that parse and tokenize request bodies, per served model")
     # The serving routes without the framework's layers: for a small model they cost more CPU than
@@ -164,7 +166,7 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="logging level")
 
-    @field_validator("bundle", "bank", "bundle_digest", "inference_nice", mode="before")
+    @field_validator("bundle", "bank", "bundle_digest", "inference_nice", "inference_threads", mode="before")
     @classmethod
     def _list(cls, value: Any) -> tuple[str, ...]:
         return _entries(value)
@@ -186,7 +188,18 @@ class Settings(BaseSettings):
             value = named(entry)[1]
             if not (value.isdigit() and 0 <= int(value) <= 19):
                 raise ValueError(f"inference_nice: {entry!r}: the nice value must be a whole number from 0 to 19")
+        for entry in self.inference_threads:
+            value = named(entry)[1]
+            if not (value.isdigit() and 0 <= int(value) <= 1024):
+                raise ValueError(f"inference_threads: {entry!r}: the thread count must be a whole number from 0 to 1024")
         return self
+
+    def threads_for(self, name: str) -> int:
+        """ONNX Runtime intra-op threads of the model served as `name` (0: one per core): its own
+        NAME=N entry, else the bare N that applies to every model."""
+        bare = [value for key, value in map(named, self.inference_threads) if key is None]
+        value = self._for(self.inference_threads, name, False) or (bare[-1] if bare else "0")
+        return int(value)
 
     def nice_for(self, name: str) -> int:
         """The nice value of the model served as `name`'s inference threads (0: unchanged)."""

@@ -75,7 +75,7 @@ def load_served(settings: Settings) -> list[Loaded]:
                                   f"{bundle.path}; give one another name with --bundle NAME=FOLDER")
         loaded.append(Loaded(name, bundle, open_bank(bundle, bank_path), bank_path))
     served = {item.name for item in loaded}
-    for field in ("bank", "bundle_digest"):
+    for field in ("bank", "bundle_digest", "inference_nice", "inference_threads"):
         for entry in getattr(settings, field):
             key, _ = named(entry)
             if key is not None and key not in served:

@@ -278,6 +278,24 @@ def test_a_model_given_a_nice_value_runs_on_threads_that_yield_the_cores(text_ca
         assert nice_of(threading.get_native_id()) == 0
 
 
+def test_each_model_gets_the_inference_threads_given_for_it_else_the_bare_count(text_case):
+    settings = Settings(bundle=[str(text_case.path), f"heavy={text_case.path}", f"light={text_case.path}"],
+                        device="cpu", inference_threads=["2", "heavy=1"])
+    with TestClient(create_app(settings)) as client:
+        served = client.app.state.atom.served
+        threads = {name: served[name].runtime.session.get_session_options().intra_op_num_threads
+                   for name in ("heavy", "light")}
+        assert threads == {"heavy": 1, "light": 2}
+        assert client.post("/v1/embeddings", json={"model": "heavy", "input": "a b"}).status_code == 200
+    assert Settings(bundle=[str(text_case.path)], inference_threads=3).threads_for("x") == 3  # the env's form: one count
+    assert Settings(bundle=[str(text_case.path)]).threads_for("x") == 0
+    with pytest.raises(ValueError, match="from 0 to 1024"):
+        Settings(bundle=[str(text_case.path)], inference_threads=["heavy=many"])
+    with pytest.raises(ServeSetupError, match="inference_threads: 'other=1' is for model 'other', which is not served"):
+        with TestClient(create_app(Settings(bundle=[f"heavy={text_case.path}"], device="cpu", inference_threads=["other=1"]))):
+            pass
+
+
 def test_inference_nice_is_checked_at_start(text_case):
     two = [str(text_case.path), f"heavy={text_case.path}"]
     with pytest.raises(ValueError, match="names no model"):
