@@ -460,7 +460,8 @@ def _offline_env(**extra: str) -> dict:
 
 @contextmanager
 def infinity_server(
-    model_dir: Path, work_dir: Path, log_path: Path, batch_size: int = 32, *, log_level: str = "warning"
+    model_dir: Path, work_dir: Path, log_path: Path, batch_size: int = 32, *, log_level: str = "warning",
+    spinning: bool = True,
 ) -> Iterator[Endpoint]:
     """Infinity 0.0.78's server on the ONNX folder (optimum engine, ONNX Runtime on the CPU).
 
@@ -473,7 +474,9 @@ def infinity_server(
     literal model id ".", so a stale file of another folder would be picked up silently). With
     optimum 2.x, the only optimum that imports beside torch 2.13, the call fails on an argument
     optimum removed, and Infinity serves the plain model.onnx (warning in its log); the version
-    string says which happened. log_level "warning"
+    string says which happened. spinning=False starts it with peer_apps/no_spin on its PYTHONPATH,
+    whose sitecustomize turns ONNX Runtime's thread spinning off in every session it opens, as this
+    service runs its own (Infinity's default keeps it on). log_level "warning"
     keeps uvicorn's access log (a line per request) out of the measurement; "info" shows it and
     Infinity's start-up timings."""
     _require("infinity_emb", "infinity-emb")
@@ -509,6 +512,8 @@ def infinity_server(
         HF_HOME=str(hf_home),
         INFINITY_HOME=str(hf_home),
         INFINITY_ANONYMOUS_USAGE_STATS="0",  # with DO_NOT_TRACK=1: no posthog telemetry thread
+        **({} if spinning else {"PYTHONPATH": os.pathsep.join(
+            filter(None, [str(Path(__file__).resolve().parent / "peer_apps" / "no_spin"), os.environ.get("PYTHONPATH")]))}),
     )
     server = _Server(cmd, cwd=model_dir, env=env, log_path=log_path)
     endpoint = Endpoint(
@@ -518,7 +523,7 @@ def infinity_server(
         version=(
             f"infinity-emb {package_version('infinity-emb')} (optimum engine, optimum {package_version('optimum')}, "
             f"optimum-onnx {package_version('optimum-onnx')}, onnxruntime {_ort_version()}, mean pooling, "
-            f"batch size {batch_size})"
+            f"batch size {batch_size}{'' if spinning else ', ONNX Runtime spinning off'})"
         ),
     )
     # uvicorn stops on SIGINT/SIGTERM alike; SIGINT is what a user's Ctrl-C sends.

@@ -13,7 +13,8 @@ point after a warm-up, bounded by time and count):
   response (composition, roles, 5 neighbors); `atomizer-nobatch` one item per batch;
   `atomizer-before` the service as it was before the fast path (h11 + asyncio, no padding bound).
 - infinity and ray-serve (benchmarks/peer_systems.py, in their own environment .venv-peers made by
-  benchmarks/peer_apps/setup_peers.sh) on one plain MiniLM ONNX file; st: sentence-transformers
+  benchmarks/peer_apps/setup_peers.sh) on one plain MiniLM ONNX file; infinity-nospin: Infinity with
+  ONNX Runtime's thread spinning off, as this service and the Ray app run; st: sentence-transformers
   `encode` in process, no HTTP (the floor).
 - small, small-full: the small from-scratch bundle (bundles/tweets-small), when it exists.
 
@@ -81,6 +82,8 @@ SYSTEMS = [
     System("atomizer-before", "ours", flags=(*FP32, "--http", "h11", "--loop", "asyncio", "--max-batch-padding", "inf"),
            clients=(32, 128), sizes=(1,), notes="before the fast path: h11, asyncio, one padded batch per round"),
     System("infinity", "peer"),
+    System("infinity-nospin", "peer", clients=(8, 32, 128),
+           notes="ONNX Runtime's thread spinning off in its sessions (peer_apps/no_spin), as this service runs"),
     System("ray-serve", "peer"),
     System("st", "in-process", clients=(1,), sizes=(1, 16, 32)),
     System("small", "ours", bundle="bundles/tweets-small"),

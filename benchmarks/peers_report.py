@@ -19,7 +19,12 @@ from peers import SYSTEMS, key, test_texts  # noqa: E402
 
 from contract.bundle import load_bundle  # noqa: E402
 
-PEERS = ("infinity", "ray-serve")
+PEERS = ("infinity", "infinity-nospin", "ray-serve")
+# Issue 19: fp32 /v1/embeddings at least 1.3x the best peer (each peer's better spinning policy
+# counts) at 8, 32 and 128 clients x 1 input, at a p99 no worse; 32 x 16 kept from before.
+PEER_POINTS = ((8, 1), (32, 1), (128, 1), (32, 16))
+PEER_FACTOR = 1.3
+SMALL_SERVED = 0.5
 ORDER = [s.name for s in SYSTEMS]
 
 
@@ -45,17 +50,17 @@ def lengths_sentence(lengths: dict) -> str:
 def targets(rows: dict[tuple, dict]) -> list[dict]:
     """The issue's targets, each with its figures and whether it is met."""
     out = []
-    for size in (1, 16):
-        ours = rows.get(("atomizer", 32, size))
-        peers = [rows[(p, 32, size)] for p in PEERS if (p, 32, size) in rows and rows[(p, 32, size)].get("ok")]
+    for clients, size in PEER_POINTS:
+        ours = rows.get(("atomizer", clients, size))
+        peers = [rows[(p, clients, size)] for p in PEERS if (p, clients, size) in rows and rows[(p, clients, size)].get("ok")]
         if ours and peers:
             best = max(peers, key=lambda r: r["items_per_s"])
             ratio = ours["items_per_s"] / best["items_per_s"]
-            out.append({"target": f"32 clients x {size}: items/s >= 1.2x the best peer's at a p99 no worse",
+            out.append({"target": f"{clients} clients x {size}: items/s >= {PEER_FACTOR:g}x the best peer's at a p99 no worse",
                         "ours": f"{ours['items_per_s']:.0f} items/s, p99 {ours['p99_ms']:.0f} ms",
                         "peer": f"{best['system']} {best['items_per_s']:.0f} items/s, p99 {best['p99_ms']:.0f} ms",
                         "figure": round(ratio, 2),
-                        "met": ratio >= 1.2 and ours["p99_ms"] <= best["p99_ms"]})
+                        "met": ratio >= PEER_FACTOR and ours["p99_ms"] <= best["p99_ms"]})
     served = [r for r in rows.values() if r.get("served_over_raw") is not None and r["system"] == "atomizer"]
     if served:
         worst = min(served, key=lambda r: r["served_over_raw"])
@@ -72,6 +77,12 @@ def targets(rows: dict[tuple, dict]) -> list[dict]:
         out.append({"target": "served/raw >= 0.85 on every row of this service (full response, int8, small model too)",
                     "ours": f"worst: {worst['system']}, {worst['clients']} clients x {worst['inputs_per_request']}",
                     "peer": "-", "figure": round(worst["served_over_raw"], 2), "met": worst["served_over_raw"] >= 0.85})
+    small = rows.get(("small", 32, 1))
+    if small and small.get("served_over_raw") is not None:
+        out.append({"target": f"served/raw >= {SMALL_SERVED:g} for the small bundle at 32 clients x 1 (where HTTP and "
+                              "Python, not the model, set the pace)",
+                    "ours": f"{small['items_per_s']:.0f} items/s", "peer": "-", "figure": round(small["served_over_raw"], 2),
+                    "met": small["served_over_raw"] >= SMALL_SERVED})
     on, off = rows.get(("atomizer", 32, 1)), rows.get(("atomizer-nobatch", 32, 1))
     if on and off:
         ratio = on["items_per_s"] / off["items_per_s"]
@@ -83,7 +94,7 @@ def targets(rows: dict[tuple, dict]) -> list[dict]:
 
 PLOTTED = {  # MiniLM systems, one colour each on both panels (the small model is in the table only)
     "atomizer": "tab:blue", "atomizer-int8": "tab:cyan", "atomizer-full": "tab:green",
-    "atomizer-before": "tab:gray", "infinity": "tab:red", "ray-serve": "tab:orange",
+    "atomizer-before": "tab:gray", "infinity": "tab:red", "infinity-nospin": "tab:pink", "ray-serve": "tab:orange",
 }
 
 
@@ -194,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
               "policy cuts from rounds of the size the server saw (mean items per round from its /metrics): the",
               "ceiling of that row. st = sentence-transformers `encode` in process at that batch size (no HTTP).",
               "atomizer-full answers /v1/atomize with the default response; atomizer-before is the service as it",
-              "was before the fast path (h11 + asyncio, one padded batch per round).", "", "## Targets", "",
+              "was before the fast path (h11 + asyncio, one padded batch per round). infinity-nospin is Infinity with",
+              "ONNX Runtime's thread spinning off, the policy this service runs with (its default keeps it on): each",
+              "policy's figure is a row, and a target is measured against the better one.", "", "## Targets", "",
               "| target | this service | best peer | figure | met |", "|---|---|---|---:|---|"]
     found = targets(rows)
     for t in found:

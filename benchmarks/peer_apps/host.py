@@ -2,7 +2,7 @@
 
     .venv-peers/bin/python benchmarks/peer_apps/host.py NAME MODEL_DIR WORK_DIR LOG_PATH CHECK_TEXTS_JSON
 
-Starts the peer (`infinity` or `ray-serve`, see benchmarks/peer_systems.py), checks its answers
+Starts the peer (`infinity`, `infinity-nospin` or `ray-serve`, see benchmarks/peer_systems.py), checks its answers
 on the given texts against sentence-transformers, prints one JSON line (url, path, model,
 version, start-up time, minimum cosine; or `unavailable` with the reason), then keeps the
 server up until its standard input closes or it gets SIGTERM, and stops it with every child.
@@ -10,6 +10,7 @@ server up until its standard input closes or it gets SIGTERM, and stops it with 
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import sys
@@ -22,7 +23,8 @@ import peer_systems  # noqa: E402
 
 def main() -> int:
     name, model_dir, work_dir, log_path, texts_path = sys.argv[1:6]
-    servers = {"infinity": peer_systems.infinity_server, "ray-serve": peer_systems.ray_serve_server}
+    servers = {"infinity": peer_systems.infinity_server, "ray-serve": peer_systems.ray_serve_server,
+               "infinity-nospin": functools.partial(peer_systems.infinity_server, spinning=False)}
 
     def stop(signum, frame):  # noqa: ARG001: leave the `with` below, which stops the server
         raise KeyboardInterrupt

@@ -83,3 +83,26 @@ def test_a_leader_that_stops_at_once_still_takes_its_children_along(tmp_path, mo
     assert server.stop(signal.SIGTERM) is True
     assert time.monotonic() - started < 10  # no wait for the leader's grace: it went at once
     assert server.proc.returncode == -signal.SIGTERM and not alive(child)
+
+
+def test_a_peer_started_with_spinning_off_opens_every_onnx_runtime_session_without_spinning(tmp_path):
+    """peer_apps/no_spin (Infinity's `spinning=False`): the session a peer opens, with or without
+    options of its own, sleeps its idle intra-op threads as this service does; its own options stay."""
+    import subprocess
+
+    script = textwrap.dedent("""
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+        x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in "xy")
+        model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y]),
+                                  opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+        own = ort.SessionOptions()
+        own.intra_op_num_threads = 1
+        for options in (None, own):
+            opened = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"]).get_session_options()
+            print(opened.get_session_config_entry("session.intra_op.allow_spinning"), opened.intra_op_num_threads)
+    """)
+    hook = Path(peer_systems.__file__).resolve().parent / "peer_apps" / "no_spin"
+    out = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(hook)},
+                         capture_output=True, text=True, timeout=120, check=True).stdout.split("\n")
+    assert out[:2] == ["0 0", "0 1"]
