@@ -427,6 +427,40 @@ def _serving(server: _Server, endpoint: Endpoint, first_signal: int, timeout_s: 
                 raise RuntimeError(message)
 
 
+INT8_FILE = "model_quantized.onnx"  # Infinity's optimum engine prefers a file so named on a CPU
+
+
+def quantized_model_dir(model_dir: Path, out_dir: Path) -> Path:
+    """A copy of the model folder whose only ONNX file is `model_quantized.onnx`: model.onnx under
+    ONNX Runtime's dynamic quantisation (int8 weights, activations quantised per tensor at run
+    time), what Hugging Face repositories ship for Infinity's CPU int8 path (optimum's avx2/avx512
+    configurations). Returns out_dir; kept when already there."""
+    model_dir, out_dir = _check_model_dir(model_dir), Path(out_dir)
+    if (out_dir / INT8_FILE).exists():
+        return out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for entry in model_dir.iterdir():
+        if entry.suffix != ".onnx" and entry.is_file():
+            shutil.copy2(entry, out_dir / entry.name)
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    partial = out_dir / (INT8_FILE + ".partial")
+    quantize_dynamic(str(model_dir / "model.onnx"), str(partial), weight_type=QuantType.QInt8)
+    partial.replace(out_dir / INT8_FILE)
+    return out_dir
+
+
+def int8_reference(model_dir: Path, texts: Sequence[str]) -> np.ndarray:
+    """The int8 file's own embeddings of `texts`, in process and in one batch (as a check request
+    sends them): the yardstick of an int8 server, whose answers differ from fp32 ones by more than
+    the 0.999 bound while still being right for its precision."""
+    if str(APPS) not in sys.path:
+        sys.path.insert(0, str(APPS))
+    from onnx_minilm import OnnxMiniLM
+
+    return OnnxMiniLM(model_dir, file_name=INT8_FILE).embed(list(texts))
+
+
 def _check_model_dir(model_dir: Path) -> Path:
     model_dir = Path(model_dir).resolve()
     if not (model_dir / "model.onnx").exists():
@@ -461,7 +495,7 @@ def _offline_env(**extra: str) -> dict:
 @contextmanager
 def infinity_server(
     model_dir: Path, work_dir: Path, log_path: Path, batch_size: int = 32, *, log_level: str = "warning",
-    spinning: bool = True,
+    spinning: bool = True, int8: bool = False,
 ) -> Iterator[Endpoint]:
     """Infinity 0.0.78's server on the ONNX folder (optimum engine, ONNX Runtime on the CPU).
 
@@ -476,7 +510,8 @@ def infinity_server(
     optimum removed, and Infinity serves the plain model.onnx (warning in its log); the version
     string says which happened. spinning=False starts it with peer_apps/no_spin on its PYTHONPATH,
     whose sitecustomize turns ONNX Runtime's thread spinning off in every session it opens, as this
-    service runs its own (Infinity's default keeps it on). log_level "warning"
+    service runs its own (Infinity's default keeps it on). int8=True serves `quantized_model_dir`'s
+    copy (work_dir/int8-model), the int8 file Infinity picks on a CPU. log_level "warning"
     keeps uvicorn's access log (a line per request) out of the measurement; "info" shows it and
     Infinity's start-up timings."""
     _require("infinity_emb", "infinity-emb")
@@ -485,9 +520,12 @@ def infinity_server(
     work_dir = Path(work_dir).resolve()
     if work_dir == model_dir or model_dir in work_dir.parents:
         raise ValueError("work_dir must lie outside model_dir (Infinity globs every file under its model id)")
+    if int8:
+        model_dir = quantized_model_dir(model_dir, work_dir / "int8-model")
+    expected = INT8_FILE if int8 else "model.onnx"
     onnx_files = sorted(p.name for p in model_dir.glob("**/*.onnx"))
-    if onnx_files != ["model.onnx"]:
-        raise PeerUnavailable(f"{model_dir} must hold exactly one .onnx file (model.onnx), found {onnx_files}")
+    if onnx_files != [expected]:
+        raise PeerUnavailable(f"{model_dir} must hold exactly one .onnx file ({expected}), found {onnx_files}")
     executable = Path(sys.executable).parent / "infinity_emb"
     if not executable.exists():
         raise PeerUnavailable(f"no infinity_emb command beside {sys.executable}")
@@ -523,13 +561,14 @@ def infinity_server(
         version=(
             f"infinity-emb {package_version('infinity-emb')} (optimum engine, optimum {package_version('optimum')}, "
             f"optimum-onnx {package_version('optimum-onnx')}, onnxruntime {_ort_version()}, mean pooling, "
-            f"batch size {batch_size}{'' if spinning else ', ONNX Runtime spinning off'})"
+            f"batch size {batch_size}{'' if spinning else ', ONNX Runtime spinning off'}"
+            f"{', int8: ' + INT8_FILE + ' (dynamic quantisation)' if int8 else ''})"
         ),
     )
     # uvicorn stops on SIGINT/SIGTERM alike; SIGINT is what a user's Ctrl-C sends.
     with _serving(server, endpoint, signal.SIGINT, STARTUP_TIMEOUT_S) as ready:
         if "Optimization failed" in _log_of_run(server):
-            ready.version += "; its ORTOptimizer pass failed: serves the plain model.onnx"
+            ready.version += f"; its ORTOptimizer pass failed: serves {expected} as is"
         elif any(hf_home.glob("**/*_optimized.onnx")):
             ready.version += "; serves its ORTOptimizer-optimised copy of model.onnx"
         yield ready
@@ -588,7 +627,7 @@ def ray_serve_server(
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def check_answers(endpoint: Endpoint, texts: list[str], reference: np.ndarray) -> float:
+def check_answers(endpoint: Endpoint, texts: Sequence[str], reference: np.ndarray) -> float:
     """POSTs the texts in one request; the min cosine of the answers against `reference`
     (sentence-transformers' embeddings of the same texts). Raises WrongAnswers below 0.999."""
     import httpx

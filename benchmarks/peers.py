@@ -14,7 +14,9 @@ point after a warm-up, bounded by time and count):
   `atomizer-before` the service as it was before the fast path (h11 + asyncio, no padding bound).
 - infinity and ray-serve (benchmarks/peer_systems.py, in their own environment .venv-peers made by
   benchmarks/peer_apps/setup_peers.sh) on one plain MiniLM ONNX file; infinity-nospin: Infinity with
-  ONNX Runtime's thread spinning off, as this service and the Ray app run; st: sentence-transformers
+  ONNX Runtime's thread spinning off, as this service and the Ray app run; infinity-int8: Infinity
+  on the int8 file it prefers on a CPU (dynamic quantisation; its own row beside atomizer-int8,
+  answers checked against that file run in process); st: sentence-transformers
   `encode` in process, no HTTP (the floor).
 - small, small-full: the small from-scratch bundle (bundles/tweets-small), when it exists.
 
@@ -84,6 +86,8 @@ SYSTEMS = [
     System("infinity", "peer"),
     System("infinity-nospin", "peer", clients=(8, 32, 128),
            notes="ONNX Runtime's thread spinning off in its sessions (peer_apps/no_spin), as this service runs"),
+    System("infinity-int8", "peer", clients=(8, 32, 128), sizes=(1,), precision="int8",
+           notes="model.onnx under ONNX Runtime's dynamic int8 quantisation, the file Infinity prefers on a CPU"),
     System("ray-serve", "peer"),
     System("st", "in-process", clients=(1,), sizes=(1, 16, 32)),
     System("small", "ours", bundle="bundles/tweets-small"),
@@ -239,7 +243,7 @@ def run_peer(system: System, texts: list[str], tmp: Path, duration_s: float, don
                                lambda g: json.dumps({"model": info["model"], "input": g}))
             row = run_load(info["url"], info["path"], path, clients, size, duration_s)
             row.update(system=system.name, kind="peer", clients=clients, inputs_per_request=size,
-                       model="all-MiniLM-L6-v2 (model.onnx)", precision="fp32", path=info["path"],
+                       model="all-MiniLM-L6-v2 (model.onnx)", precision=system.precision, path=info["path"],
                        version=info["version"], min_cosine_vs_sentence_transformers=info["min_cosine"],
                        load_average_1m=os.getloadavg()[0])
             log.info("%s %d clients x %d: %.0f items/s p50 %.0f ms p99 %.0f ms, %d failed", system.name, clients,

@@ -2,8 +2,9 @@
 
     .venv-peers/bin/python benchmarks/peer_apps/host.py NAME MODEL_DIR WORK_DIR LOG_PATH CHECK_TEXTS_JSON
 
-Starts the peer (`infinity`, `infinity-nospin` or `ray-serve`, see benchmarks/peer_systems.py), checks its answers
-on the given texts against sentence-transformers, prints one JSON line (url, path, model,
+Starts the peer (`infinity`, `infinity-nospin`, `infinity-int8` or `ray-serve`, see benchmarks/peer_systems.py),
+checks its answers on the given texts against sentence-transformers (an int8 peer: against its int8 file
+run in process on the same batch), prints one JSON line (url, path, model,
 version, start-up time, minimum cosine; or `unavailable` with the reason), then keeps the
 server up until its standard input closes or it gets SIGTERM, and stops it with every child.
 """
@@ -24,7 +25,8 @@ import peer_systems  # noqa: E402
 def main() -> int:
     name, model_dir, work_dir, log_path, texts_path = sys.argv[1:6]
     servers = {"infinity": peer_systems.infinity_server, "ray-serve": peer_systems.ray_serve_server,
-               "infinity-nospin": functools.partial(peer_systems.infinity_server, spinning=False)}
+               "infinity-nospin": functools.partial(peer_systems.infinity_server, spinning=False),
+               "infinity-int8": functools.partial(peer_systems.infinity_server, int8=True)}
 
     def stop(signum, frame):  # noqa: ARG001: leave the `with` below, which stops the server
         raise KeyboardInterrupt
@@ -32,7 +34,11 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
     texts = json.loads(Path(texts_path).read_text())
     try:
-        reference = peer_systems.reference_embeddings(texts)
+        if name.endswith("-int8"):  # against the int8 file itself, in process, in one batch as sent
+            int8_dir = peer_systems.quantized_model_dir(Path(model_dir), Path(work_dir) / "int8-model")
+            reference = peer_systems.int8_reference(int8_dir, texts)
+        else:
+            reference = peer_systems.reference_embeddings(texts)
         with servers[name](Path(model_dir), Path(work_dir), Path(log_path)) as endpoint:
             cosine = peer_systems.check_answers(endpoint, texts, reference)
             print(json.dumps({"url": endpoint.url, "path": endpoint.path, "model": endpoint.model,

