@@ -89,7 +89,8 @@ bench-quality: setup
 	$(PY) benchmarks/quality.py --suite scratch --workers 2
 
 # MiniLM under the three heads on tweets, frozen (its states computed once, then every run
-# trains its head): the sweep (8 settings per method) and 3 seeds, about 70 minutes on 2 cores; the
+# trains its head): the sweep (17 settings per method: 8, 2 placed past them, then a second round of 7
+# around the choice) and 3 seeds, about 2 hours on 2 cores; the
 # roles of the chosen atom and baseline models and the default bundle against AFINN; then the
 # label-efficiency curve (about 4 hours more here).
 # The fine-tuned rows need a GPU: benchmarks/device_quality.sh.

@@ -628,6 +628,9 @@ def export_chosen(args, records: list[dict], datasets: list[str]) -> None:
             if best is None:
                 continue
             run_dir = args.runs / best["key"]
+            if not (run_dir / "state.json").exists():  # a fresh clone or machine: the records, not the runs
+                log.warning("%s: its run folder is gone; training it again (same setting, same seed)", best["key"])
+                run_job(job(args, dataset, method, best["config"], best["settings"], 0, "sweep"))
             out = args.export / (method if len(datasets) == 1 else f"{dataset}-{method}")
             export_bundle(run_dir, out, report=False, train_states=states["train"])
             print(f"{method} ({best['config']}): {out}")
