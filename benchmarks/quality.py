@@ -51,7 +51,8 @@ METHODS = {
 # The same number of configurations for every method (6). plain and baseline tune their learning
 # rate (1e-3 to 4e-3 first; 4e-3, the largest, won on 6 of 8 dataset x method pairs, so the grid
 # goes to 1.6e-2) and dropout; atom tunes its learning rate around its default 2e-3 and its own
-# terms: lambda, valence, radius mode.
+# terms: lambda, valence, radius mode. Then a 7th for every method, placed by the first 6
+# (`scratch_extension`): atom chose 4e-3, its largest rate, on all four datasets.
 SCRATCH_SWEEP = {
     **{method: {"lr1e-3": {"lr": 1e-3}, "lr2e-3": {"lr": 2e-3}, "lr4e-3": {"lr": 4e-3}, "lr8e-3": {"lr": 8e-3},
                 "lr1.6e-2": {"lr": 1.6e-2}, "nodropout": {"model": {"dropout": 0.0}}}
@@ -165,9 +166,45 @@ FROZEN_LONGER = 2  # x the budget's epochs
 def _axis_value(settings: dict, axis: str) -> float:
     if axis in settings:
         return settings[axis]
-    from model.config import AtomConfig  # a setting left out is the model's default
+    if axis == "lr":  # a setting left out is train's default
+        from training.train import TrainOptions
+
+        return TrainOptions.__dataclass_fields__["lr"].default
+    from model.config import AtomConfig  # ... or the model's
 
     return getattr(AtomConfig(), axis)
+
+
+def _step_setting(grid: dict, records: list[dict], dataset: str, method: str, axis: str) -> tuple[str, dict] | None:
+    """(the best of `grid`'s name, the setting one step along `axis` from it): `step_past` on the
+    line of settings through the choice (those differing from it in `axis` only), or along the
+    longest line when the choice is a variant off every line. None until all of `grid` has run."""
+    ran = {r["config"] for r in records if r["phase"] == "sweep" and r["dataset"] == dataset and r["method"] == method}
+    if not set(grid) <= ran:
+        return None
+    best = chosen(records, dataset, method, {method: grid})
+    rest = {k: v for k, v in grid[best["config"]].items() if k != axis}
+    lines: dict[str, dict[float, float]] = {}  # the settings apart from the axis -> {axis value: validation}
+    for r in records:
+        if r["phase"] == "sweep" and r["dataset"] == dataset and r["method"] == method and r["config"] in grid:
+            others = {k: v for k, v in grid[r["config"]].items() if k != axis}
+            lines.setdefault(json.dumps(others, sort_keys=True), {})[_axis_value(grid[r["config"]], axis)] = r["best_val_accuracy"]
+    line = lines[json.dumps(rest, sort_keys=True)]
+    if len(line) < 2:  # the choice is a variant off every line: step along the longest one
+        line = max(lines.values(), key=len)
+    return best["config"], {**rest, axis: step_past(line)}
+
+
+# The from-scratch sweep's 7th setting, the same rule for every method (issue 17: "where a chosen
+# value sits at the edge of its grid, extend the grid"): the learning rate one step from the
+# choice of the first 6 (`step_past`: 4x past an edge, else halfway to the better neighbour).
+def scratch_extension(records: list[dict], dataset: str, method: str) -> dict[str, dict]:
+    step = _step_setting(SCRATCH_SWEEP[method], records, dataset, method, "lr")
+    if step is None:
+        return {}
+    base, seventh = step
+    name = f"lr{seventh['lr']:g}"
+    return {name if set(seventh) == {"lr"} else f"{base}-{name}": seventh}
 
 
 def _frozen_name(method: str, settings: dict, base: str) -> str:
@@ -182,21 +219,11 @@ def frozen_extension(records: list[dict], dataset: str, method: str) -> dict[str
     """The frozen sweep's 9th and 10th settings of a method, as far as its seed-0 runs place them."""
     grid = FROZEN_SWEEP[method]
     ran = {r["config"] for r in records if r["phase"] == "sweep" and r["dataset"] == dataset and r["method"] == method}
-    if not set(grid) <= ran:
+    step = _step_setting(grid, records, dataset, method, FROZEN_AXIS[method])
+    if step is None:
         return {}
-    axis = FROZEN_AXIS[method]
-    best = chosen(records, dataset, method, {method: grid})
-    rest = {k: v for k, v in grid[best["config"]].items() if k != axis}
-    lines: dict[str, dict[float, float]] = {}  # the settings apart from the axis -> {axis value: validation}
-    for r in records:
-        if r["phase"] == "sweep" and r["dataset"] == dataset and r["method"] == method and r["config"] in grid:
-            others = {k: v for k, v in grid[r["config"]].items() if k != axis}
-            lines.setdefault(json.dumps(others, sort_keys=True), {})[_axis_value(grid[r["config"]], axis)] = r["best_val_accuracy"]
-    line = lines[json.dumps(rest, sort_keys=True)]
-    if len(line) < 2:  # the choice is a variant off every line: step along the longest one
-        line = max(lines.values(), key=len)
-    ninth = {**rest, axis: step_past(line)}
-    extension = {_frozen_name(method, ninth, best["config"]): ninth}
+    base, ninth = step
+    extension = {_frozen_name(method, ninth, base): ninth}
     nine = {**grid, **extension}
     if not set(nine) <= ran:
         return extension
@@ -441,7 +468,8 @@ def sweep_of(suite: str, train_layers: int, records: list[dict] | None = None, d
     """Each method's settings, with those that `records` place: a partial fine-tune's fifth, the
     frozen sweep's 9th and 10th and its second round."""
     if suite == "scratch":
-        return SCRATCH_SWEEP
+        return {method: {**settings, **scratch_extension(records or [], dataset, method)}
+                for method, settings in SCRATCH_SWEEP.items()}
     if train_layers == -1:
         return BACKBONE_SWEEP
     if train_layers == 0:
@@ -459,7 +487,7 @@ def sweep_of(suite: str, train_layers: int, records: list[dict] | None = None, d
 def sweep_size(suite: str, train_layers: int) -> int:
     """How many settings each method's sweep holds once complete (its placed settings too)."""
     if suite == "scratch":
-        return len(SCRATCH_SWEEP["atom"])
+        return len(SCRATCH_SWEEP["atom"]) + 1
     return {0: len(FROZEN_SWEEP["atom"]) + 2 + SECOND_ROUND, -1: len(BACKBONE_SWEEP["atom"])}.get(train_layers, len(PARTIAL_GRID) + 1)
 
 

@@ -302,3 +302,35 @@ def test_the_frozen_second_round_varies_the_potential_at_4x_the_chosen_lambda_an
     second = frozen_second_round(ran, "tweets", "baseline")
     assert sorted((s["lr"], s["weight_decay"], s["epochs"]) for s in second.values()) == sorted(
         [(0.03, 0.01, 12)] + [(lr, wd, e) for lr, wd in ((0.015, 0.01), (0.06, 0.01), (0.03, 0.0)) for e in (6, 12)])
+
+
+def test_the_scratch_sweep_steps_every_methods_learning_rate_past_its_choice_before_the_seeds():
+    from quality import scratch_extension, sweep_size
+
+    def ran(method: str, accuracy: dict[str, float]) -> list[dict]:
+        return [dict(record(method, config, val, 0.5, settings=SCRATCH_SWEEP[method][config]), suite="scratch")
+                for config, val in accuracy.items()]
+
+    # atom at its largest rate (4e-3; the default config trains at train's 2e-3): 4x past it
+    atom = ran("atom", {"default": 0.70, "lambda1": 0.70, "valence-all": 0.69, "radius-shell": 0.70, "lr1e-3": 0.68,
+                        "lr4e-3": 0.72})
+    assert scratch_extension(atom[:5], "tweets", "atom") == {}
+    assert scratch_extension(atom, "tweets", "atom") == {"lr0.016": {"lr": 0.016}}
+    # a variant off the rate line (radius-shell) keeps its setting and steps along the line
+    shell = ran("atom", {"default": 0.70, "lambda1": 0.70, "valence-all": 0.69, "radius-shell": 0.75, "lr1e-3": 0.68,
+                         "lr4e-3": 0.72})
+    assert scratch_extension(shell, "tweets", "atom") == {
+        "radius-shell-lr0.016": {"model": {"radius_mode": "shell"}, "lr": 0.016}}
+    # inside the grid: halfway (geometric) to the better neighbour
+    plain = ran("plain", {"lr1e-3": 0.69, "lr2e-3": 0.70, "lr4e-3": 0.72, "lr8e-3": 0.735, "lr1.6e-2": 0.731,
+                          "nodropout": 0.71})
+    assert scratch_extension(plain, "tweets", "plain") == {"lr0.0113": {"lr": 0.0113}}
+    assert sweep_size("scratch", 0) == len(SCRATCH_SWEEP["atom"]) + 1
+
+    class Args:
+        suite, train_layers, methods, seeds = "scratch", 0, "plain", 3
+        backbone, device, workers, limit, quick, runs = "minilm", "cpu", 1, None, False, "runs"
+
+    assert quality.final_jobs(Args, plain, "tweets") == []  # the seventh first
+    seven = plain + [dict(record("plain", "lr0.0113", 0.74, 0.5, settings={"lr": 0.0113}), suite="scratch")]
+    assert [(j["config"], j["seed"]) for j in quality.final_jobs(Args, seven, "tweets")] == [("lr0.0113", 1), ("lr0.0113", 2)]
