@@ -126,6 +126,11 @@ def _partial(method: str, backbone_lr: float) -> tuple[str, dict]:
 PARTIAL_SWEEP = {method: dict(_partial(method, blr) for blr in PARTIAL_GRID) for method in METHODS}
 
 
+def sweep_records(records: list[dict], dataset: str, method: str) -> list[dict]:
+    """The seed-0 sweep records of one method on one dataset."""
+    return [r for r in records if r["phase"] == "sweep" and r["dataset"] == dataset and r["method"] == method]
+
+
 def step_past(accuracy: dict[float, float]) -> float:
     """The next value of a one-dimensional grid, from the validation accuracy of the values tried:
     4x past the best when it is the largest or the smallest, else the geometric middle between
@@ -147,8 +152,8 @@ def refinement(records: list[dict], dataset: str, method: str) -> tuple[str, dic
     """The partial fine-tune's fifth setting for a method, once its first four have run (seed 0):
     `step_past` on the backbone learning rate."""
     grid = PARTIAL_SWEEP[method]
-    accuracy = {r["settings"]["backbone_lr"]: r["best_val_accuracy"] for r in records
-                if r["phase"] == "sweep" and r["dataset"] == dataset and r["method"] == method and r["config"] in grid}
+    accuracy = {r["settings"]["backbone_lr"]: r["best_val_accuracy"] for r in sweep_records(records, dataset, method)
+                if r["config"] in grid}
     if len(accuracy) < len(grid):
         return None
     return _partial(method, step_past(accuracy))
@@ -179,14 +184,14 @@ def _step_setting(grid: dict, records: list[dict], dataset: str, method: str, ax
     """(the best of `grid`'s name, the setting one step along `axis` from it): `step_past` on the
     line of settings through the choice (those differing from it in `axis` only), or along the
     longest line when the choice is a variant off every line. None until all of `grid` has run."""
-    ran = {r["config"] for r in records if r["phase"] == "sweep" and r["dataset"] == dataset and r["method"] == method}
+    ran = {r["config"] for r in sweep_records(records, dataset, method)}
     if not set(grid) <= ran:
         return None
     best = chosen(records, dataset, method, {method: grid})
     rest = {k: v for k, v in grid[best["config"]].items() if k != axis}
     lines: dict[str, dict[float, float]] = {}  # the settings apart from the axis -> {axis value: validation}
-    for r in records:
-        if r["phase"] == "sweep" and r["dataset"] == dataset and r["method"] == method and r["config"] in grid:
+    for r in sweep_records(records, dataset, method):
+        if r["config"] in grid:
             others = {k: v for k, v in grid[r["config"]].items() if k != axis}
             lines.setdefault(json.dumps(others, sort_keys=True), {})[_axis_value(grid[r["config"]], axis)] = r["best_val_accuracy"]
     line = lines[json.dumps(rest, sort_keys=True)]
@@ -218,7 +223,7 @@ def _frozen_name(method: str, settings: dict, base: str) -> str:
 def frozen_extension(records: list[dict], dataset: str, method: str) -> dict[str, dict]:
     """The frozen sweep's 9th and 10th settings of a method, as far as its seed-0 runs place them."""
     grid = FROZEN_SWEEP[method]
-    ran = {r["config"] for r in records if r["phase"] == "sweep" and r["dataset"] == dataset and r["method"] == method}
+    ran = {r["config"] for r in sweep_records(records, dataset, method)}
     step = _step_setting(grid, records, dataset, method, FROZEN_AXIS[method])
     if step is None:
         return {}
@@ -251,7 +256,7 @@ _TERMS = {"lj": {"potential": "lj"}, "coulomb1": {"coulomb_strength": 1.0}, "non
 def frozen_second_round(records: list[dict], dataset: str, method: str) -> dict[str, dict]:
     """The frozen sweep's 7 settings past its first 10 for a method, once those 10 have run."""
     ten = {**FROZEN_SWEEP[method], **frozen_extension(records, dataset, method)}
-    ran = {r["config"] for r in records if r["phase"] == "sweep" and r["dataset"] == dataset and r["method"] == method}
+    ran = {r["config"] for r in sweep_records(records, dataset, method)}
     if len(ten) < len(FROZEN_SWEEP[method]) + 2 or not set(ten) <= ran:
         return {}
     best = chosen(records, dataset, method, {method: ten})
@@ -520,14 +525,14 @@ def job(args, dataset: str, method: str, config: str, settings: dict, seed: int,
 def chosen(records: list[dict], dataset: str, method: str, sweep: dict) -> dict | None:
     """The sweep record with the best validation accuracy (ties: the configuration listed first)."""
     order = list(sweep[method])
-    rows = [r for r in records if r["phase"] == "sweep" and r["dataset"] == dataset and r["method"] == method
-            and r["config"] in order]  # a record of a setting since taken out of the sweep does not compete
+    # a record of a setting since taken out of the sweep does not compete
+    rows = [r for r in sweep_records(records, dataset, method) if r["config"] in order]
     return max(rows, key=lambda r: (r["best_val_accuracy"], -order.index(r["config"]))) if rows else None
 
 
 def swept(records: list[dict], dataset: str, method: str, settings: dict, size: int) -> bool:
     """Whether every setting of a method's sweep has run, its `size` settings placed."""
-    ran = {r["config"] for r in records if r["phase"] == "sweep" and r["dataset"] == dataset and r["method"] == method}
+    ran = {r["config"] for r in sweep_records(records, dataset, method)}
     return set(settings) <= ran and len(settings) >= size
 
 
