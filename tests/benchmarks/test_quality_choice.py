@@ -75,8 +75,15 @@ def test_a_partial_sweep_gets_its_fifth_setting_and_its_seeds_only_once_placed_a
     assert [j["config"] for j in quality.sweep_jobs(Args, "tweets", four)][-1] == "blr0.0004"
     assert quality.final_jobs(Args, four, "tweets") == []  # the fifth has not run
     five = four + partial_records("baseline", {4e-4: 0.80})
-    finals = quality.final_jobs(Args, five, "tweets")
+    assert quality.final_jobs(Args, five, "tweets") == []  # the sixth is placed, not run
+    sixth = [j for j in quality.sweep_jobs(Args, "tweets", five) if j["config"] == "blr0.0004-e4"]
+    assert [j["settings"] for j in sixth] == [{**PARTIAL_SWEEP["baseline"]["blr0.0008"], "backbone_lr": 4e-4, "epochs": 4}]
+    longer_worse = five + [record("baseline", "blr0.0004-e4", 0.79, 0.5, settings=sixth[0]["settings"])]
+    finals = quality.final_jobs(Args, longer_worse, "tweets")
     assert [(j["config"], j["seed"], j["phase"]) for j in finals] == [("blr0.0004", 1, "final"), ("blr0.0004", 2, "final")]
+    longer_better = five + [record("baseline", "blr0.0004-e4", 0.81, 0.5, settings=sixth[0]["settings"])]
+    finals = quality.final_jobs(Args, longer_better, "tweets")
+    assert [(j["config"], j["settings"]["epochs"]) for j in finals] == [("blr0.0004-e4", 4)] * 2
 
 
 def test_run_jobs_queues_the_jobs_that_each_finished_one_allows_and_runs_each_once(tmp_path, monkeypatch):
@@ -230,7 +237,8 @@ def test_make_bundle_tuned_trains_the_atom_setting_the_top_layer_sweep_chose_on_
     assert float(given["--backbone-lr"]) == best["settings"]["backbone_lr"]
     assert float(given["--lr"]) == best["settings"]["lr"] and float(given["--lambda"]) == best["settings"]["potential_weight"]
     assert given["--train-layers"] == "1"
-    assert int(given["--epochs"]) == BUDGET["tweets-top"]["epochs"] and int(given["--batch-size"]) == BUDGET["tweets-top"]["batch_size"]
+    epochs = best["settings"].get("epochs", BUDGET["tweets-top"]["epochs"])
+    assert int(given["--epochs"]) == epochs and int(given["--batch-size"]) == BUDGET["tweets-top"]["batch_size"]
 
 
 def frozen_records(method: str, accuracy: dict[str, float]) -> list[dict]:
