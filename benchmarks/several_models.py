@@ -11,8 +11,9 @@ bank: what one more MiniLM model costs); + the small from-scratch bundle.
 Fair sharing: a service with model A (the default MiniLM bundle) and model B (the small bundle),
 A's queue bounded (--max-queue-items 256). B gets a light load (2 clients, one text per request)
 alone, then while A is flooded (64 clients x 16 texts, far past what it serves: it sheds 429s);
-all of it three times: as configured by default, with A's inference threads at nice 10 (--nice),
-and with A also on one ONNX Runtime thread. Target: B's p99 under A's flood at most 2x its p99
+all of it for five services: as configured by default, with A's inference threads at nice 10 (--nice),
+then under SCHED_IDLE (`--inference-nice A=idle`), each also with A on one ONNX Runtime thread;
+then, as a reference, each model in a service of its own (own process, own port). Target: B's p99 under A's flood at most 2x its p99
 alone. B's load runs in this process, A's flood in a process of its own (raw HTTP/1.1 keep-alive
 clients), on the same cores as the service. Results:
 benchmarks/results/several_models_{memory,fairness}.{md,json}.
@@ -94,37 +95,81 @@ def fairness(bundle: Path, small: Path, seconds: float, nice: int) -> dict:
     (--inference-threads A=1, a core left to the event loop and B), each a fresh service."""
     a = json.loads((bundle / "manifest.json").read_text())["name"]
     result = {"model_a": a, "model_b": "small", "services": {}}
-    for label, flags in (("defaults", []), (f"A at nice {nice}", ["--inference-nice", f"{a}={nice}"]),
-                         (f"A at nice {nice}, 1 inference thread",
-                          ["--inference-nice", f"{a}={nice}", "--inference-threads", f"{a}=1"])):
+    for label, flags in service_settings(a, nice):
         result["services"][label] = {"flags": flags, **fairness_of(bundle, small, seconds, flags)}
+    result["services"][SEPARATE] = {"flags": [], **separate_services(bundle, small, seconds)}
     return result
 
 
+SEPARATE = "reference: a service per model (two processes, two ports)"
+
+
+def service_settings(a: str, nice: int) -> list[tuple[str, list[str]]]:
+    """(label, flags) of each service the fairness part starts: defaults; A's inference threads at
+    nice `nice`, then under SCHED_IDLE; each of those also with A on one ONNX Runtime thread."""
+    settings = [("defaults", [])]
+    for name, value in ((f"nice {nice}", str(nice)), ("idle", "idle")):
+        priority = ["--inference-nice", f"{a}={value}"]
+        settings += [(f"A at {name}", priority), (f"A at {name}, 1 inference thread",
+                                                   [*priority, "--inference-threads", f"{a}=1"])]
+    return settings
+
+
+A_LIMITS = ("--max-queue-items", "256", "--max-inputs-per-request", "64")  # A's bounded queue; its 16-text bodies
+
+
 def fairness_of(bundle: Path, small: Path, seconds: float, flags: list[str]) -> dict:
-    process, url = start_service(bundle, "--bundle", f"small={small}", "--max-queue-items", "256",
-                                 "--max-inputs-per-request", "64", *flags, log_path=ROOT / "runs" / "several_models.log")
+    process, url = start_service(bundle, "--bundle", f"small={small}", *A_LIMITS, *flags,
+                                 log_path=ROOT / "runs" / "several_models.log")
     port = int(url.rsplit(":", 1)[1])
     import httpx
 
     a = httpx.get(f"{url}/v1/models", timeout=10).json()["data"][0]["id"]
-    result = {}
     try:
-        asyncio.run(load(port, "small", 2, 1, 3.0))  # warm
-        result["b_alone"] = summary(asyncio.run(load(port, "small", 2, 1, seconds)), seconds)
-        for key, pause in (("", 0.0), ("_retry_after", 1.0)):
-            out = multiprocessing.Queue()
-            flooding = multiprocessing.Process(target=flood, args=(port, a, seconds, pause, out))
-            load_average = os.getloadavg()[0]
-            flooding.start()
-            light = asyncio.run(load(port, "small", 2, 1, seconds))
-            result[f"a_flood{key}"] = summary(out.get(timeout=seconds + 120), seconds)
-            flooding.join()
-            result[f"b_under_a_flood{key}"] = {**summary(light, seconds), "load_average_before": load_average}
-            result[f"p99_ratio{key}"] = result[f"b_under_a_flood{key}"]["p99_s"] / result["b_alone"]["p99_s"]
+        result = measure_fairness(port, a, port, seconds)
     finally:
         stop_service(process)
     print(flags, result)
+    return result
+
+
+def separate_services(bundle: Path, small: Path, seconds: float) -> dict:
+    """The same loads on two services, one process and one port per model: B's requests never share an
+    event loop, a process or a batcher with A's. What is left of A's flood is its load on the cores
+    (its service and its load generator), so this bounds what any sharing inside one process can reach."""
+    import httpx
+
+    log = ROOT / "runs" / "several_models.log"
+    a_process, a_url = start_service(bundle, *A_LIMITS, log_path=log)
+    try:
+        b_process, b_url = start_service(Path(small), log_path=log.with_name("several_models_b.log"))
+        try:
+            a = httpx.get(f"{a_url}/v1/models", timeout=10).json()["data"][0]["id"]
+            b = httpx.get(f"{b_url}/v1/models", timeout=10).json()["data"][0]["id"]
+            result = measure_fairness(int(a_url.rsplit(":", 1)[1]), a, int(b_url.rsplit(":", 1)[1]), seconds, b)
+        finally:
+            stop_service(b_process)
+    finally:
+        stop_service(a_process)
+    print("separate services", result)
+    return result
+
+
+def measure_fairness(a_port: int, a: str, b_port: int, seconds: float, b: str = "small") -> dict:
+    """B's light load alone, then under A's two floods (429s retried at once, then after Retry-After)."""
+    result = {}
+    asyncio.run(load(b_port, b, 2, 1, 3.0))  # warm
+    result["b_alone"] = summary(asyncio.run(load(b_port, b, 2, 1, seconds)), seconds)
+    for key, pause in (("", 0.0), ("_retry_after", 1.0)):
+        out = multiprocessing.Queue()
+        flooding = multiprocessing.Process(target=flood, args=(a_port, a, seconds, pause, out))
+        load_average = os.getloadavg()[0]
+        flooding.start()
+        light = asyncio.run(load(b_port, b, 2, 1, seconds))
+        result[f"a_flood{key}"] = summary(out.get(timeout=seconds + 120), seconds)
+        flooding.join()
+        result[f"b_under_a_flood{key}"] = {**summary(light, seconds), "load_average_before": load_average}
+        result[f"p99_ratio{key}"] = result[f"b_under_a_flood{key}"]["p99_s"] / result["b_alone"]["p99_s"]
     return result
 
 
@@ -147,8 +192,12 @@ def fairness_report(fair: dict, host: dict, seconds: float) -> str:
         f"clients that wait the 1 s of its Retry-After. {seconds:g} s each; A's flood from a process of its own, B's",
         "from this one, both on the same 2 cores as the service. Each service setting is a fresh service: as",
         "configured by default, then with A's inference threads (its batch thread and ONNX Runtime's) at a higher",
-        "nice value (`--inference-nice A=N`), so that the scheduler runs the event loop and B first, then with A",
-        "also on one ONNX Runtime thread (`--inference-threads A=1`), so that a core is left to the loop and B.", "",
+        "nice value (`--inference-nice A=N`), so that the scheduler runs the event loop and B first, then under",
+        "SCHED_IDLE (`--inference-nice A=idle`: they run only when nothing else is ready), each of the two also",
+        "with A on one ONNX Runtime thread (`--inference-threads A=1`), so that a core is left to the loop and B.",
+        "The last service is a reference, not a setting: each model served by a process of its own on its own port",
+        "(no routing by `model`), so B shares nothing with A but the cores; it bounds what any sharing inside one",
+        "service can reach on this machine.", "",
         "| service | load | B answers/s | B statuses | B p50 ms | B p99 ms | B p99 / alone | A answers/s | A statuses "
         "| load avg before |",
         "|---|---|---:|---|---:|---:|---:|---:|---|---:|",

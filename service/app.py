@@ -37,7 +37,7 @@ from .banks import BankReloads
 from .batcher import Batcher, BatchingConfig
 from .config import Settings
 from .metrics import Metrics, ModelMetrics
-from .priority import process_threads, set_nice
+from .priority import process_threads, set_priority
 from .routes import atomize, bank_map, embeddings, meta, pages
 from .routes.deps import ServiceState
 from .routes.handlers import install_exception_handlers
@@ -87,10 +87,11 @@ def start_runtime(settings: Settings, loaded: Loaded, metrics: ModelMetrics) -> 
         threads=settings.threads_for(loaded.name),
     )
     runtime.warm_up()
-    nice = settings.nice_for(loaded.name)
-    if nice:
+    priority = settings.nice_for(loaded.name)
+    if priority:
         started = process_threads() - before - {threading.get_native_id()}
-        log.info("model %s: %d ONNX Runtime threads at nice %d", loaded.name, set_nice(started, nice), nice)
+        log.info("model %s: %d ONNX Runtime threads at %s", loaded.name, set_priority(started, priority),
+                 f"nice {priority}" if isinstance(priority, int) else "SCHED_IDLE")
     return runtime
 
 
@@ -189,7 +190,7 @@ def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None
         model_metrics.set_info(manifest.name, manifest.version, runtime.provider, runtime.bundle.digest)
         model_metrics.set_bank(len(runtime.bank), runtime.bank.version, runtime.bank.index.spec.kind)
         batcher = Batcher(runtime.run, batching_config(settings, runtime.provider), model_metrics,
-                          thread_nice=settings.nice_for(item.name))
+                          thread_priority=settings.nice_for(item.name))
         batcher.start()
         log.info("model %s: %s %s (%s)", item.name, manifest.name, manifest.version, runtime.bundle.digest)
         return Served(item.name, runtime, batcher, models_for(runtime, settings), model_metrics, item.bank_path)

@@ -33,7 +33,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from .errors import AtomError, DeadlineExceeded, InferenceFailed, NotReady, QueueFull
 from .metrics import ModelMetrics
-from .priority import nice_this_thread
+from .priority import Priority, priority_this_thread
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class Batcher(Generic[ItemT, ResultT]):
         run_batch: Callable[[list[ItemT]], list[ResultT]],
         config: BatchingConfig,
         metrics: ModelMetrics | None = None,
-        thread_nice: int = 0,
+        thread_priority: Priority = 0,
     ):
         self._run_batch = run_batch
         self.config = config
@@ -132,8 +132,8 @@ class Batcher(Generic[ItemT, ResultT]):
         self._task: asyncio.Task | None = None
         # One thread: batches run one at a time; ONNX Runtime uses the cores inside one run.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atom-inference",
-                                            initializer=nice_this_thread if thread_nice else None,
-                                            initargs=(thread_nice,) if thread_nice else ())
+                                            initializer=priority_this_thread if thread_priority else None,
+                                            initargs=(thread_priority,) if thread_priority else ())
 
     @property
     def queued(self) -> int:

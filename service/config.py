@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .priority import IDLE, Priority
+
 # A served model's name: what a request's `model` says (no comma or `=`: they separate the settings' entries).
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}")
 
@@ -116,8 +118,9 @@ class Settings(BaseSettings):
     # Several models on shared cores: a heavy model's inference threads given a higher nice value
     # yield the CPU to the event loop and to a light model's batches whenever those are ready.
     inference_nice: Annotated[tuple[str, ...], NoDecode] = Field(
-        (), description="OS nice value (0-19) of a model's inference threads (its batch thread and ONNX Runtime's): "
-        "NAME=VALUE for one of several models; higher yields the cores to the HTTP layer and the other models"
+        (), description="OS nice value (0-19) of a model's inference threads (its batch thread and ONNX Runtime's), "
+        "or idle (Linux SCHED_IDLE: they run only when no other thread is ready): NAME=VALUE for one of several "
+        "models; higher yields the cores to the HTTP layer and the other models"
     )
 
     # Request limits: every one is answered with 413 (or 422 for neighbors) naming the limit.
@@ -186,8 +189,9 @@ class Settings(BaseSettings):
                     raise ValueError(f"{field}: {entry!r} names no model, and several are served; write NAME={entry}")
         for entry in self.inference_nice:
             value = named(entry)[1]
-            if not (value.isdigit() and 0 <= int(value) <= 19):
-                raise ValueError(f"inference_nice: {entry!r}: the nice value must be a whole number from 0 to 19")
+            if not (value.isdigit() and 0 <= int(value) <= 19) and value != IDLE:
+                raise ValueError(f"inference_nice: {entry!r}: the nice value must be a whole number from 0 to 19, "
+                                 f"or {IDLE}")
         for entry in self.inference_threads:
             value = named(entry)[1]
             if not (value.isdigit() and 0 <= int(value) <= 1024):
@@ -201,10 +205,10 @@ class Settings(BaseSettings):
         value = self._for(self.inference_threads, name, False) or (bare[-1] if bare else "0")
         return int(value)
 
-    def nice_for(self, name: str) -> int:
-        """The nice value of the model served as `name`'s inference threads (0: unchanged)."""
+    def nice_for(self, name: str) -> Priority:
+        """The nice value of the model served as `name`'s inference threads (0: unchanged), or IDLE."""
         value = self._for(self.inference_nice, name, len(self.bundle) == 1)
-        return int(value) if value is not None else 0
+        return 0 if value is None else value if value == IDLE else int(value)
 
     def bundle_refs(self) -> list[BundleRef]:
         """The bundles to serve, in the order given (the first answers /v1/model without `model`).

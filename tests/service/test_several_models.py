@@ -278,6 +278,28 @@ def test_a_model_given_a_nice_value_runs_on_threads_that_yield_the_cores(text_ca
         assert nice_of(threading.get_native_id()) == 0
 
 
+def test_a_model_given_idle_runs_its_inference_threads_under_sched_idle(text_case):
+    """inference_nice=NAME=idle: that model's batch thread and its session's threads run under
+    SCHED_IDLE; the other model's threads and this one keep the normal policy, and both answer."""
+    from service.priority import process_threads
+
+    settings = Settings(bundle=[str(text_case.path), f"heavy={text_case.path}"], device="cpu", inference_threads=2,
+                        inference_nice=["heavy=idle"])
+    assert settings.nice_for("heavy") == "idle" and settings.nice_for(text_case.bundle.manifest.name) == 0
+    before = {tid for tid in process_threads() if os.sched_getscheduler(tid) == os.SCHED_IDLE}
+    with TestClient(create_app(settings)) as client:
+        for model in ("heavy", text_case.bundle.manifest.name):
+            response = client.post("/v1/embeddings", json={"model": model, "input": "a b"})
+            assert response.status_code == 200, response.text
+        served = client.app.state.atom.served
+        (heavy,) = served["heavy"].batcher._executor._threads
+        (light,) = served[text_case.bundle.manifest.name].batcher._executor._threads
+        idle = {tid for tid in process_threads() if os.sched_getscheduler(tid) == os.SCHED_IDLE} - before
+        assert heavy.native_id in idle and light.native_id not in idle
+        assert len(idle - {heavy.native_id}) >= 1  # the intra-op thread its session started
+        assert os.sched_getscheduler(threading.get_native_id()) == os.SCHED_OTHER
+
+
 def test_each_model_gets_the_inference_threads_given_for_it_else_the_bare_count(text_case):
     settings = Settings(bundle=[str(text_case.path), f"heavy={text_case.path}", f"light={text_case.path}"],
                         device="cpu", inference_threads=["2", "heavy=1"])
@@ -300,8 +322,10 @@ def test_inference_nice_is_checked_at_start(text_case):
     two = [str(text_case.path), f"heavy={text_case.path}"]
     with pytest.raises(ValueError, match="names no model"):
         Settings(bundle=two, inference_nice=["7"])
-    with pytest.raises(ValueError, match="from 0 to 19"):
+    with pytest.raises(ValueError, match="from 0 to 19, or idle"):
         Settings(bundle=two, inference_nice=["heavy=25"])
+    with pytest.raises(ValueError, match="from 0 to 19, or idle"):
+        Settings(bundle=two, inference_nice=["heavy=lazy"])
     assert Settings(bundle=two, inference_nice=["heavy=5"]).nice_for("heavy") == 5
     assert Settings(bundle=two, inference_nice=["heavy=5"]).nice_for("other") == 0
     assert Settings(bundle=[str(text_case.path)], inference_nice="3").nice_for("anything") == 3
