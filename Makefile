@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEFAULT_TRAIN ?= --epochs 3 --batch-size 64 --lr 3e-3
 
-.PHONY: setup browser tools test run run-tuned bundle bundle-small bundle-tuned bench-quality bench-quality-backbone bench-quality-tuned bench-invariance bench-serve bench-peers bench-padding peers-setup peers-smoke bench-bank bench-documents bench-several bench-tracing bench-graph bench-request check-prometheus check-image clean
+.PHONY: setup browser tools test run run-tuned bundle bundle-small bundle-tuned bench-quality bench-quality-backbone bench-quality-tuned bench-invariance bench-serve bench-peers bench-peers-sweep bench-padding peers-setup peers-smoke bench-bank bench-documents bench-several bench-tracing bench-graph bench-request check-prometheus check-image clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -117,6 +117,12 @@ peers-setup:
 
 peers-smoke: peers-setup
 	.venv-peers/bin/python benchmarks/peer_systems.py --smoke --work runs/peers-smoke
+
+# The peers' batch settings, chosen on the validation split with as many settings as this service's
+# padding bound got (about 25 minutes): benchmarks/results/peers_sweep.md and peers_settings.json,
+# which bench-peers starts each peer with.
+bench-peers-sweep: setup peers-setup
+	$(PY) benchmarks/peers_sweep.py $(PEERS_SWEEP_ARGS)
 
 # This service against Infinity, Ray Serve and sentence-transformers on the same MiniLM, inputs and
 # machine (about 40 minutes: 30 s a point), then the table, plot and targets in benchmarks/results/peers.md.

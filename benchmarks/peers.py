@@ -13,7 +13,8 @@ point after a warm-up, bounded by time and count):
   response (composition, roles, 5 neighbors); `atomizer-nobatch` one item per batch;
   `atomizer-before` the service as it was before the fast path (h11 + asyncio, no padding bound).
 - infinity and ray-serve (benchmarks/peer_systems.py, in their own environment .venv-peers made by
-  benchmarks/peer_apps/setup_peers.sh) on one plain MiniLM ONNX file; infinity-nospin: Infinity with
+  benchmarks/peer_apps/setup_peers.sh) on one plain MiniLM ONNX file, each with the batch settings
+  that benchmarks/peers_sweep.py chose for it on validation (results/peers_settings.json); infinity-nospin: Infinity with
   ONNX Runtime's thread spinning off, as this service and the Ray app run; infinity-int8: Infinity
   on the int8 file it prefers on a CPU (dynamic quantisation; its own row beside atomizer-int8,
   answers checked against that file run in process); st: sentence-transformers
@@ -205,12 +206,13 @@ def profile_point(url: str, system: System, bodies: Path, duration_s: float) -> 
 
 
 @contextlib.contextmanager
-def peer_server(name: str, model_dir: Path, tmp: Path, texts: list[str]):
+def peer_server(name: str, model_dir: Path, tmp: Path, texts: list[str], settings: dict | None = None):
+    """A peer held up by peer_apps/host.py, with `settings` (its batch settings) or its defaults."""
     check = tmp / "check.json"
     check.write_text(json.dumps(texts[:CHECK_ITEMS]))
     host = ROOT / "benchmarks" / "peer_apps" / "host.py"
     process = subprocess.Popen([str(PEERS_PYTHON), str(host), name, str(model_dir), str(tmp / name),
-                                str(tmp / f"{name}.log"), str(check)],
+                                str(tmp / f"{name}.log"), str(check), json.dumps(settings or {})],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         line = process.stdout.readline()  # the peer's own start-up bound (180 s) applies inside
@@ -225,12 +227,19 @@ def peer_server(name: str, model_dir: Path, tmp: Path, texts: list[str]):
             process.wait(timeout=60)
 
 
+def chosen_settings() -> dict[str, dict]:
+    """Each peer's batch settings as benchmarks/peers_sweep.py chose them on validation ({} before it ran)."""
+    path = RESULTS / "peers_settings.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def run_peer(system: System, texts: list[str], tmp: Path, duration_s: float, done: set, out: Path,
              model_dir: Path) -> None:
     todo = [(c, s) for s in system.sizes for c in system.clients if (system.name, c, s) not in done]
     if not todo:
         return
-    with peer_server(system.name, model_dir, tmp, texts) as info:
+    settings = chosen_settings().get(system.name, {})
+    with peer_server(system.name, model_dir, tmp, texts, settings) as info:
         if "unavailable" in info:
             log.error("%s cannot run here: %s", system.name, info["unavailable"])
             append(out, {"system": system.name, "kind": "peer", "clients": 0, "inputs_per_request": 0,
@@ -245,6 +254,7 @@ def run_peer(system: System, texts: list[str], tmp: Path, duration_s: float, don
             row.update(system=system.name, kind="peer", clients=clients, inputs_per_request=size,
                        model="all-MiniLM-L6-v2 (model.onnx)", precision=system.precision, path=info["path"],
                        version=info["version"], min_cosine_vs_sentence_transformers=info["min_cosine"],
+                       settings=settings, settings_source="peers_settings.json" if settings else "defaults",
                        load_average_1m=os.getloadavg()[0])
             log.info("%s %d clients x %d: %.0f items/s p50 %.0f ms p99 %.0f ms, %d failed", system.name, clients,
                      size, row["items_per_s"], row["p50_ms"] or 0, row["p99_ms"] or 0, row["failed"])

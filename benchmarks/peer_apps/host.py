@@ -1,10 +1,11 @@
 """Hold one peer server up for benchmarks/peers.py, which runs in the project's own environment.
 
-    .venv-peers/bin/python benchmarks/peer_apps/host.py NAME MODEL_DIR WORK_DIR LOG_PATH CHECK_TEXTS_JSON
+    .venv-peers/bin/python benchmarks/peer_apps/host.py NAME MODEL_DIR WORK_DIR LOG_PATH CHECK_TEXTS_JSON [SETTINGS_JSON]
 
 Starts the peer (`infinity`, `infinity-nospin`, `infinity-int8` or `ray-serve`, see benchmarks/peer_systems.py),
 checks its answers on the given texts against sentence-transformers (an int8 peer: against its int8 file
-run in process on the same batch), prints one JSON line (url, path, model,
+run in process on the same batch), with SETTINGS_JSON's keyword arguments (its batch settings:
+benchmarks/peers_sweep.py) when given, prints one JSON line (url, path, model,
 version, start-up time, minimum cosine; or `unavailable` with the reason), then keeps the
 server up until its standard input closes or it gets SIGTERM, and stops it with every child.
 """
@@ -24,6 +25,7 @@ import peer_systems  # noqa: E402
 
 def main() -> int:
     name, model_dir, work_dir, log_path, texts_path = sys.argv[1:6]
+    settings = json.loads(sys.argv[6]) if len(sys.argv) > 6 else {}
     servers = {"infinity": peer_systems.infinity_server, "ray-serve": peer_systems.ray_serve_server,
                "infinity-nospin": functools.partial(peer_systems.infinity_server, spinning=False),
                "infinity-int8": functools.partial(peer_systems.infinity_server, int8=True)}
@@ -39,7 +41,7 @@ def main() -> int:
             reference = peer_systems.int8_reference(int8_dir, texts)
         else:
             reference = peer_systems.reference_embeddings(texts)
-        with servers[name](Path(model_dir), Path(work_dir), Path(log_path)) as endpoint:
+        with servers[name](Path(model_dir), Path(work_dir), Path(log_path), **settings) as endpoint:
             cosine = peer_systems.check_answers(endpoint, texts, reference)
             print(json.dumps({"url": endpoint.url, "path": endpoint.path, "model": endpoint.model,
                               "version": endpoint.version, "startup_s": endpoint.startup_s,

@@ -127,3 +127,30 @@ def test_the_int8_copy_is_held_against_infinitys_int8_only():
     (int8,) = [t for t in found if t["target"].startswith("int8")]
     assert int8["figure"] == 1.3 and int8["met"] is True and int8["peer"].startswith("infinity-int8 300")
     assert not any(t["target"].startswith("32 clients x 1") for t in found)  # no fp32 row of ours: no fp32 target
+
+
+def sweep_rows(system: str, settings: dict, items: dict[int, float]) -> list[dict]:
+    return [{"system": system, "settings": settings, "clients": c, "items_per_s": v, "p99_ms": 10.0,
+             "load_average_1m": 0.5} for c, v in items.items()]
+
+
+def test_the_peer_sweep_gives_every_peer_six_settings_and_chooses_by_mean_items_per_s_once_all_ran():
+    import peers_sweep
+    from peers_sweep import SWEEP, choose
+
+    assert {len(grid) for grid in SWEEP.values()} == {6} and set(SWEEP) == {"infinity", "infinity-int8", "ray-serve"}
+    grid = SWEEP["infinity"]
+    records = sweep_rows("infinity", grid[0], {8: 100, 32: 110, 128: 175})  # the best at 128 clients only
+    for settings, base in zip(grid[1:], (120, 150, 140, 130, 90)):
+        records += sweep_rows("infinity", settings, {8: base, 32: base + 10, 128: base + 20})
+    chosen = choose(records)
+    assert chosen == {"infinity": {"batch_size": 16}, "infinity-nospin": {"batch_size": 16}}
+    assert peers_sweep.mean_items_per_s(records, "infinity", grid[0]) == pytest.approx((100 + 110 + 175) / 3)
+    # a sweep not yet complete chooses nothing; ties go to the setting listed first
+    ray = SWEEP["ray-serve"]
+    partial = [r for s in ray[:5] for r in sweep_rows("ray-serve", s, {8: 50, 32: 60, 128: 70})]
+    assert "ray-serve" not in choose(partial)
+    assert choose(partial + sweep_rows("ray-serve", ray[5], {8: 50, 32: 60, 128: 70}))["ray-serve"] == ray[0]
+    text = peers_sweep.report(records, {"cpu": "test cpu", "cpus": 2, "load_average_1m": 0.1, "python": "3.11"}, 10)
+    assert "| infinity | **batch_size=16** | 150 | 160 | 170 | 160 |" in text
+    assert "Chosen: infinity: batch_size=16; infinity-nospin: batch_size=16." in text
