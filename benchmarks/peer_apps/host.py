@@ -37,6 +37,8 @@ def main() -> int:
     texts = json.loads(Path(texts_path).read_text())
     try:
         if name.endswith("-int8"):  # against the int8 file itself, in process, in one batch as sent
+            # (dynamic int8 depends on the batch: no more texts than the server puts in one batch)
+            texts = texts[: settings.get("batch_size", len(texts))]
             int8_dir = peer_systems.quantized_model_dir(Path(model_dir), Path(work_dir) / "int8-model")
             reference = peer_systems.int8_reference(int8_dir, texts)
         else:
