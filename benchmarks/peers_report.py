@@ -178,6 +178,25 @@ def summarize_profile(raw: Path, meta: Path, out: Path) -> None:
     out.write_text("\n".join(lines))
 
 
+def settings_sentence(rows: dict) -> str:
+    """Where each peer's batch settings came from, as its records say."""
+    chosen, defaults = {}, []
+    for r in rows.values():
+        if r.get("kind") == "peer" and "unavailable" not in r:
+            if r.get("settings_source") == "peers_settings.json":
+                chosen[r["system"]] = ", ".join(f"{k}={v}" for k, v in r["settings"].items())
+            elif r["system"] not in defaults:
+                defaults.append(r["system"])
+    parts = []
+    if chosen:
+        parts.append("Each peer ran with the batch settings chosen for it on the validation split, with as many "
+                     "settings as this service's padding bound got (benchmarks/peers_sweep.py, peers_sweep.md): "
+                     + "; ".join(f"{name} {text}" for name, text in chosen.items()) + ".")
+    if defaults:
+        parts.append("With their default batch settings (not swept): " + ", ".join(defaults) + ".")
+    return " ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
     # one record per (system, clients, inputs per request): the last one written
@@ -198,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         f"atomizer computes more: benchmarks/results/graph_cost.md) and cut texts at {lengths['limit']} tokens (the "
         f"peers at 256 or 512; {lengths_sentence(lengths)}).", "",
         *(f"- {name}: {version}" for name, version in versions.items()), "",
+        settings_sentence(rows), "",
         "| system | clients | inputs/request | items/s | p50 ms | p99 ms | failed | mean batch | raw items/s | served/raw |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]

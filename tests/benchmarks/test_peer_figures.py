@@ -154,3 +154,18 @@ def test_the_peer_sweep_gives_every_peer_six_settings_and_chooses_by_mean_items_
     text = peers_sweep.report(records, {"cpu": "test cpu", "cpus": 2, "load_average_1m": 0.1, "python": "3.11"}, 10)
     assert "| infinity | **batch_size=16** | 150 | 160 | 170 | 160 |" in text
     assert "Chosen: infinity: batch_size=16; infinity-nospin: batch_size=16." in text
+
+
+def test_the_report_says_which_peer_ran_with_chosen_settings_and_which_with_defaults():
+    from peers_report import settings_sentence
+
+    rows = {("infinity", 8, 1): {"system": "infinity", "kind": "peer", "settings": {"batch_size": 4},
+                                 "settings_source": "peers_settings.json"},
+            ("ray-serve", 8, 1): {"system": "ray-serve", "kind": "peer", "settings": {}, "settings_source": "defaults"},
+            ("ray-serve", 32, 1): {"system": "ray-serve", "kind": "peer", "settings": {}, "settings_source": "defaults"},
+            ("atomizer", 8, 1): {"system": "atomizer", "kind": "ours"}}
+    sentence = settings_sentence(rows)
+    assert "validation split" in sentence and "infinity batch_size=4." in sentence
+    assert sentence.endswith("With their default batch settings (not swept): ray-serve.")
+    assert "atomizer" not in sentence
+    assert settings_sentence({}) == ""
