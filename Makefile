@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEFAULT_TRAIN ?= --epochs 3 --batch-size 64 --lr 3e-3
 
-.PHONY: setup browser tools test run run-tuned bundle bundle-small bundle-tuned bench-quality bench-quality-backbone bench-quality-tuned bench-invariance bench-serve bench-peers bench-peers-sweep bench-padding peers-setup peers-smoke bench-bank bench-documents bench-several bench-tracing bench-graph bench-request check-prometheus check-image clean
+.PHONY: setup browser tools test run run-tuned bundle bundle-small bundle-tuned bench-quality bench-quality-backbone bench-quality-tuned bench-invariance bench-serve bench-serve-gpu bench-peers bench-peers-sweep bench-padding peers-setup peers-smoke bench-bank bench-documents bench-several bench-tracing bench-graph bench-request check-prometheus check-image clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -101,14 +101,21 @@ bench-quality-backbone: setup bundle
 	$(PY) benchmarks/label_efficiency.py --workers 2
 
 # MiniLM's top layer fine-tuned under the three heads on tweets, the layers below frozen and their
-# states computed once: 2 backbone learning rates per method, then seeds 1 and 2 of each choice
-# (about 3 hours on 2 cores: ~1 s a step at batch 64 with two runs side by side).
+# states computed once: 6 settings per method (5 backbone learning rates at 2 epochs, then the best
+# of those at 4), then seeds 1 and 2 of each choice (about 5 hours on 2 cores: ~1-2 s a step at
+# batch 64 with two runs side by side; a rerun resumes from the records already written).
 bench-quality-tuned: setup
 	$(PY) benchmarks/quality.py --suite backbone --train-layers 1 --workers 2
 
 bench-serve: setup bundle
 	$(PY) benchmarks/serve.py --bundle $(BUNDLE)
 	$(PY) benchmarks/own_bank.py --bundle $(BUNDLE)
+
+# On a machine with an NVIDIA GPU and onnxruntime-gpu's CUDA libraries (issue 19): the service on
+# CUDA (the bundle's fp16 copy, what `auto` serves there) against raw ONNX Runtime on the same GPU,
+# 1, 32 and 128 clients; benchmarks/results/gpu/serve.md. Stops with one line where there is no CUDA.
+bench-serve-gpu: setup bundle
+	$(PY) benchmarks/serve.py --bundle $(BUNDLE) --device cuda --clients 1,32,128 --out benchmarks/results/gpu
 
 # The peers (Infinity, Ray Serve, sentence-transformers) in their own environment: their pins
 # (numpy<2, uvicorn<0.33, ...) conflict with the project's.

@@ -1,6 +1,6 @@
 """Serving benchmark: the service under concurrent load against raw ONNX Runtime, same inputs, same run.
 
-    python benchmarks/serve.py [--bundle bundles/tweets] [--quick]
+    python benchmarks/serve.py [--bundle bundles/tweets] [--quick] [--device cuda] [--clients 1,32,128]
 
 1. Served: `python -m service` (uvicorn on 127.0.0.1, a free port) with batching on (defaults)
    and off (`--max-batch-items 1`); a separate load process keeps `concurrency` requests of one
@@ -111,7 +111,7 @@ def write_report(results: dict, out_dir: Path) -> None:
     m, b = results["machine"], results["bundle"]
     lines = [
         "# Serving benchmark", "",
-        f"`python benchmarks/serve.py{' --quick' if results['quick'] else ''} --bundle {b['path']}` on "
+        f"`{results.get('command') or 'python benchmarks/serve.py --bundle ' + b['path']}` on "
         f"{describe(m)}.", "",
         f"Bundle `{b['name']}` {b['version']}, `{b['model_file']}` ({b['modality']}, embedding {b['embedding_dim']}, bank of "
         f"{b['bank_atoms']} atoms); inputs: {results['inputs']['source']}, {results['inputs']['count']} distinct, "
@@ -141,6 +141,16 @@ def write_report(results: dict, out_dir: Path) -> None:
     (out_dir / "serve.md").write_text("\n".join(lines))
 
 
+def providers() -> list[str]:
+    import onnxruntime
+
+    return onnxruntime.get_available_providers()
+
+
+def cuda_available() -> bool:
+    return "CUDAExecutionProvider" in providers()
+
+
 # ---- main ------------------------------------------------------------------------------------------
 
 
@@ -149,8 +159,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", type=Path, default=Path("bundles/tweets"))
     parser.add_argument("--quick", action="store_true", help="short runs, two concurrency levels")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--clients", help="comma-separated concurrency levels (default 1,8,32; --quick 1,8)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
+    levels = (1, 8) if args.quick else (1, 8, 32)
+    if args.clients is not None:
+        try:
+            levels = tuple(int(c) for c in args.clients.split(","))
+        except ValueError:
+            parser.error(f"--clients takes whole numbers separated by commas, not {args.clients!r}")
+        if not levels or min(levels) < 1:
+            parser.error("--clients: every level is at least 1 client")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     import httpx
@@ -159,13 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     from service.config import Settings
     from service.runtime import Runtime
 
+    if args.device == "cuda" and not cuda_available():
+        log.error("cannot benchmark on cuda: ONNX Runtime here has no CUDAExecutionProvider (providers: %s); "
+                  "install onnxruntime-gpu with its CUDA libraries, or run --device cpu", ", ".join(providers()))
+        return 2
     try:
         bundle = load_bundle(args.bundle)
     except BundleError as exc:
         log.error("cannot benchmark: %s", exc)
         return 1
     defaults = Settings()
-    levels = (1, 8) if args.quick else (1, 8, 32)
     duration_s, raw_s = (2.0, 1.5) if args.quick else (8.0, 4.0)
     inputs, source = benchmark_inputs(bundle, 64 if args.quick else 512)
 
@@ -182,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             ("on", [], [("embedding", c) for c in levels] + [("full", levels[-1]),
                                                              (f"embedding, {BIG} inputs/request", 2)]),
             # a fixed wait for batches to fill, against the default continuous batching
-            ("on, max_wait_ms=5", ["--max-wait-ms", "5"], [("embedding", 8)]),
+            ("on, max_wait_ms=5", ["--max-wait-ms", "5"], [("embedding", levels[min(1, len(levels) - 1)])]),
             ("off", ["--max-batch-items", "1"], [("embedding", c) for c in levels]),
         ]
         for batching, flags, points in plans:
@@ -210,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = bundle.manifest
     results = {
         "quick": args.quick,
+        "command": "python benchmarks/serve.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": machine(provider),
         "bundle": {"path": str(args.bundle), "name": manifest.name, "version": manifest.version,
                    "model_file": runtime.model_file,
