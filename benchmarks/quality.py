@@ -229,6 +229,33 @@ def scratch_extension(records: list[dict], dataset: str, method: str) -> dict[st
     return {name if set(seventh) == {"lr"} else f"{base}-{name}": seventh}
 
 
+# Then an 8th, on a dataset where a choice of 7 still sits at the edge of its learning rates (the
+# 7th stepped past it and won): every method's rate one step from its choice of 7, so the budget
+# stays equal (`scratch_eighth`; synthetic, where atom chose 1.6e-2, its 7th and largest).
+def scratch_eighth(records: list[dict], dataset: str) -> dict[str, dict[str, dict]]:
+    """{method: {name: settings}}: each method's 8th from-scratch setting on `dataset`, once every
+    method's 7 have run and some method's choice of them is the largest or smallest rate it tried;
+    {} before that, or where no choice is at an edge."""
+    sevens = {method: {**grid, **scratch_extension(records, dataset, method)} for method, grid in SCRATCH_SWEEP.items()}
+    if any(len(seven) <= len(SCRATCH_SWEEP[method]) for method, seven in sevens.items()):
+        return {}
+    steps = {method: _step_setting(seven, records, dataset, method, "lr") for method, seven in sevens.items()}
+    if any(step is None for step in steps.values()):
+        return {}
+
+    def outside(method: str) -> bool:  # step_past leaves the rates tried only from an edge
+        rates = [_axis_value(settings, "lr") for settings in sevens[method].values()]
+        return not min(rates) <= steps[method][1]["lr"] <= max(rates)
+
+    if not any(outside(method) for method in steps):
+        return {}
+    eighth = {}
+    for method, (base, settings) in steps.items():
+        name = f"lr{settings['lr']:g}" if set(settings) == {"lr"} else f"{base}-lr{settings['lr']:g}"
+        eighth[method] = {} if name in sevens[method] else {name: settings}
+    return eighth
+
+
 def _frozen_name(method: str, settings: dict, base: str) -> str:
     if method == "atom":
         rest = {k: v for k, v in settings.items() if k != "potential_weight"}
@@ -490,7 +517,8 @@ def sweep_of(suite: str, train_layers: int, records: list[dict] | None = None, d
     """Each method's settings, with those that `records` place: a partial fine-tune's fifth, the
     frozen sweep's 9th and 10th and its second round."""
     if suite == "scratch":
-        return {method: {**settings, **scratch_extension(records or [], dataset, method)}
+        eighth = scratch_eighth(records or [], dataset)
+        return {method: {**settings, **scratch_extension(records or [], dataset, method), **eighth.get(method, {})}
                 for method, settings in SCRATCH_SWEEP.items()}
     if train_layers == -1:
         return BACKBONE_SWEEP
@@ -509,7 +537,7 @@ def sweep_of(suite: str, train_layers: int, records: list[dict] | None = None, d
 
 def sweep_size(suite: str, train_layers: int) -> int:
     """How many settings each method's sweep holds once complete (its placed settings too)."""
-    if suite == "scratch":
+    if suite == "scratch":  # at least: an 8th joins where a choice of 7 sits at an edge (scratch_eighth)
         return len(SCRATCH_SWEEP["atom"]) + 1
     return {0: len(FROZEN_SWEEP["atom"]) + 2 + SECOND_ROUND, -1: len(BACKBONE_SWEEP["atom"])}.get(train_layers, len(PARTIAL_GRID) + 2)
 

@@ -342,3 +342,38 @@ def test_the_scratch_sweep_steps_every_methods_learning_rate_past_its_choice_bef
     assert quality.final_jobs(Args, plain, "tweets") == []  # the seventh first
     seven = plain + [dict(record("plain", "lr0.0113", 0.74, 0.5, settings={"lr": 0.0113}), suite="scratch")]
     assert [(j["config"], j["seed"]) for j in quality.final_jobs(Args, seven, "tweets")] == [("lr0.0113", 1), ("lr0.0113", 2)]
+
+
+def test_an_edge_choice_after_the_seventh_gives_every_method_an_eighth_rate_before_its_seeds():
+    from quality import scratch_eighth
+
+    def ran(method: str, accuracy: dict[str, float], extra: dict[str, dict] | None = None) -> list[dict]:
+        grid = {**SCRATCH_SWEEP[method], **(extra or {})}
+        return [dict(record(method, config, val, 0.5, settings=grid[config]), suite="scratch", dataset="synthetic",
+                     key=f"scratch/synthetic/{method}/{config}/seed0") for config, val in accuracy.items()]
+
+    # plain and baseline: the 7th (6.4e-2, past their edge) lost, so their choice sits inside its rates
+    inside = {"lr1e-3": 0.90, "lr2e-3": 0.91, "lr4e-3": 0.92, "lr8e-3": 0.95, "lr1.6e-2": 0.97, "nodropout": 0.9,
+              "lr0.064": 0.93}
+    others = [r for method in ("plain", "baseline") for r in ran(method, inside, {"lr0.064": {"lr": 0.064}})]
+    # atom: its 7th (1.6e-2, 4x past 4e-3) won: its largest rate, an edge still
+    atom_six = {"default": 0.90, "lambda1": 0.89, "valence-all": 0.88, "radius-shell": 0.90, "lr1e-3": 0.87,
+                "lr4e-3": 0.93}
+    atom = ran("atom", {**atom_six, "lr0.016": 0.96}, {"lr0.016": {"lr": 0.016}})
+    assert scratch_eighth(others + atom[:-1], "synthetic") == {}  # not before every method's 7 have run
+    eighth = scratch_eighth(others + atom, "synthetic")
+    assert eighth == {"plain": {"lr0.0113": {"lr": 0.0113}}, "baseline": {"lr0.0113": {"lr": 0.0113}},
+                      "atom": {"lr0.064": {"lr": 0.064}}}
+    sweep = quality.sweep_of("scratch", 0, others + atom, "synthetic")
+    assert {method: len(settings) for method, settings in sweep.items()} == {"plain": 8, "baseline": 8, "atom": 8}
+
+    class Args:
+        suite, train_layers, methods, seeds = "scratch", 0, "atom", 3
+        backbone, device, workers, limit, quick, runs = "minilm", "cpu", 1, None, False, "runs"
+
+    assert quality.final_jobs(Args, others + atom, "synthetic") == []  # the eighth first
+    eight = others + atom + ran("atom", {"lr0.064": 0.95}, {"lr0.064": {"lr": 0.064}})
+    assert [(j["config"], j["seed"]) for j in quality.final_jobs(Args, eight, "synthetic")] == [("lr0.016", 1), ("lr0.016", 2)]
+    # where atom's 7th lost too, every choice is inside its rates: no eighth for anyone
+    atom_lost = ran("atom", {**atom_six, "lr0.016": 0.92}, {"lr0.016": {"lr": 0.016}})
+    assert scratch_eighth(others + atom_lost, "synthetic") == {}
