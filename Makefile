@@ -60,7 +60,7 @@ bundle-small: bundles/tweets-small/manifest.json
 # below frozen and their states computed once; the atom setting that the top-layer sweep chose on
 # validation (benchmarks/results/quality_backbone-top1.md; a test holds the two together).
 # Longer than `make bundle`: see docs/training.md. `make run-tuned` serves it.
-TUNED_TRAIN ?= --train-layers 1 --backbone-lr 3.2e-3 --lr 3e-3 --lambda 0.03 --epochs 2 --batch-size 64
+TUNED_TRAIN ?= --train-layers 1 --backbone-lr 3.2e-3 --lr 3e-3 --lambda 0.03 --epochs 4 --batch-size 64
 bundles/tweets-tuned/manifest.json: | $(STAMP)
 	$(ATOMIZE) train --dataset tweets --backbone minilm --out runs/tweets-tuned $(TUNED_TRAIN)
 	$(ATOMIZE) export runs/tweets-tuned --out bundles/tweets-tuned --int8 --fp16
