@@ -232,11 +232,13 @@ def scratch_extension(records: list[dict], dataset: str, method: str) -> dict[st
 # Then an 8th, on a dataset where a choice of 7 still sits at the edge of its learning rates (the
 # 7th stepped past it and won): every method's rate one step from its choice of 7, so the budget
 # stays equal (`scratch_eighth`; synthetic, where atom chose 1.6e-2, its 7th and largest).
-def scratch_eighth(records: list[dict], dataset: str) -> dict[str, dict[str, dict]]:
+def scratch_eighth(records: list[dict], dataset: str, sevens: dict[str, dict] | None = None) -> dict[str, dict[str, dict]]:
     """{method: {name: settings}}: each method's 8th from-scratch setting on `dataset`, once every
     method's 7 have run and some method's choice of them is the largest or smallest rate it tried;
-    {} before that, or where no choice is at an edge."""
-    sevens = {method: {**grid, **scratch_extension(records, dataset, method)} for method, grid in SCRATCH_SWEEP.items()}
+    {} before that, or where no choice is at an edge. `sevens`: each method's first 7 settings, when
+    the caller has them (`scratch_sweep`)."""
+    if sevens is None:
+        sevens = {method: {**grid, **scratch_extension(records, dataset, method)} for method, grid in SCRATCH_SWEEP.items()}
     if any(len(seven) <= len(SCRATCH_SWEEP[method]) for method, seven in sevens.items()):
         return {}
     steps = {method: _step_setting(seven, records, dataset, method, "lr") for method, seven in sevens.items()}
@@ -254,6 +256,13 @@ def scratch_eighth(records: list[dict], dataset: str) -> dict[str, dict[str, dic
         name = f"lr{settings['lr']:g}" if set(settings) == {"lr"} else f"{base}-lr{settings['lr']:g}"
         eighth[method] = {} if name in sevens[method] else {name: settings}
     return eighth
+
+
+def scratch_sweep(records: list[dict], dataset: str) -> dict[str, dict]:
+    """Each method's from-scratch settings: the 6 fixed ones, the 7th and the 8th where placed."""
+    sevens = {method: {**grid, **scratch_extension(records, dataset, method)} for method, grid in SCRATCH_SWEEP.items()}
+    eighth = scratch_eighth(records, dataset, sevens)
+    return {method: {**seven, **eighth.get(method, {})} for method, seven in sevens.items()}
 
 
 def _frozen_name(method: str, settings: dict, base: str) -> str:
@@ -515,11 +524,9 @@ def frozen_sentence_embeddings(dataset: str, backbone: str, data, cache_dir: Pat
 
 def sweep_of(suite: str, train_layers: int, records: list[dict] | None = None, dataset: str | None = None) -> dict:
     """Each method's settings, with those that `records` place: a partial fine-tune's fifth, the
-    frozen sweep's 9th and 10th and its second round."""
+    frozen sweep's 9th and 10th and its second round, the from-scratch 7th and 8th."""
     if suite == "scratch":
-        eighth = scratch_eighth(records or [], dataset)
-        return {method: {**settings, **scratch_extension(records or [], dataset, method), **eighth.get(method, {})}
-                for method, settings in SCRATCH_SWEEP.items()}
+        return scratch_sweep(records or [], dataset)
     if train_layers == -1:
         return BACKBONE_SWEEP
     if train_layers == 0:

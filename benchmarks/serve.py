@@ -111,7 +111,7 @@ def write_report(results: dict, out_dir: Path) -> None:
     m, b = results["machine"], results["bundle"]
     lines = [
         "# Serving benchmark", "",
-        f"`{results.get('command') or 'python benchmarks/serve.py --bundle ' + b['path']}` on "
+        f"`{results['command']}` on "
         f"{describe(m)}.", "",
         f"Bundle `{b['name']}` {b['version']}, `{b['model_file']}` ({b['modality']}, embedding {b['embedding_dim']}, bank of "
         f"{b['bank_atoms']} atoms); inputs: {results['inputs']['source']}, {results['inputs']['count']} distinct, "
@@ -147,10 +147,6 @@ def providers() -> list[str]:
     return onnxruntime.get_available_providers()
 
 
-def cuda_available() -> bool:
-    return "CUDAExecutionProvider" in providers()
-
-
 # ---- main ------------------------------------------------------------------------------------------
 
 
@@ -178,15 +174,22 @@ def main(argv: list[str] | None = None) -> int:
     from service.config import Settings
     from service.runtime import Runtime
 
-    if args.device == "cuda" and not cuda_available():
-        log.error("cannot benchmark on cuda: ONNX Runtime here has no CUDAExecutionProvider (providers: %s); "
-                  "install onnxruntime-gpu with its CUDA libraries, or run --device cpu", ", ".join(providers()))
-        return 2
     try:
         bundle = load_bundle(args.bundle)
     except BundleError as exc:
         log.error("cannot benchmark: %s", exc)
         return 1
+    if args.device == "cuda":
+        from contract.runner import CUDA, DeviceError, create_session
+
+        try:  # the service's own start-up check: the provider listed, and working with this bundle
+            if CUDA not in providers():
+                raise DeviceError(f"ONNX Runtime here has no {CUDA} (providers: {', '.join(providers())})")
+            create_session(bundle, "cuda")
+        except DeviceError as exc:
+            log.error("cannot benchmark on cuda: %s; install onnxruntime-gpu with its CUDA libraries, or run "
+                      "--device cpu", exc)
+            return 2
     defaults = Settings()
     duration_s, raw_s = (2.0, 1.5) if args.quick else (8.0, 4.0)
     inputs, source = benchmark_inputs(bundle, 64 if args.quick else 512)
