@@ -84,7 +84,7 @@ def start_runtime(settings: Settings, loaded: Loaded, metrics: ModelMetrics) -> 
     runtime = Runtime(
         loaded.bundle, device=settings.device, precision=settings.precision,
         max_components_per_input=settings.max_components_per_input, metrics=metrics, bank=loaded.bank,
-        threads=settings.threads_for(loaded.name),
+        threads=settings.workers_for(loaded.name)[1],
     )
     runtime.warm_up()
     priority = settings.nice_for(loaded.name)
@@ -190,7 +190,8 @@ def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None
         model_metrics.set_info(manifest.name, manifest.version, runtime.provider, runtime.bundle.digest)
         model_metrics.set_bank(len(runtime.bank), runtime.bank.version, runtime.bank.index.spec.kind)
         batcher = Batcher(runtime.run, batching_config(settings, runtime.provider), model_metrics,
-                          thread_priority=settings.nice_for(item.name))
+                          thread_priority=settings.nice_for(item.name),
+                          workers=settings.workers_for(item.name, runtime.provider)[0])
         batcher.start()
         log.info("model %s: %s %s (%s)", item.name, manifest.name, manifest.version, runtime.bundle.digest)
         return Served(item.name, runtime, batcher, models_for(runtime, settings), model_metrics, item.bank_path)

@@ -1,17 +1,18 @@
-"""Dynamic batching: one worker task owns the queue and feeds the runtime one batch at a time.
+"""Dynamic batching: worker tasks own the queue and feed the runtime, one batch each at a time.
 
-Requests put items in the queue (one future per item) and await their futures. The worker
+Requests put items in the queue (one future per item) and await their futures. A free worker
 waits until the queue holds a full batch (`max_batch_items`, or `max_batch_components` padded
 components) or the oldest item has waited `max_wait_ms`, then takes the waiting items (at most
 `max_round_items`, oldest first, so a long queue is served in order rather than in one long
-round that every newcomer waits behind), sorts
-them by length, cuts them into batches within both budgets and runs those one after another in a
-worker thread. A batch also stops growing when padding would pass `max_batch_padding` (padded
+round that every newcomer waits behind), sorts them by length and cuts them into batches within
+both budgets. A batch also stops growing when padding would pass `max_batch_padding` (padded
 components over real ones, minus one): on a CPU the model's cost follows the components it
 computes, padding included, so four batches of similar lengths beat one batch of mixed ones
-(on a GPU, where the batch is what costs, the padding bound is lifted). Items that
-arrive meanwhile wait for the next round, so nothing starves behind shorter items. With
-`max_wait_ms=0` (the default) a round starts as soon as the worker is free: continuous
+(on a GPU, where the batch is what costs, the padding bound is lifted). The round's batches go
+to the `workers` (each runs one batch at a time, in a thread of its own) in order, whichever is
+free first; a new round is taken only once all of them have started, so items that arrive
+meanwhile wait for the next round and nothing starves behind shorter items. With
+`max_wait_ms=0` (the default) a round starts as soon as a worker is free: continuous
 batching, where the batch size follows the load.
 
 Failure rules: a full queue refuses a request at once (429); a request whose deadline passes
@@ -26,6 +27,7 @@ import dataclasses
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -121,17 +123,24 @@ class Batcher(Generic[ItemT, ResultT]):
         config: BatchingConfig,
         metrics: ModelMetrics | None = None,
         thread_priority: Priority = 0,
+        workers: int = 1,
     ):
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers}")
         self._run_batch = run_batch
         self.config = config
         self.metrics = metrics
+        self.workers = workers
         self._pool = _Pool()
+        self._ready: deque[list[_Entry]] = deque()  # batches cut from a round, not yet started
         self._queued = 0  # accepted and not yet in a running batch (the bounded quantity)
         self._wakeup = asyncio.Event()
         self._closing = False
-        self._task: asyncio.Task | None = None
-        # One thread: batches run one at a time; ONNX Runtime uses the cores inside one run.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atom-inference",
+        self._tasks: list[asyncio.Task] = []
+        # A thread per worker: `workers` batches run at once (run_batch must allow that: an ONNX
+        # Runtime session does). On a small CPU two batches on one intra-op thread each beat one
+        # batch on two: benchmarks/results/inference_workers.md.
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="atom-inference",
                                             initializer=priority_this_thread if thread_priority else None,
                                             initargs=(thread_priority,) if thread_priority else ())
 
@@ -141,10 +150,11 @@ class Batcher(Generic[ItemT, ResultT]):
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done() and not self._closing
+        return any(not task.done() for task in self._tasks) and not self._closing
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._work(), name="atom-batcher")
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._work(), name=f"atom-batcher-{i}") for i in range(self.workers)]
 
     async def submit(self, items: Sequence[ItemT], deadline: float) -> list[ResultT]:
         """Queue the items of one request and wait for their results, in order.
@@ -178,58 +188,76 @@ class Batcher(Generic[ItemT, ResultT]):
         """Refuse new items, finish the queued ones (up to drain_timeout_s), then stop."""
         self._closing = True
         self._wakeup.set()
-        if self._task is not None:
+        if self._tasks:
+            workers = asyncio.gather(*self._tasks, return_exceptions=True)
             try:
-                await asyncio.wait_for(asyncio.shield(self._task), drain_timeout_s)
+                await asyncio.wait_for(asyncio.shield(workers), drain_timeout_s)
             except TimeoutError:
                 log.warning("batcher did not drain in %.1f s; failing what is left", drain_timeout_s)
-                self._task.cancel()
-        self._fail(self._pool.take(len(self._pool.entries)), NotReady("the service is shutting down"))
+                for task in self._tasks:
+                    task.cancel()
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+        left = [entry for batch in self._ready for entry in batch] + self._pool.take(len(self._pool.entries))
+        self._ready.clear()
+        self._set_queued(self._queued - len(left))
+        self._fail(left, NotReady("the service is shutting down"))
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    # ---- the worker --------------------------------------------------------------------------
+    # ---- the workers -------------------------------------------------------------------------
 
     async def _work(self) -> None:
         while True:
-            await self._wait_for_round()
-            if not self._pool.entries:
-                if self._closing:
+            if not self._ready:
+                await self._wait_for_round()
+                if not self._ready and self._pool.entries:  # another worker may have taken it meanwhile
+                    self._take_round()
+            if not self._ready:
+                if self._closing and not self._pool.entries:
                     return
                 continue
-            entries = self._pool.take(self.config.max_round_items)
-            if self.metrics is not None:
-                self.metrics.round_items.observe(len(entries))
-            config = self.config
-            batches = cut_batches(entries, config.max_batch_items, config.max_batch_components, config.max_batch_padding)
-            for index, batch in enumerate(batches):
-                try:
-                    await self._run(batch)
-                except BaseException as exc:
-                    # Cancelled (a shutdown that could not drain) or a bug here: fail what this
-                    # round still holds rather than leave its requests waiting for their deadline.
-                    rest = [entry for later in batches[index + 1 :] for entry in later]
-                    self._set_queued(self._queued - len(rest))  # _run already counted `batch` out
-                    cancelled = isinstance(exc, asyncio.CancelledError)
-                    error = NotReady("the service is shutting down") if cancelled else InferenceFailed("the batcher failed")
-                    self._fail(batch + rest, error)
-                    if cancelled:
-                        raise
-                    log.exception("batcher round failed")  # and go on: later requests must not be stranded
-                    break
+            batch = self._ready.popleft()
+            try:
+                await self._run(batch)
+            except asyncio.CancelledError:
+                # A shutdown that could not drain: this batch's requests are told so at once
+                # (stop() fails what is still queued).
+                self._fail(batch, NotReady("the service is shutting down"))
+                raise
+            except Exception:
+                # A bug here, not in the model (run_batch's errors are handled in _run): fail this
+                # batch and the rest of its round (all that is still ready) rather than leave their
+                # requests waiting for their deadline, and go on with later requests.
+                rest = [entry for later in self._ready for entry in later]
+                self._ready.clear()
+                self._set_queued(self._queued - len(rest))  # _run already counted `batch` out
+                self._fail(batch + rest, InferenceFailed("the batcher failed"))
+                log.exception("batcher round failed")
+
+    def _take_round(self) -> None:
+        entries = self._pool.take(self.config.max_round_items)
+        if self.metrics is not None:
+            self.metrics.round_items.observe(len(entries))
+        config = self.config
+        self._ready.extend(cut_batches(entries, config.max_batch_items, config.max_batch_components,
+                                       config.max_batch_padding))
+        if self.workers > 1:
+            self._wakeup.set()  # the other workers: batches are ready
 
     def _full(self) -> bool:
         count = len(self._pool.entries)
         return count >= self.config.max_batch_items or count * self._pool.longest >= self.config.max_batch_components
 
     async def _wait_for_round(self) -> None:
-        while not self._pool.entries and not self._closing:
+        while not self._pool.entries and not self._ready and not self._closing:
             self._wakeup.clear()
             await self._wakeup.wait()
-        if not self._pool.entries:
+        if not self._pool.entries or self._ready:  # nothing to wait for, or batches to run now
             return
         loop = asyncio.get_running_loop()
         flush_at = self._pool.entries[0].enqueued_at + self.config.max_wait_ms / 1000.0
         while not self._full() and not self._closing:
+            if self._ready or not self._pool.entries:  # another worker took the round meanwhile
+                return
             remaining = flush_at - loop.time()
             if remaining <= 0:
                 return

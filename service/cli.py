@@ -41,6 +41,7 @@ def serve(
     max_queue_items: Annotated[Optional[int], _flag("max_queue_items")] = None,
     max_concurrent_requests: Annotated[Optional[int], _flag("max_concurrent_requests")] = None,
     inference_threads: Annotated[Optional[list[str]], _flag("inference_threads")] = None,
+    inference_workers: Annotated[Optional[int], _flag("inference_workers")] = None,
     prepare_threads: Annotated[Optional[int], _flag("prepare_threads")] = None,
     direct_routes: Annotated[Optional[bool], _flag("direct_routes")] = None,
     inference_nice: Annotated[Optional[list[str]], _flag("inference_nice")] = None,

@@ -51,6 +51,8 @@ async def model_info(
             "model_file": runtime.model_file,
             "precision": runtime.precision,
             "batching": "per input" if runtime.per_input else "batched",  # see Runtime.per_input
+            "workers": serving.batcher.workers,  # batches that run at once
+            "threads_per_worker": runtime.session.get_session_options().intra_op_num_threads,
             "onnxruntime_version": ort.__version__,
         },
         bank=runtime.bank.info,

@@ -329,3 +329,84 @@ def test_a_fault_in_the_batcher_itself_fails_its_round_and_the_worker_goes_on():
     assert queued_after == 0  # nothing of the failed round is still counted against the queue
     assert later == [14]  # the worker kept serving
     assert runner.seen == [7]  # the failed round ran nothing
+
+
+class ConcurrencyRunner(FakeRunner):
+    """FakeRunner that records how many batches were running at once, at most."""
+
+    def __init__(self, delay_s: float):
+        super().__init__(delay_s)
+        self.running = 0
+        self.most = 0
+        self.threads: set[int] = set()
+
+    def __call__(self, items):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.threads.add(threading.get_ident())
+        try:
+            return super().__call__(items)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_workers_run_that_many_batches_at_once_and_every_request_keeps_its_answers(workers):
+    async def main():
+        runner = ConcurrencyRunner(delay_s=0.02)
+        batcher = Batcher(runner, BatchingConfig(max_batch_items=2), Metrics().for_model("m"), workers=workers)
+        batcher.start()
+        requests = [[FakeItem(10 * r + i) for i in range(r % 3 + 1)] for r in range(24)]
+        results = await asyncio.gather(*(batcher.submit(items, deadline_in(10)) for items in requests))
+        queued = batcher.queued
+        await batcher.stop()
+        return runner, requests, results, queued
+
+    runner, requests, results, queued = run(main())
+    for items, result in zip(requests, results):
+        assert result == [item.value * 2 for item in items]
+    assert runner.most == workers and len(runner.threads) == workers
+    assert sorted(runner.seen) == sorted(item.value for items in requests for item in items)  # each item ran once
+    assert queued == 0
+
+
+def test_with_several_workers_a_round_is_run_before_anything_that_arrived_after_it():
+    """Two workers share one round's batches; items that arrive meanwhile wait for the next round."""
+
+    async def main():
+        runner = ConcurrencyRunner(delay_s=0.03)
+        batcher = Batcher(runner, BatchingConfig(max_batch_items=1, max_round_items=4), Metrics().for_model("m"),
+                          workers=2)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit([FakeItem(i) for i in range(4)], deadline_in(10)))
+        await asyncio.sleep(0.01)  # the round of 4 was taken; two of its batches are running
+        later = asyncio.ensure_future(batcher.submit([FakeItem(100)], deadline_in(10)))
+        await asyncio.gather(first, later)
+        await batcher.stop()
+        return runner
+
+    runner = run(main())
+    assert runner.seen.index(100) == 4 and runner.most == 2
+
+
+def test_a_stop_that_cannot_drain_fails_the_waiting_batches_of_every_worker():
+    async def main():
+        runner = ConcurrencyRunner(delay_s=0.3)
+        batcher = Batcher(runner, BatchingConfig(max_batch_items=1), Metrics().for_model("m"), workers=2)
+        batcher.start()
+        pending = asyncio.ensure_future(batcher.submit([FakeItem(i) for i in range(6)], deadline_in(10)))
+        await asyncio.sleep(0.05)
+        await batcher.stop(drain_timeout_s=0.05)
+        with pytest.raises(NotReady):
+            await pending
+        return batcher
+
+    batcher = run(main())
+    assert batcher.queued == 0 and not batcher.running
+
+
+def test_workers_must_be_at_least_one():
+    with pytest.raises(ValueError, match="at least 1"):
+        Batcher(FakeRunner(), BatchingConfig(), workers=0)

@@ -257,7 +257,7 @@ def test_a_model_given_a_nice_value_runs_on_threads_that_yield_the_cores(text_ca
     from service.priority import process_threads
 
     settings = Settings(bundle=[str(text_case.path), f"heavy={text_case.path}"], device="cpu", inference_threads=2,
-                        inference_nice=["heavy=7"])
+                        inference_workers=1, inference_nice=["heavy=7"])
     before = {tid for tid in process_threads() if nice_of(tid) == 7}
     with TestClient(create_app(settings)) as client:
         for model in ("heavy", text_case.bundle.manifest.name):
@@ -284,7 +284,7 @@ def test_a_model_given_idle_runs_its_inference_threads_under_sched_idle(text_cas
     from service.priority import process_threads
 
     settings = Settings(bundle=[str(text_case.path), f"heavy={text_case.path}"], device="cpu", inference_threads=2,
-                        inference_nice=["heavy=idle"])
+                        inference_workers=1, inference_nice=["heavy=idle"])
     assert settings.nice_for("heavy") == "idle" and settings.nice_for(text_case.bundle.manifest.name) == 0
     before = {tid for tid in process_threads() if os.sched_getscheduler(tid) == os.SCHED_IDLE}
     with TestClient(create_app(settings)) as client:
@@ -301,14 +301,21 @@ def test_a_model_given_idle_runs_its_inference_threads_under_sched_idle(text_cas
 
 
 def test_each_model_gets_the_inference_threads_given_for_it_else_the_bare_count(text_case):
-    settings = Settings(bundle=[str(text_case.path), f"heavy={text_case.path}", f"light={text_case.path}"],
-                        device="cpu", inference_threads=["2", "heavy=1"])
-    with TestClient(create_app(settings)) as client:
-        served = client.app.state.atom.served
-        threads = {name: served[name].runtime.session.get_session_options().intra_op_num_threads
-                   for name in ("heavy", "light")}
-        assert threads == {"heavy": 1, "light": 2}
-        assert client.post("/v1/embeddings", json={"model": "heavy", "input": "a b"}).status_code == 200
+    """The threads a model is given are split among its workers: 2 threads run as 2 batches at
+    once on one thread each (auto), or one batch on 2 threads (inference_workers=1)."""
+    names = ("heavy", "light", "wide")
+    for workers, expected in ((0, {"heavy": (1, 1), "light": (2, 1), "wide": (2, 2)}),
+                              (1, {"heavy": (1, 1), "light": (1, 2), "wide": (1, 4)})):
+        settings = Settings(bundle=[str(text_case.path), *(f"{name}={text_case.path}" for name in names)],
+                            device="cpu", inference_threads=["2", "heavy=1", "wide=4"], inference_workers=workers)
+        with TestClient(create_app(settings)) as client:
+            served = client.app.state.atom.served
+            got = {name: (served[name].batcher.workers,
+                          served[name].runtime.session.get_session_options().intra_op_num_threads) for name in names}
+            assert got == expected, workers
+            for name in names:
+                response = client.post("/v1/embeddings", json={"model": name, "input": ["a b", "c"]})
+                assert response.status_code == 200, response.text
     assert Settings(bundle=[str(text_case.path)], inference_threads=3).threads_for("x") == 3  # the env's form: one count
     assert Settings(bundle=[str(text_case.path)]).threads_for("x") == 0
     with pytest.raises(ValueError, match="from 0 to 1024"):
