@@ -14,9 +14,11 @@ other work on a shared machine does not favour one of them.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -49,14 +51,33 @@ def policy_batches(runtime, items: list, round_size: int, padding: float, max_it
     return feeds
 
 
-def items_per_s(runtime, feeds: list[dict], seconds: float) -> float:
+def items_per_s(runtime, feeds: list[dict], seconds: float, workers: int = 1) -> float:
+    """Items/s of the runtime's session over the feeds, in turn, for about `seconds`; with
+    `workers` threads each taking the next feed when free, as the batcher's workers do."""
     runtime.run_feeds(feeds[0])
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        for feed in feeds:
+    if workers == 1:
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            for feed in feeds:
+                runtime.run_feeds(feed)
+                done += len(feed["attention_mask"])
+        return done / (time.perf_counter() - started)
+    turns = itertools.count()  # next() on it is atomic under the GIL: each feed run once per lap
+    counts = [0] * workers
+    started = time.perf_counter()
+
+    def work(index: int) -> None:
+        while time.perf_counter() - started < seconds:
+            feed = feeds[next(turns) % len(feeds)]
             runtime.run_feeds(feed)
-            done += len(feed["attention_mask"])
-    return done / (time.perf_counter() - started)
+            counts[index] += len(feed["attention_mask"])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / (time.perf_counter() - started)
 
 
 def main(argv: list[str] | None = None) -> int:

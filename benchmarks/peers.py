@@ -24,7 +24,8 @@ point after a warm-up, bounded by time and count):
 Each answer set is checked before its load (peers against sentence-transformers, this service
 against its own model run in process). For every row of this service, `raw` is ONNX Runtime in
 this process on the batches the service's own policy makes from rounds of the size the server
-saw (from its /metrics), so served/raw is the cost of everything but the model. Records go to
+saw (from its /metrics), run by as many workers with as many threads each as the service's, so
+served/raw is the cost of everything but the model. Records go to
 benchmarks/results/peers.jsonl (a rerun skips points already there); benchmarks/peers_report.py
 writes the table, the plot and the targets.
 """
@@ -52,7 +53,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from common import machine, read_records, running_service  # noqa: E402
 from loadgen import mean_between, run_load, scrape  # noqa: E402
-from serve import raw_for  # noqa: E402
+from serve import raw_for, raw_runtime  # noqa: E402
 
 log = logging.getLogger("benchmarks.peers")
 RESULTS = ROOT / "benchmarks" / "results"
@@ -128,7 +129,6 @@ def run_ours(system: System, texts: list[str], tmp: Path, duration_s: float, don
     import httpx
 
     from contract.bundle import load_bundle
-    from service.runtime import Runtime
 
     bundle_dir = ROOT / system.bundle
     field_name = "input" if system.path == "/v1/embeddings" else "inputs"
@@ -151,7 +151,8 @@ def run_ours(system: System, texts: list[str], tmp: Path, duration_s: float, don
                        mean_batch_items=mean_between(after, before, "atom_batch_items"))
             row.update(system=system.name, kind=system.kind, clients=clients, inputs_per_request=size,
                        model=f"{info['name']} {info['version']}", precision=info["runtime"]["precision"],
-                       path=system.path, batching=batching, load_average_1m=os.getloadavg()[0])
+                       path=system.path, batching=batching, workers=info["runtime"].get("workers", 1),
+                       threads_per_worker=info["runtime"].get("threads_per_worker"), load_average_1m=os.getloadavg()[0])
             log.info("%s %d clients x %d: %.0f items/s p50 %.0f ms p99 %.0f ms, round %.1f batch %.1f, %d failed",
                      system.name, clients, size, row["items_per_s"], row["p50_ms"] or 0, row["p99_ms"] or 0,
                      row["mean_round_items"] or 0, row["mean_batch_items"] or 0, row["failed"])
@@ -160,7 +161,7 @@ def run_ours(system: System, texts: list[str], tmp: Path, duration_s: float, don
             profile_point(url, system, bodies[1], duration_s)
     # Raw, with the server stopped: the same batches the service's policy makes, in process.
     bundle = load_bundle(bundle_dir)
-    runtime = Runtime(bundle, device="cpu", precision=rows[0]["precision"] if rows else system.precision)
+    runtime = raw_runtime(bundle, info, device="cpu", precision=rows[0]["precision"] if rows else system.precision)
     items = runtime.prepare(texts[:2048])
     expected = np.stack([r.embedding for r in runtime.run(items[:CHECK_ITEMS], record=False)])
     cosine = float(np.min(np.sum(served * expected, 1) / np.linalg.norm(served, axis=1) / np.linalg.norm(expected, axis=1)))
@@ -168,7 +169,7 @@ def run_ours(system: System, texts: list[str], tmp: Path, duration_s: float, don
         raise RuntimeError(f"{system.name}: served embeddings differ from the model run in process (cosine {cosine:.6f})")
     cache: dict = {}
     for row in rows:
-        raw = raw_for(runtime, items, row, batching, min(8.0, duration_s / 3), cache)
+        raw = raw_for(runtime, items, row, batching, min(8.0, duration_s / 3), cache, info["runtime"].get("workers", 1))
         row.update(raw_items_per_s=raw, served_over_raw=row["items_per_s"] / raw, min_cosine_vs_in_process=cosine,
                    notes=system.notes)
         append(out, row)

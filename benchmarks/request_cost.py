@@ -74,16 +74,16 @@ def point(process, url: str, bodies: Path, clients: int, seconds: float) -> dict
     return row
 
 
-def model_cpu(runtime, items: list, round_items: int, batching: dict, seconds: float) -> dict:
-    """ONNX Runtime alone on the batches the service's policy makes from rounds of `round_items`:
-    CPU microseconds per item (this process: every ONNX Runtime thread) and items/s."""
+def model_cpu(runtime, items: list, round_items: int, batching: dict, seconds: float, workers: int = 1) -> dict:
+    """ONNX Runtime alone on the batches the service's policy makes from rounds of `round_items`,
+    `workers` at once: CPU microseconds per item (this process: every ONNX Runtime thread) and items/s."""
     from batch_padding import items_per_s, policy_batches
 
     padding = float("inf") if batching["max_batch_padding"] is None else batching["max_batch_padding"]
     feeds = policy_batches(runtime, items, round_items, padding, batching["max_batch_items"], batching["max_batch_components"])
     usage = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
-    rate = items_per_s(runtime, feeds, seconds)
+    rate = items_per_s(runtime, feeds, seconds, workers)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from contract.bundle import load_bundle
     from peers import test_texts
-    from service.runtime import Runtime
+    from serve import raw_runtime
 
     texts = test_texts(1024)
     work = Path(tempfile.mkdtemp(prefix="request-cost-"))
@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                for i, (name, (code, flags)) in enumerate(systems.items())}
     runs: dict[str, list[dict]] = {name: [] for name in systems}
     try:
-        info = httpx.get(f"{next(iter(started.values()))[1]}/v1/model", timeout=10).json()
+        infos = {name: httpx.get(f"{url}/v1/model", timeout=10).json() for name, (_, url) in started.items()}
+        info = next(iter(infos.values()))
         for name, (process, url) in started.items():  # warm-up, not counted
             run_load(url, PATH, bodies, args.clients, 1, 2.0)
         for r in range(args.rounds):
@@ -182,10 +183,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for process, _ in started.values():
             stop_service(process)
-    runtime = Runtime(load_bundle(args.bundle), device="cpu", precision=info["runtime"]["precision"])
-    items = runtime.prepare(texts)
-    raw = {name: model_cpu(runtime, items, max(1, round(statistics.median(p["mean_round_items"] or 1 for p in points))),
-                           info["batching"], min(8.0, args.seconds))
+    bundle = load_bundle(args.bundle)
+    runtimes = {}  # one per thread count: each system's raw runs as its workers do (code from before: 1)
+    for name in runs:
+        threads = infos[name]["runtime"].get("threads_per_worker", 0)
+        if threads not in runtimes:
+            runtimes[threads] = raw_runtime(bundle, infos[name], device="cpu", precision=info["runtime"]["precision"])
+    items = runtimes[next(iter(runtimes))].prepare(texts)
+    raw = {name: model_cpu(runtimes[infos[name]["runtime"].get("threads_per_worker", 0)], items,
+                           max(1, round(statistics.median(p["mean_round_items"] or 1 for p in points))),
+                           infos[name]["batching"], min(8.0, args.seconds), infos[name]["runtime"].get("workers", 1))
            for name, points in runs.items()}
     rows = summarise(runs, raw)
     results = {"machine": machine("CPUExecutionProvider"), "bundle": info["name"], "precision": info["runtime"]["precision"],

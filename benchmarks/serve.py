@@ -88,17 +88,25 @@ def served_point(url: str, bodies_path: Path, concurrency: int, duration_s: floa
     return result
 
 
-def raw_for(runtime, items: list, row: dict, batching: dict, seconds: float, cache: dict) -> float:
+def raw_runtime(bundle, info: dict, **options):
+    """The bundle's model in this process with the served model's intra-op threads per worker
+    (`info`: its /v1/model), so that raw runs as the service's workers do."""
+    from service.runtime import Runtime
+
+    return Runtime(bundle, threads=info["runtime"].get("threads_per_worker", 0), **options)
+
+
+def raw_for(runtime, items: list, row: dict, batching: dict, seconds: float, cache: dict, workers: int = 1) -> float:
     """Items/s of ONNX Runtime alone on the batches the service's policy cuts from rounds of the
-    size the server saw for this row."""
+    size the server saw for this row, `workers` batches at once as the service runs them."""
     round_items = max(1, round(row["mean_round_items"] or 1))
-    cache_key = (round_items, batching["max_batch_items"], batching["max_batch_padding"])
+    cache_key = (round_items, batching["max_batch_items"], batching["max_batch_padding"], workers)
     if cache_key not in cache:
         padding = float("inf") if batching["max_batch_padding"] is None else batching["max_batch_padding"]
         feeds = policy_batches(runtime, items, round_items, padding, batching["max_batch_items"],
                                batching["max_batch_components"])
-        cache[cache_key] = items_per_s(runtime, feeds, seconds)
-    row["raw_round_items"] = round_items
+        cache[cache_key] = items_per_s(runtime, feeds, seconds, workers)
+    row.update(raw_round_items=round_items, raw_workers=workers)
     return cache[cache_key]
 
 
@@ -131,7 +139,8 @@ def write_report(results: dict, out_dir: Path) -> None:
                      f"{row['served_over_raw']:.2f} |")
     lines += [
         "", "raw = ONNX Runtime alone, in this process with the servers stopped, on the batches the service's own",
-        "policy cuts from rounds of the size the server saw for that row (mean round, from its /metrics); served / raw",
+        "policy cuts from rounds of the size the server saw for that row (mean round, from its /metrics), run by as",
+        "many workers with as many threads each as the service's (`inference_workers`); served / raw",
         "is what HTTP, parsing, tokenizing, the batcher and the response cost on top of the model.",
         "`embedding` asks for the embedding only (`neighbors: 0`); `full` is the default response (composition,",
         "component roles and 5 neighbors by distance), so it adds the neighbor search and a larger JSON body.",
@@ -213,22 +222,24 @@ def main(argv: list[str] | None = None) -> int:
         for batching, flags, points in plans:
             log_path = Path(tmp) / f"server-{len(served)}.log"
             with running_service(args.bundle, *flags, device=args.device, log_path=log_path) as url:
-                policy = httpx.get(f"{url}/v1/model", timeout=10).json()["batching"]
+                info = httpx.get(f"{url}/v1/model", timeout=10).json()
+                policy = info["batching"]
                 for response, concurrency in points:
                     size = BIG if "inputs/request" in response else 1
                     row = served_point(url, bodies[response], concurrency, duration_s, 50_000, size)
-                    row.update(batching=batching, response=response, policy=policy)
+                    row.update(batching=batching, response=response, policy=policy,
+                               workers=info["runtime"].get("workers", 1))
                     log.info("batching %s, %s, concurrency %d: %.0f items/s, p50 %.1f ms, p99 %.1f ms, batch %.1f",
                              batching, response, concurrency, row["items_per_s"], row["p50_ms"] or 0,
                              row["p99_ms"] or 0, row["mean_batch_items"] or 0)
                     served.append(row)
     # Raw, with every server stopped: the same policy on rounds of the size each row saw.
-    runtime = Runtime(bundle, device=args.device, max_components_per_input=defaults.max_components_per_input)
+    runtime = raw_runtime(bundle, info, device=args.device, max_components_per_input=defaults.max_components_per_input)
     items = runtime.prepare(inputs)
     lengths = [item.length for item in items]
     cache: dict = {}
     for row in served:
-        row["raw_items_per_s"] = raw_for(runtime, items, row, row["policy"], raw_s, cache)
+        row["raw_items_per_s"] = raw_for(runtime, items, row, row["policy"], raw_s, cache, row["workers"])
         row["served_over_raw"] = row["items_per_s"] / row["raw_items_per_s"]
     provider = runtime.provider
 
