@@ -87,7 +87,8 @@ def fake_raw(monkeypatch):
         return [f"feeds of {round_items}"]
 
     monkeypatch.setattr(serve, "policy_batches", policy_batches)
-    monkeypatch.setattr(serve, "items_per_s", lambda runtime, feeds, seconds: 100.0 * len(calls) + seconds)
+    monkeypatch.setattr(serve, "items_per_s",
+                        lambda runtime, feeds, seconds, workers=1: 100.0 * len(calls) + seconds + 1000 * (workers - 1))
     return calls
 
 
@@ -102,6 +103,8 @@ def test_raw_is_measured_once_per_round_size_and_policy(fake_raw):
     bounded = {**batching, "max_batch_padding": 0.1}
     assert serve.raw_for(None, [], {"mean_round_items": 8.0}, bounded, 2.0, cache) == 202.0
     assert fake_raw[-1] == (8, 0.1, 32, 8192)
+    two = {"mean_round_items": 8.0}  # the service's 2 workers: measured apart, as 2 workers
+    assert serve.raw_for(None, [], two, bounded, 2.0, cache, 2) == 1302.0 and two["raw_workers"] == 2
 
 
 def test_raw_of_a_row_without_rounds_uses_rounds_of_one(fake_raw):
