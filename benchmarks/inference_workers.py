@@ -1,17 +1,21 @@
 """The sweep behind `inference_workers` (batches of one model run at once, auto on CPU).
 
-    python benchmarks/inference_workers.py [--bundle bundles/tweets] [--workers 1,2,3,4]
+    python benchmarks/inference_workers.py [--bundle bundles/tweets] [--workers 1,2,3,4] [--duration 10]
 
 The batcher can run a model's batches in several worker threads at once, one ONNX Runtime
 session shared by all of them and the model's threads split evenly among them (W workers on C
-cores: C // W intra-op threads each, at least one). This measures, in process (no HTTP), items/s
-over the batches the batcher cuts (padding bound 0.1) from rounds of 8, 32 and 128 items, for
-each worker count, fp32 and int8, on the tweets **validation** split (the benchmarks report the
-test split). Configurations run interleaved, several repetitions each, and the median is kept.
-The default is the count with the best mean items/s over the three round sizes and both
+cores: C // W intra-op threads each, at least one). Two measurements, fp32 and int8, both on
+the tweets **validation** split (the benchmarks report the test split):
+
+1. in process (no HTTP): items/s over the batches the batcher cuts (padding bound 0.1) from
+   rounds of 8, 32 and 128 items, interleaved repetitions, median kept;
+2. served, as the peers' settings were chosen (benchmarks/peers_sweep.py): the service started
+   with each worker count, closed-loop loads of 8, 32 and 128 clients x 1 validation tweet on
+   /v1/embeddings, `--duration` s each, two interleaved repetitions, median kept.
+
+The default is the count with the most served items/s, averaged over the three loads and both
 precisions: one setting serves either copy (on a CPU the service takes the int8 copy where the
-bundle has one, fp32 where not).
-Writes benchmarks/results/inference_workers.{json,md}.
+bundle has one, fp32 where not). Writes benchmarks/results/inference_workers.{json,md}.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +37,33 @@ from batch_padding import ROUNDS, items_per_s, policy_batches  # noqa: E402
 from common import describe, machine  # noqa: E402
 
 PADDING = 0.1  # the service's bound on a CPU (service/app.py CPU_BATCH_PADDING)
+LEVELS = (8, 32, 128)  # clients of the served sweep
+
+
+def served_sweep(bundle_dir: Path, texts: list[str], counts: list[int], precisions: list[str], duration_s: float,
+                 repeats: int) -> list[dict]:
+    """One row per (precision, workers, clients, repeat): the service under closed-loop load."""
+    from common import running_service
+    from loadgen import run_load
+    from peers import bodies_file
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        body = bodies_file(Path(tmp), "validation", texts, 1, lambda group: json.dumps({"input": group}))
+        for repeat in range(repeats):
+            for precision in precisions:
+                for workers in counts if repeat % 2 == 0 else counts[::-1]:
+                    with running_service(bundle_dir, "--precision", precision, "--inference-workers", str(workers),
+                                         log_path=Path(tmp) / "service.log") as url:
+                        run_load(url, "/v1/embeddings", body, LEVELS[0], 1, 2.0)  # warm-up, not counted
+                        for clients in LEVELS:
+                            row = run_load(url, "/v1/embeddings", body, clients, 1, duration_s)
+                            row.update(precision=precision, workers=workers, clients=clients, repeat=repeat,
+                                       load_average_1m=os.getloadavg()[0])
+                            rows.append(row)
+                            print(f"served {precision} {workers} workers {clients} clients: {row['items_per_s']:.0f} "
+                                  f"items/s, p99 {row['p99_ms'] or 0:.0f} ms", file=sys.stderr, flush=True)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,12 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=1024, help="validation texts used")
     parser.add_argument("--seconds", type=float, default=2.0, help="per configuration and repetition")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per served load")
+    parser.add_argument("--served-repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
 
     from contract.bundle import load_bundle
     from service.app import CPU_BATCH_PADDING
     from service.config import AUTO_CPU_WORKERS
+    from peers_sweep import validation_texts
     from service.runtime import Runtime
     from training.data import load_dataset
 
@@ -78,14 +113,23 @@ def main(argv: list[str] | None = None) -> int:
     median = {(row["precision"], row["workers"], row["round_items"]): row["items_per_s_median"] for row in rows}
     mean = {p: {w: float(np.mean([median[(p, w, r)] for r in ROUNDS])) for w in counts} for p in precisions}
     best = {p: max(counts, key=lambda w: mean[p][w]) for p in precisions}
-    overall = {w: float(np.mean([mean[p][w] for p in precisions])) for w in counts}
+    del runtimes  # the sessions' memory, before the services start
+    served = served_sweep(args.bundle, validation_texts(2048), counts, precisions, args.duration, args.served_repeats)
+    served_median = {(p, w, c): float(np.median([r["items_per_s"] for r in served
+                                                 if (r["precision"], r["workers"], r["clients"]) == (p, w, c)]))
+                     for p in precisions for w in counts for c in LEVELS}
+    served_p99 = {(p, w, c): float(np.median([r["p99_ms"] or 0 for r in served
+                                              if (r["precision"], r["workers"], r["clients"]) == (p, w, c)]))
+                  for p in precisions for w in counts for c in LEVELS}
+    overall = {w: float(np.mean([served_median[(p, w, c)] for p in precisions for c in LEVELS])) for w in counts}
     chosen = max(counts, key=lambda w: overall[w])
     result = {"command": "python benchmarks/inference_workers.py " + " ".join(argv or sys.argv[1:]),
               "machine": host, "load_average_before": load_before,
               "load_average_after": os.getloadavg()[0], "bundle": bundle.manifest.name, "split": "validation",
               "items": len(items), "repeats": args.repeats, "seconds": args.seconds, "cores": cores, "rows": rows,
               "mean_over_rounds": {p: {str(w): v for w, v in m.items()} for p, m in mean.items()},
-              "best": best, "mean_over_rounds_and_precisions": {str(w): v for w, v in overall.items()},
+              "best": best, "served": served, "served_duration_s": args.duration,
+              "served_mean_over_loads_and_precisions": {str(w): v for w, v in overall.items()},
               "chosen": chosen, "service_default": AUTO_CPU_WORKERS}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "inference_workers.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -105,9 +149,20 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {p} | {r} | {len(items) / len(feeds[r]):.1f} | " + " | ".join(
                 f"**{v:.0f}**" if v == top else f"{v:.0f}" for v in cells) + " |")
         lines.append(f"| {p} | mean | | " + " | ".join(f"{mean[p][w]:.0f}" for w in counts) + " |")
-    lines += ["", "Best mean over the round sizes: " + ", ".join(
+    lines += ["", "In process, best mean over the round sizes: " + ", ".join(
         f"{p} {best[p]} workers ({mean[p][best[p]] / mean[p][counts[0]]:.2f}x {counts[0]} worker"
-        f"{'s' if counts[0] > 1 else ''})" for p in precisions) + ". Mean over round sizes and precisions: " + ", ".join(
+        f"{'s' if counts[0] > 1 else ''})" for p in precisions) + ".", "",
+        f"Served (`python -m service --precision P --inference-workers W`, /v1/embeddings, 1 validation tweet per "
+        f"request, closed loop, {args.duration:g} s per load, median of {args.served_repeats} interleaved repetitions; "
+        f"load average {min(r['load_average_1m'] for r in served):.2f} to {max(r['load_average_1m'] for r in served):.2f} "
+        "during, the load process and the service themselves included):", "",
+        "| precision | workers | items/s, 8 clients | 32 | 128 | p99 ms, 8 / 32 / 128 |", "|---|---:|---:|---:|---:|---|"]
+    for p in precisions:
+        for w in counts:
+            lines.append(f"| {p} | {w} x {max(1, cores // w)} | " + " | ".join(
+                f"{served_median[(p, w, c)]:.0f}" for c in LEVELS) + " | " + " / ".join(
+                f"{served_p99[(p, w, c)]:.0f}" for c in LEVELS) + " |")
+    lines += ["", "Served items/s averaged over the loads and precisions: " + ", ".join(
         f"{w} workers {v:.0f}" for w, v in overall.items()) + f"; chosen: **{chosen}** "
         f"(service/config.py AUTO_CPU_WORKERS = {AUTO_CPU_WORKERS})."]
     (args.out / "inference_workers.md").write_text("\n".join(lines) + "\n")
