@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{served_p99[(p, w, c)]:.0f}" for c in LEVELS) + " |")
     lines += ["", "Served items/s averaged over the loads and precisions: " + ", ".join(
         f"{w} workers {v:.0f}" for w, v in overall.items()) + f"; chosen: **{chosen}** "
-        f"(service/config.py AUTO_CPU_WORKERS = {AUTO_CPU_WORKERS})."]
+        f"(service/config.py AUTO_CPU_WORKERS, the default, was {AUTO_CPU_WORKERS} during this run)."]
     (args.out / "inference_workers.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

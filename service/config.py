@@ -19,7 +19,7 @@ from .priority import IDLE, Priority
 
 # A served model's name: what a request's `model` says (no comma or `=`: they separate the settings' entries).
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}")
-AUTO_CPU_WORKERS = 2  # inference_workers=0 on a CPU: benchmarks/results/inference_workers.md
+AUTO_CPU_WORKERS = 3  # inference_workers=0 on a CPU: benchmarks/results/inference_workers.md
 
 
 @dataclass(frozen=True)
@@ -110,12 +110,13 @@ class Settings(BaseSettings):
         ("0",), description="ONNX Runtime intra-op threads (0 = one per core): N for every model, NAME=N for one of "
         "several models (overrides N)"
     )
-    # Batches of one model run at once, the model's threads split among them: on 2 cores two
-    # batches on one intra-op thread each served 1.2-1.8x the items of one batch on two
-    # (benchmarks/results/inference_workers.md).
+    # Batches of one model run at once, the model's threads split among them: on 2 cores, served
+    # on validation tweets, 3 workers of one thread each gave 1.2x the items/s of one batch on
+    # two threads (benchmarks/results/inference_workers.md).
     inference_workers: int = Field(
         0, ge=0, le=64, description="batches of one model that run at once, its inference threads split evenly among "
-        "them (0 = auto: 2 on a CPU, or 1 where the model has a single thread; 1 on CUDA)"
+        "them, one each at least (0 = auto: 3 on a CPU, no more than the model's inference_threads when given; "
+        "1 on CUDA)"
     )
     prepare_threads: int = Field(2, ge=1, le=64, description="threads that parse and tokenize request bodies, per served model")
     # The serving routes without the framework's layers: for a small model they cost more CPU than
@@ -217,11 +218,14 @@ class Settings(BaseSettings):
     def workers_for(self, name: str, provider: str = "CPUExecutionProvider") -> tuple[int, int]:
         """(batches at once, ONNX Runtime intra-op threads of each) for the model served as `name`:
         its threads (`threads_for`, or one per core the process may use) split among the workers."""
-        threads = self.threads_for(name) or len(os.sched_getaffinity(0))
+        given = self.threads_for(name)
+        threads = given or len(os.sched_getaffinity(0))
         if self.inference_workers:
             workers = self.inference_workers
-        else:
-            workers = 1 if provider != "CPUExecutionProvider" else min(AUTO_CPU_WORKERS, threads)
+        elif provider != "CPUExecutionProvider":
+            workers = 1
+        else:  # auto; threads given for the model cap the workers too (one thread each at least)
+            workers = min(AUTO_CPU_WORKERS, given) if given else AUTO_CPU_WORKERS
         return workers, max(1, threads // workers)
 
     def nice_for(self, name: str) -> Priority:

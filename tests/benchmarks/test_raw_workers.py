@@ -53,3 +53,15 @@ def test_raw_for_keys_its_cache_by_the_workers_and_records_them():
     raw_for(runtime, items, two, batching, 0.05, cache, 2)
     assert len(cache) == 2 and (one["raw_workers"], two["raw_workers"]) == (1, 2)
     assert one["raw_round_items"] == two["raw_round_items"] == 4
+
+
+def test_the_services_auto_workers_are_the_committed_sweeps_choice():
+    import json
+
+    from service.config import AUTO_CPU_WORKERS
+
+    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "inference_workers.json"
+    sweep = json.loads(results.read_text())
+    assert sweep["split"] == "validation"
+    means = sweep["served_mean_over_loads_and_precisions"]
+    assert sweep["chosen"] == int(max(means, key=means.get)) == AUTO_CPU_WORKERS

@@ -302,9 +302,10 @@ def test_a_model_given_idle_runs_its_inference_threads_under_sched_idle(text_cas
 
 def test_each_model_gets_the_inference_threads_given_for_it_else_the_bare_count(text_case):
     """The threads a model is given are split among its workers: 2 threads run as 2 batches at
-    once on one thread each (auto), or one batch on 2 threads (inference_workers=1)."""
+    once on one thread each (auto: up to 3 workers, no more than the threads given), or one batch
+    on 2 threads (inference_workers=1)."""
     names = ("heavy", "light", "wide")
-    for workers, expected in ((0, {"heavy": (1, 1), "light": (2, 1), "wide": (2, 2)}),
+    for workers, expected in ((0, {"heavy": (1, 1), "light": (2, 1), "wide": (3, 1)}),
                               (1, {"heavy": (1, 1), "light": (1, 2), "wide": (1, 4)})):
         settings = Settings(bundle=[str(text_case.path), *(f"{name}={text_case.path}" for name in names)],
                             device="cpu", inference_threads=["2", "heavy=1", "wide=4"], inference_workers=workers)
