@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEFAULT_TRAIN ?= --epochs 3 --batch-size 64 --lr 3e-3
 
-.PHONY: setup browser tools test run run-tuned bundle bundle-small bundle-tuned bench-quality bench-quality-backbone bench-quality-tuned bench-invariance bench-serve bench-serve-gpu bench-peers bench-peers-sweep bench-padding bench-workers peers-setup peers-smoke bench-bank bench-documents bench-several bench-tracing bench-graph bench-request check-prometheus check-image clean
+.PHONY: setup browser tools test run run-tuned bundle bundle-small bundle-tuned bench-quality bench-quality-backbone bench-quality-tuned bench-invariance bench-serve bench-serve-gpu bench-peers bench-peers-sweep bench-padding bench-workers bench-overload peers-setup peers-smoke bench-bank bench-documents bench-several bench-tracing bench-graph bench-request check-prometheus check-image clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -160,6 +160,11 @@ bench-invariance: setup bundle
 # The sweep that chose the batcher's padding bound on CPU (tweets validation split).
 bench-padding: setup bundle
 	$(PY) benchmarks/batch_padding.py
+
+# Refusals (429) against answers (200) at 256 clients, with the inference settings that share the
+# cores with the event loop (about 3 minutes).
+bench-overload: setup bundle
+	$(PY) benchmarks/overload.py --seconds 15
 
 # The sweep that chose inference_workers on CPU: batches of one model at once (validation split).
 bench-workers: setup bundle

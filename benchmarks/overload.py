@@ -6,8 +6,11 @@
 /v1/atomize requests with the full default response, for a fixed time, against a service with a
 queue of 64 items (`--max-queue-items 64 --max-inputs-per-request 64`). Rows: the code before
 the hardening; this code with only the queue checked before parsing; this code with an admission
-limit of 64 requests in flight (`--max-concurrent-requests 64`). Target: p99 of the 429s at most
-a tenth of the p99 of the 200s. Results: benchmarks/results/overload.{md,json}.
+limit of 64 requests in flight (`--max-concurrent-requests 64`); then, with that limit, the
+inference settings that decide how much of the 2 cores the event loop gets while the model runs:
+one inference worker instead of the default's three, and the inference threads at nice 10 or
+under SCHED_IDLE (`--inference-nice`). Target: p99 of the 429s at most a tenth of the p99 of
+the 200s. Results: benchmarks/results/overload.{md,json} (`make bench-overload`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from pathlib import Path
 
 from common import ROOT, closed_loop, describe, machine, ms, percentile, start_service, stop_service, write_results
@@ -40,9 +44,13 @@ def main(argv: list[str] | None = None) -> None:
     runs = ([("before", args.before, QUEUE, False)] if args.before else []) + [
         ("after: queue checked before parsing", ROOT, QUEUE, False),
         ("after: + admission limit 64", ROOT, admission, False),
+        ("after: + admission limit 64, inference_workers 1", ROOT, (*admission, "--inference-workers", "1"), False),
+        ("after: + admission limit 64, inference_nice 10", ROOT, (*admission, "--inference-nice", "10"), False),
+        ("after: + admission limit 64, inference_nice idle", ROOT, (*admission, "--inference-nice", "idle"), False),
     ] + ([("before, clients wait Retry-After", args.before, QUEUE, True)] if args.before else []) + [
         ("after: + admission limit 64, clients wait Retry-After", ROOT, admission, True),
     ]
+    host = machine()  # the load average before the first run
     rows = []
     for name, code, flags, honor in runs:
         process, url = start_service(args.bundle, *flags, code=code, log_path=Path("/tmp/overload.log"))
@@ -59,8 +67,9 @@ def main(argv: list[str] | None = None) -> None:
             row["p99_429_over_p99_200"] = refused["p99_s"] / ok["p99_s"]
         rows.append(row)
         print(json.dumps(row))
+    command = "python benchmarks/overload.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = ["# Overload: refusals against answers at 256 clients", "",
-             f"`python benchmarks/overload.py --bundle BUNDLE --before DIR --seconds {args.seconds:g}`: "
+             f"`{command.strip()}`: "
              f"{args.clients} closed-loop clients, one input per request, full default response, a queue of 64 items,",
              "load generator on the same machine. Target: p99(429) <= p99(200) / 10. Clients retry at once after a",
              "429, or (rows so marked) wait the 1 s of its Retry-After, as the openai client's backoff does.", "",
@@ -73,9 +82,10 @@ def main(argv: list[str] | None = None) -> None:
         lines.append(f"| {row['run']} | {ok.get('count', 0)} | {ms(ok.get('p50_s'))} | {ms(ok.get('p99_s'))} | "
                      f"{refused.get('count', 0)} | {ms(refused.get('p50_s'))} | {ms(refused.get('p99_s'))} | "
                      f"{'-' if ratio is None else f'{ratio:.3f}'} | {errors} |")
-    m = machine()
-    lines += ["", f"Machine: {describe(m)}. Bundle: `{args.bundle.name}`."]
-    write_results("overload", {"machine": m, "bundle": str(args.bundle), "rows": rows}, "\n".join(lines))
+    lines += ["", f"Machine: {describe(host)}. Bundle: `{args.bundle.name}`. The default service runs 3 inference "
+              "workers of one thread each (`inference_workers`, benchmarks/results/inference_workers.md)."]
+    write_results("overload", {"machine": host, "command": command, "bundle": str(args.bundle), "rows": rows},
+                  "\n".join(lines))
 
 
 if __name__ == "__main__":

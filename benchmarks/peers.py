@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from common import machine, read_records, running_service  # noqa: E402
 from loadgen import mean_between, run_load, scrape  # noqa: E402
-from serve import raw_for, raw_runtime  # noqa: E402
+from serve import in_flight, raw_for, raw_runtime  # noqa: E402
 
 log = logging.getLogger("benchmarks.peers")
 RESULTS = ROOT / "benchmarks" / "results"
@@ -169,7 +169,8 @@ def run_ours(system: System, texts: list[str], tmp: Path, duration_s: float, don
         raise RuntimeError(f"{system.name}: served embeddings differ from the model run in process (cosine {cosine:.6f})")
     cache: dict = {}
     for row in rows:
-        raw = raw_for(runtime, items, row, batching, min(8.0, duration_s / 3), cache, info["runtime"].get("workers", 1))
+        raw = raw_for(runtime, items, row, batching, min(8.0, duration_s / 3), cache,
+                      in_flight(info["runtime"].get("workers", 1), row["clients"], row["inputs_per_request"]))
         row.update(raw_items_per_s=raw, served_over_raw=row["items_per_s"] / raw, min_cosine_vs_in_process=cosine,
                    notes=system.notes)
         append(out, row)

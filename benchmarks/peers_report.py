@@ -231,8 +231,10 @@ def main(argv: list[str] | None = None) -> int:
                          f"{fmt(r.get('mean_batch_items'), 1)} | {fmt(r.get('raw_items_per_s'))} | "
                          f"{fmt(r.get('served_over_raw'), 2)} |")
     lines += ["", "raw = ONNX Runtime in the benchmark's process, server stopped, on the batches the service's own",
-              "policy cuts from rounds of the size the server saw (mean items per round from its /metrics): the",
-              "ceiling of that row. st = sentence-transformers `encode` in process at that batch size (no HTTP).",
+              "policy cuts from rounds of the size the server saw (mean items per round from its /metrics), run by",
+              "as many workers as the service's (`inference_workers`, one thread each; no more than the items the",
+              "load keeps in flight: 1 at 1 client x 1 input): the ceiling of that row. st = sentence-transformers",
+              "`encode` in process at that batch size (no HTTP).",
               "atomizer-full answers /v1/atomize with the default response; atomizer-before is the service as it",
               "was before the fast path (h11 + asyncio, one padded batch per round). infinity-nospin is Infinity with",
               "ONNX Runtime's thread spinning off, the policy this service runs with (its default keeps it on): each",

@@ -96,6 +96,12 @@ def raw_runtime(bundle, info: dict, **options):
     return Runtime(bundle, threads=info["runtime"].get("threads_per_worker", 0), **options)
 
 
+def in_flight(workers: int, clients: int, inputs_per_request: int) -> int:
+    """The workers a load can keep busy: no more batches run at once than the items in flight
+    (one client sending one input at a time never has two batches)."""
+    return max(1, min(workers, clients * inputs_per_request))
+
+
 def raw_for(runtime, items: list, row: dict, batching: dict, seconds: float, cache: dict, workers: int = 1) -> float:
     """Items/s of ONNX Runtime alone on the batches the service's policy cuts from rounds of the
     size the server saw for this row, `workers` batches at once as the service runs them."""
@@ -239,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     lengths = [item.length for item in items]
     cache: dict = {}
     for row in served:
-        row["raw_items_per_s"] = raw_for(runtime, items, row, row["policy"], raw_s, cache, row["workers"])
+        size = BIG if "inputs/request" in row["response"] else 1
+        row["raw_items_per_s"] = raw_for(runtime, items, row, row["policy"], raw_s, cache,
+                                         in_flight(row["workers"], row["concurrency"], size))
         row["served_over_raw"] = row["items_per_s"] / row["raw_items_per_s"]
     provider = runtime.provider
 

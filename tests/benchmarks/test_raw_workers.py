@@ -65,3 +65,11 @@ def test_the_services_auto_workers_are_the_committed_sweeps_choice():
     assert sweep["split"] == "validation"
     means = sweep["served_mean_over_loads_and_precisions"]
     assert sweep["chosen"] == int(max(means, key=means.get)) == AUTO_CPU_WORKERS
+
+
+def test_raw_runs_no_more_workers_than_the_load_keeps_batches_in_flight():
+    from serve import in_flight
+
+    assert in_flight(3, 1, 1) == 1  # one client, one input: one batch at a time
+    assert in_flight(3, 2, 1) == 2 and in_flight(3, 1, 16) == 3 and in_flight(3, 128, 1) == 3
+    assert in_flight(1, 128, 16) == 1
