@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from contract.bundle import load_bundle
     from service.app import CPU_BATCH_PADDING
-    from service.config import AUTO_CPU_WORKERS
+    from service.config import AUTO_CPU_WORKERS, Settings
     from peers_sweep import validation_texts
     from service.runtime import Runtime
     from training.data import load_dataset
@@ -92,9 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     counts = [int(w) for w in args.workers.split(",")]
     precisions = [p for p in args.precisions.split(",") if bundle.model_path(p) is not None]
     texts = load_dataset(bundle.manifest.training.dataset).validation.texts[: args.items]
-    load_before = os.getloadavg()[0]
-    host = machine("CPUExecutionProvider")
-    runtimes = {(p, w): Runtime(bundle, device="cpu", precision=p, threads=max(1, cores // w))
+    host = machine("CPUExecutionProvider")  # with the load average before anything runs
+    threads = {w: Settings(inference_workers=w).workers_for(bundle.manifest.name)[1] for w in counts}  # the service's split
+    runtimes = {(p, w): Runtime(bundle, device="cpu", precision=p, threads=threads[w])
                 for p in precisions for w in counts}
     items = runtimes[(precisions[0], counts[0])].prepare(texts)
     rng = np.random.default_rng(0)
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             runs[(precision, workers, round_size)].append(
                 items_per_s(runtimes[(precision, workers)], feeds[round_size], args.seconds, workers))
         print(f"repeat {repeat + 1}/{args.repeats} done", file=sys.stderr, flush=True)
-    rows = [{"precision": p, "workers": w, "threads_per_worker": max(1, cores // w), "round_items": r,
+    rows = [{"precision": p, "workers": w, "threads_per_worker": threads[w], "round_items": r,
              "mean_batch_items": len(items) / len(feeds[r]), "items_per_s_median": float(np.median(runs[(p, w, r)])),
              "items_per_s": runs[(p, w, r)]} for p, w, r in configs]
     median = {(row["precision"], row["workers"], row["round_items"]): row["items_per_s_median"] for row in rows}
@@ -115,16 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     best = {p: max(counts, key=lambda w: mean[p][w]) for p in precisions}
     del runtimes  # the sessions' memory, before the services start
     served = served_sweep(args.bundle, validation_texts(2048), counts, precisions, args.duration, args.served_repeats)
-    served_median = {(p, w, c): float(np.median([r["items_per_s"] for r in served
-                                                 if (r["precision"], r["workers"], r["clients"]) == (p, w, c)]))
-                     for p in precisions for w in counts for c in LEVELS}
-    served_p99 = {(p, w, c): float(np.median([r["p99_ms"] or 0 for r in served
-                                              if (r["precision"], r["workers"], r["clients"]) == (p, w, c)]))
-                  for p in precisions for w in counts for c in LEVELS}
+    points = {(p, w, c): [r for r in served if (r["precision"], r["workers"], r["clients"]) == (p, w, c)]
+              for p in precisions for w in counts for c in LEVELS}
+    served_median = {key: float(np.median([r["items_per_s"] for r in rs])) for key, rs in points.items()}
+    served_p99 = {key: float(np.median([r["p99_ms"] or 0 for r in rs])) for key, rs in points.items()}
     overall = {w: float(np.mean([served_median[(p, w, c)] for p in precisions for c in LEVELS])) for w in counts}
     chosen = max(counts, key=lambda w: overall[w])
     result = {"command": "python benchmarks/inference_workers.py " + " ".join(argv or sys.argv[1:]),
-              "machine": host, "load_average_before": load_before,
+              "machine": host,
               "load_average_after": os.getloadavg()[0], "bundle": bundle.manifest.name, "split": "validation",
               "items": len(items), "repeats": args.repeats, "seconds": args.seconds, "cores": cores, "rows": rows,
               "mean_over_rounds": {p: {str(w): v for w, v in m.items()} for p, m in mean.items()},
@@ -140,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
              f"{cores} // W intra-op threads each; {len(items)} tweets of the validation split in arrival order, median",
              f"of {args.repeats} interleaved repetitions of {args.seconds:g} s.", "",
              "| precision | round items | mean batch | " + " | ".join(
-                 f"{w} x {max(1, cores // w)} thread{'s' if cores // w > 1 else ''}" for w in counts) + " |",
+                 f"{w} x {threads[w]} thread{'s' if threads[w] > 1 else ''}" for w in counts) + " |",
              "|---|---:|---:|" + "---:|" * len(counts)]
     for p in precisions:
         for r in ROUNDS:
@@ -159,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "| precision | workers | items/s, 8 clients | 32 | 128 | p99 ms, 8 / 32 / 128 |", "|---|---:|---:|---:|---:|---|"]
     for p in precisions:
         for w in counts:
-            lines.append(f"| {p} | {w} x {max(1, cores // w)} | " + " | ".join(
+            lines.append(f"| {p} | {w} x {threads[w]} | " + " | ".join(
                 f"{served_median[(p, w, c)]:.0f}" for c in LEVELS) + " | " + " / ".join(
                 f"{served_p99[(p, w, c)]:.0f}" for c in LEVELS) + " |")
     lines += ["", "Served items/s averaged over the loads and precisions: " + ", ".join(

@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from contract.bundle import load_bundle
     from peers import test_texts
-    from serve import raw_runtime
+    from serve import in_flight, raw_runtime
 
     texts = test_texts(1024)
     work = Path(tempfile.mkdtemp(prefix="request-cost-"))
@@ -184,16 +184,17 @@ def main(argv: list[str] | None = None) -> int:
         for process, _ in started.values():
             stop_service(process)
     bundle = load_bundle(args.bundle)
-    runtimes = {}  # one per thread count: each system's raw runs as its workers do (code from before: 1)
-    for name in runs:
-        threads = infos[name]["runtime"].get("threads_per_worker", 0)
+    runtimes: dict = {}  # one per thread count: each system's raw runs as its workers do (code from before: 1)
+    raw, items = {}, None
+    for name, points in runs.items():
+        served = infos[name]["runtime"]
+        threads = served.get("threads_per_worker", 0)
         if threads not in runtimes:
             runtimes[threads] = raw_runtime(bundle, infos[name], device="cpu", precision=info["runtime"]["precision"])
-    items = runtimes[next(iter(runtimes))].prepare(texts)
-    raw = {name: model_cpu(runtimes[infos[name]["runtime"].get("threads_per_worker", 0)], items,
-                           max(1, round(statistics.median(p["mean_round_items"] or 1 for p in points))),
-                           infos[name]["batching"], min(8.0, args.seconds), infos[name]["runtime"].get("workers", 1))
-           for name, points in runs.items()}
+        items = items or runtimes[threads].prepare(texts)  # tokenized once: the same for every session
+        raw[name] = model_cpu(runtimes[threads], items, max(1, round(statistics.median(p["mean_round_items"] or 1 for p in points))),
+                              infos[name]["batching"], min(8.0, args.seconds),
+                              in_flight(served.get("workers", 1), args.clients, 1))
     rows = summarise(runs, raw)
     results = {"machine": machine("CPUExecutionProvider"), "bundle": info["name"], "precision": info["runtime"]["precision"],
                "args": {"bundle": str(args.bundle.relative_to(ROOT) if args.bundle.is_relative_to(ROOT) else args.bundle),

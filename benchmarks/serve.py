@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                 for response, concurrency in points:
                     size = BIG if "inputs/request" in response else 1
                     row = served_point(url, bodies[response], concurrency, duration_s, 50_000, size)
-                    row.update(batching=batching, response=response, policy=policy,
+                    row.update(batching=batching, response=response, policy=policy, inputs_per_request=size,
                                workers=info["runtime"].get("workers", 1))
                     log.info("batching %s, %s, concurrency %d: %.0f items/s, p50 %.1f ms, p99 %.1f ms, batch %.1f",
                              batching, response, concurrency, row["items_per_s"], row["p50_ms"] or 0,
@@ -245,9 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     lengths = [item.length for item in items]
     cache: dict = {}
     for row in served:
-        size = BIG if "inputs/request" in row["response"] else 1
         row["raw_items_per_s"] = raw_for(runtime, items, row, row["policy"], raw_s, cache,
-                                         in_flight(row["workers"], row["concurrency"], size))
+                                         in_flight(row["workers"], row["concurrency"], row["inputs_per_request"]))
         row["served_over_raw"] = row["items_per_s"] / row["raw_items_per_s"]
     provider = runtime.provider
 

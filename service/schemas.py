@@ -286,7 +286,7 @@ class ModelInfo(BaseModel):
     precisions: dict[str, dict[str, float | str]] = {}
     # how encoder.onnx was made (exporter, attention form, optimisation) and its parity with PyTorch
     graph: dict[str, str | float] = {}
-    runtime: dict = Field(description="device, execution provider, onnxruntime version")
+    runtime: dict = Field(description="device, execution provider, model file, precision, batching (batched or per input), workers (batches that run at once) and threads_per_worker, onnxruntime version")
     bank: dict = Field(description="the reference bank: atoms, index kind, version, the bundle it was built with")
     batching: dict
     limits: dict

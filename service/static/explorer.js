@@ -111,6 +111,7 @@ function renderModelCard() {
   facts.push(["labels", m.label_names.join(", ")], ["embedding", `${m.embedding_dim} dimensions`],
     ["potential", `${m.potential.kind}, λ = ${m.potential.weight}`],
     ["device", `${m.runtime.device} (${m.runtime.provider.replace("ExecutionProvider", "")}), ${m.runtime.precision || precision(m.runtime.model_file)}`],
+    ["inference", `${m.runtime.workers} batch${m.runtime.workers === 1 ? "" : "es"} at once, ${m.runtime.threads_per_worker} thread${m.runtime.threads_per_worker === 1 ? "" : "s"} each`],
     ["bank", `${m.bank.atoms.toLocaleString("en")} atoms, ${m.bank.search} search`]);
   $("model-facts").replaceChildren(...facts.flatMap(([name, value]) => [el("dt", { text: name }), el("dd", { text: value })]));
   document.title = `${m.id} · Atomizer explorer`;

@@ -56,6 +56,10 @@ def test_text_model_shows_roles_composition_neighbours_and_map(watch, text_url, 
     assert facts["name"] == manifest.name and facts["modality"] == "text"
     assert facts["bank"].startswith(f"{len(text_loaded.atoms):,} atoms") and facts["device"].startswith("cpu")
     assert facts["device"].endswith("fp32") and manifest.training.dataset in facts["trained on"]
+    runtime = httpx.get(f"{text_url}/v1/model", timeout=10).json()["runtime"]
+    batches = f"{runtime['workers']} batch{'' if runtime['workers'] == 1 else 'es'} at once"
+    threads = f"{runtime['threads_per_worker']} thread{'' if runtime['threads_per_worker'] == 1 else 's'} each"
+    assert facts["inference"] == f"{batches}, {threads}"
 
     # every component, coloured by its role, with the role also as text
     chips = page.locator("#components .component")
