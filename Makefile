@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEFAULT_TRAIN ?= --epochs 3 --batch-size 64 --lr 3e-3
 
-.PHONY: setup browser tools test run run-tuned bundle bundle-small bundle-tuned bench-quality bench-quality-backbone bench-quality-tuned bench-invariance bench-serve bench-serve-gpu bench-peers bench-peers-sweep bench-padding bench-workers bench-overload peers-setup peers-smoke bench-bank bench-documents bench-several bench-tracing bench-graph bench-request check-prometheus check-image clean
+.PHONY: setup browser tools test run run-tuned bundle bundle-small bundle-tuned bench-quality bench-quality-backbone bench-quality-tuned bench-invariance bench-serve bench-serve-gpu bench-peers bench-peers-sweep bench-padding bench-workers bench-overload peers-setup peers-smoke bench-bank bench-documents bench-several bench-tracing bench-graph bench-request bench-ceiling bench-switch bench-processes check-prometheus check-image clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -138,6 +138,20 @@ bench-peers: setup bundle bundle-small peers-setup
 	$(PY) benchmarks/peers.py --profile $(PEERS_ARGS)
 	$(PY) benchmarks/peers_report.py
 	$(PY) benchmarks/graph_cost.py
+
+# One service process against two on the same cores, the small bundle at 32 clients (2 minutes).
+bench-processes: setup bundle-small
+	$(PY) benchmarks/two_processes.py
+
+# The sweep behind switch_interval_ms (issue 19): 4 intervals x 3 systems x 8/32/128 clients on
+# validation tweets, 3 interleaved repetitions (about 22 minutes).
+bench-switch: setup bundle bundle-small
+	$(PY) benchmarks/switch_interval.py --repeats 3
+
+# The ceiling HTTP puts on served/raw (issue 19): a bare uvicorn app, the service and the model
+# alone, side by side on both bundles, with the machine's CPU per item (about 10 minutes).
+bench-ceiling: setup bundle bundle-small
+	$(PY) benchmarks/http_ceiling.py
 
 # The fixed cost of a request (issue 19): the service before the request-path changes and this
 # one, side by side on the small bundle (about 3 minutes).

@@ -154,6 +154,35 @@ def running_service(bundle: Path, *flags: str, **options) -> Iterator[str]:
         stop_service(process)
 
 
+def served_settings_sweep(systems: dict, texts: list[str], levels: tuple[int, ...], duration_s: float,
+                          repeats: int) -> list[dict]:
+    """One row per (system, clients, repeat): `systems` maps a key to (bundle folder, the service's
+    flags); each is started afresh per repeat (the order alternates between repeats) and loaded with
+    `levels` closed-loop clients x 1 text on /v1/embeddings for `duration_s` each, after a 2 s
+    warm-up. Each row is loadgen's, plus system (the key), clients, repeat and the load average."""
+    import tempfile
+
+    from loadgen import run_load
+
+    keys = list(systems)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        body = Path(tmp) / "bodies.jsonl"
+        body.write_text("\n".join(json.dumps({"input": [text]}) for text in texts))
+        for repeat in range(repeats):
+            for key in keys if repeat % 2 == 0 else keys[::-1]:
+                bundle_dir, flags = systems[key]
+                with running_service(bundle_dir, *flags, log_path=Path(tmp) / "service.log") as url:
+                    run_load(url, "/v1/embeddings", body, levels[0], 1, 2.0)  # warm-up, not counted
+                    for clients in levels:
+                        row = run_load(url, "/v1/embeddings", body, clients, 1, duration_s)
+                        row.update(system=key, clients=clients, repeat=repeat, load_average_1m=os.getloadavg()[0])
+                        rows.append(row)
+                        print(f"served {key} {clients} clients: {row['items_per_s']:.0f} items/s, "
+                              f"p99 {row['p99_ms'] or 0:.0f} ms", file=sys.stderr, flush=True)
+    return rows
+
+
 # ---- results -----------------------------------------------------------------------------------
 
 

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -43,26 +42,13 @@ LEVELS = (8, 32, 128)  # clients of the served sweep
 def served_sweep(bundle_dir: Path, texts: list[str], counts: list[int], precisions: list[str], duration_s: float,
                  repeats: int) -> list[dict]:
     """One row per (precision, workers, clients, repeat): the service under closed-loop load."""
-    from common import running_service
-    from loadgen import run_load
-    from peers import bodies_file
+    from common import served_settings_sweep
 
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        body = bodies_file(Path(tmp), "validation", texts, 1, lambda group: json.dumps({"input": group}))
-        for repeat in range(repeats):
-            for precision in precisions:
-                for workers in counts if repeat % 2 == 0 else counts[::-1]:
-                    with running_service(bundle_dir, "--precision", precision, "--inference-workers", str(workers),
-                                         log_path=Path(tmp) / "service.log") as url:
-                        run_load(url, "/v1/embeddings", body, LEVELS[0], 1, 2.0)  # warm-up, not counted
-                        for clients in LEVELS:
-                            row = run_load(url, "/v1/embeddings", body, clients, 1, duration_s)
-                            row.update(precision=precision, workers=workers, clients=clients, repeat=repeat,
-                                       load_average_1m=os.getloadavg()[0])
-                            rows.append(row)
-                            print(f"served {precision} {workers} workers {clients} clients: {row['items_per_s']:.0f} "
-                                  f"items/s, p99 {row['p99_ms'] or 0:.0f} ms", file=sys.stderr, flush=True)
+    systems = {(precision, workers): (bundle_dir, ("--precision", precision, "--inference-workers", str(workers)))
+               for precision in precisions for workers in counts}
+    rows = served_settings_sweep(systems, texts, LEVELS, duration_s, repeats)
+    for row in rows:
+        row["precision"], row["workers"] = row.pop("system")
     return rows
 
 

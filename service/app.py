@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sys
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -198,6 +199,16 @@ def create_app(settings: Settings | None = None, *, bundle: Bundle | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        switch_interval = sys.getswitchinterval()  # process-wide: given back when the service stops
+        sys.setswitchinterval(settings.switch_interval_ms / 1000.0)
+        try:
+            async with serving_lifespan(app):
+                yield
+        finally:
+            sys.setswitchinterval(switch_interval)
+
+    @asynccontextmanager
+    async def serving_lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             items = loaded
             if items is None:

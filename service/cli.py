@@ -43,6 +43,7 @@ def serve(
     inference_threads: Annotated[Optional[list[str]], _flag("inference_threads")] = None,
     inference_workers: Annotated[Optional[int], _flag("inference_workers")] = None,
     prepare_threads: Annotated[Optional[int], _flag("prepare_threads")] = None,
+    switch_interval_ms: Annotated[Optional[float], _flag("switch_interval_ms")] = None,
     direct_routes: Annotated[Optional[bool], _flag("direct_routes")] = None,
     inference_nice: Annotated[Optional[list[str]], _flag("inference_nice")] = None,
     max_inputs_per_request: Annotated[Optional[int], _flag("max_inputs_per_request")] = None,

@@ -119,6 +119,12 @@ class Settings(BaseSettings):
         "1 on CUDA)"
     )
     prepare_threads: int = Field(2, ge=1, le=64, description="threads that parse and tokenize request bodies, per served model")
+    # The event loop, the prepare threads and the inference workers share one interpreter lock: a
+    # thread that wants it waits until the holder lets go, at the latest after this interval.
+    switch_interval_ms: float = Field(
+        5.0, gt=0.0, le=100.0, description="longest a Python thread holds the interpreter lock while another waits for "
+        "it (sys.setswitchinterval, for the whole process while the service runs; Python's default: 5)"
+    )
     # The serving routes without the framework's layers: for a small model they cost more CPU than
     # its inference (benchmarks/request_cost.py).
     direct_routes: bool = Field(

@@ -174,3 +174,14 @@ def test_the_metrics_port_serves_metrics_and_the_api_port_does_not(text_case):
         assert "/metrics" not in client.get("/openapi.json").json()["paths"]
     with pytest.raises(httpx.TransportError):  # closed with the app
         httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+
+def test_the_service_holds_its_switch_interval_while_it_runs_and_gives_the_old_one_back(text_case):
+    import sys
+
+    before = sys.getswitchinterval()
+    app = create_app(text_case.settings(switch_interval_ms=0.7), bundle=text_case.bundle)
+    with TestClient(app) as client:
+        assert sys.getswitchinterval() == pytest.approx(0.0007)
+        assert client.post("/v1/embeddings", json={"input": "t01 t02"}).status_code == 200
+    assert sys.getswitchinterval() == before
