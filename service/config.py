@@ -121,6 +121,8 @@ class Settings(BaseSettings):
     prepare_threads: int = Field(2, ge=1, le=64, description="threads that parse and tokenize request bodies, per served model")
     # The event loop, the prepare threads and the inference workers share one interpreter lock: a
     # thread that wants it waits until the holder lets go, at the latest after this interval.
+    # Python's own 5 ms served the most items/s on validation tweets; 1, 0.5 and 0.2 ms served
+    # fewer, the small bundle most of all (benchmarks/results/switch_interval.md).
     switch_interval_ms: float = Field(
         5.0, gt=0.0, le=100.0, description="longest a Python thread holds the interpreter lock while another waits for "
         "it (sys.setswitchinterval, for the whole process while the service runs; Python's default: 5)"
