@@ -98,17 +98,26 @@ def start_service(bundle: Path, *flags: str, code: Path = ROOT, device: str = "c
     (--bundle, --host, --port, --device, --log-level warning); `env` adds to its environment. Its
     output (stdout and stderr) goes to log_path, or nowhere; a RuntimeError, with the log's tail, if
     it exits or is not ready in timeout_s (then it is killed)."""
-    import httpx
-
     port = free_port()
     command = [sys.executable, "-m", "service", "--bundle", str(bundle), "--host", "127.0.0.1", "--port", str(port),
                "--device", device, "--log-level", "warning", *flags]
     pythonpath = os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")]))
+    return start_server(command, port, cwd=code, env={**(env or {}), "PYTHONPATH": pythonpath}, log_path=log_path,
+                        timeout_s=timeout_s)
+
+
+def start_server(command: list[str], port: int, *, cwd: Path = ROOT, env: dict[str, str] | None = None,
+                 log_path: Path | None = None, timeout_s: float = 120.0) -> tuple[subprocess.Popen, str]:
+    """A server process listening on 127.0.0.1:`port`, once GET /readyz answers 200: (the process,
+    its base URL). `env` adds to the environment; the output goes to log_path, or nowhere; a
+    RuntimeError, with the log's tail, if it exits or is not ready in timeout_s (then it is killed)."""
+    import httpx
+
     if log_path:
         log_path.parent.mkdir(parents=True, exist_ok=True)  # e.g. runs/ on a fresh clone
     log = open(log_path, "w") if log_path else subprocess.DEVNULL
     try:
-        process = subprocess.Popen(command, cwd=code, env={**os.environ, **(env or {}), "PYTHONPATH": pythonpath},
+        process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **(env or {})},
                                    stdout=log, stderr=subprocess.STDOUT)
     finally:
         if log_path:
@@ -117,7 +126,7 @@ def start_service(bundle: Path, *flags: str, code: Path = ROOT, device: str = "c
     deadline = time.monotonic() + timeout_s
     while True:
         if process.poll() is not None:
-            problem = f"the service exited with {process.returncode}"
+            problem = f"the server exited with {process.returncode}"
             break
         try:
             if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
@@ -125,7 +134,7 @@ def start_service(bundle: Path, *flags: str, code: Path = ROOT, device: str = "c
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
-            problem = f"the service was not ready in {timeout_s:g} s"
+            problem = f"the server was not ready in {timeout_s:g} s"
             break
         time.sleep(0.2)
     stop_service(process, timeout_s=5)

@@ -43,7 +43,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, describe, free_port, machine, start_service, stop_service, write_results  # noqa: E402
+from common import ROOT, describe, free_port, machine, start_server, start_service, stop_service, write_results  # noqa: E402
 from loadgen import mean_between, run_load, scrape  # noqa: E402
 
 log = logging.getLogger("bench.http_ceiling")
@@ -72,7 +72,7 @@ def loaded_point(url: str, bodies: Path, clients: int, seconds: float, metrics: 
         window["end"] = (time.perf_counter(), *busy_cpu_s())
 
     sampler = threading.Thread(target=sample)
-    before = scrape(url) if metrics else {}
+    before = scrape(url) if metrics else None
     sampler.start()
     row = run_load(url, PATH, bodies, clients, 1, seconds)
     sampler.join()
@@ -83,7 +83,7 @@ def loaded_point(url: str, bodies: Path, clients: int, seconds: float, metrics: 
     row["cpu_ms_per_item"] = 1000 * row["busy_cores"] / row["items_per_s"] if row["items_per_s"] else None
     row["cores"] = cores
     row["load_average_1m"] = os.getloadavg()[0]
-    if before:
+    if before is not None:
         after = scrape(url)
         row["mean_round_items"] = mean_between(after, before, "atom_round_items")
         row["mean_batch_items"] = mean_between(after, before, "atom_batch_items")
@@ -91,23 +91,12 @@ def loaded_point(url: str, bodies: Path, clients: int, seconds: float, metrics: 
 
 
 def start_bare(answer: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
+    """peer_apps/bare_http.py under uvicorn (httptools, uvloop) at a free port, answering `answer`'s bytes."""
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "bare_http:app", "--app-dir", str(ROOT / "benchmarks" / "peer_apps"),
                "--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning",
                "--host", "127.0.0.1", "--port", str(port)]
-    with open(log_path, "w") as out:
-        process = subprocess.Popen(command, env={**os.environ, "BARE_HTTP_RESPONSE": str(answer)},
-                                   stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            httpx.post(url + PATH, content=b"{}", timeout=1)
-            return process, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    stop_service(process, timeout_s=5)
-    raise RuntimeError(f"the bare server did not start: {log_path.read_text()[-2000:]}")
+    return start_server(command, port, env={"BARE_HTTP_RESPONSE": str(answer)}, log_path=log_path, timeout_s=30)
 
 
 def raw_point(runtime, items: list, row: dict, batching: dict, seconds: float, workers: int) -> dict:
